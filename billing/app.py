@@ -1,0 +1,88 @@
+"""``create_app(settings)``: routes, auth, error handlers, OpenAPI, metrics and the scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from billing.auth import ApiKeyMiddleware, scope_guard
+from billing.clock import Clock
+from billing.context import AppContext, provide_context, provide_principal
+from billing.errors import EXCEPTION_HANDLERS
+from billing.health import HealthController
+from billing.logs import configure_logging
+from billing.request_context import request_context_middleware
+from billing.scheduler import Scheduler
+from billing.settings import Settings
+from billing.tenants.routes import ApiKeyController, TenantController
+
+API_ROUTES = [TenantController, ApiKeyController]
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Billing",
+        version="1.0.0",
+        description="Usage-based billing and dunning. Amounts are integers in minor units; "
+        "quantities and unit prices are decimal strings.",
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), SwaggerRenderPlugin(path="/docs")],
+        components=Components(
+            security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="API key")}
+        ),
+        security=[{"apiKey": []}],
+    )
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: bool | None = None) -> Litestar:
+    """Build the app; ``clock`` and ``scheduler`` let tests freeze time and keep ticks manual."""
+    configure_logging(settings.log_level, settings.log_format)
+    ctx = AppContext.create(settings, clock=clock)
+    run_scheduler = settings.scheduler if scheduler is None else scheduler
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ticks = Scheduler(ctx) if run_scheduler else None
+        if ticks is not None:
+            ticks.start()
+        try:
+            yield
+        finally:
+            if ticks is not None:
+                ticks.shutdown()
+            await ctx.close()
+
+    api = Router(
+        path="/v1",
+        route_handlers=API_ROUTES,
+        middleware=[ApiKeyMiddleware],
+        guards=[scope_guard],
+        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+    )
+    metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])
+    app = Litestar(
+        route_handlers=[api, HealthController, MetricsController],
+        dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_context_middleware, metrics.middleware],
+        openapi_config=_openapi(),
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+        logging_config=None,
+    )
+    app.state.ctx = ctx
+    app.state.database = ctx.database
+    return app

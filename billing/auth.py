@@ -1,0 +1,111 @@
+"""API keys, scopes and tenant resolution.
+
+Keys are shown once and stored as SHA-256 hashes: they carry 256 bits of randomness, so a fast
+hash is enough and lookups stay a single indexed equality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from billing.errors import Forbidden, Unauthorized
+from billing.tenants.models import ApiKey
+
+KEY_PREFIX = "bk_"
+OPT_SCOPES = "scopes"
+
+
+class Scope(StrEnum):
+    ADMIN = "admin"
+    INGEST = "ingest"
+    FINANCE = "finance"
+
+
+# Who may call a route, declared on every route through ``opt={"scopes": ...}``.
+ADMIN: frozenset[Scope] = frozenset({Scope.ADMIN})
+READ: frozenset[Scope] = frozenset({Scope.ADMIN, Scope.FINANCE})
+FINANCE: frozenset[Scope] = frozenset({Scope.ADMIN, Scope.FINANCE})
+INGEST: frozenset[Scope] = frozenset({Scope.ADMIN, Scope.INGEST})
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    key_id: str
+    scope: Scope
+
+    @property
+    def actor(self) -> str:
+        return self.key_id
+
+
+@dataclass(frozen=True)
+class NewKey:
+    plaintext: str
+    prefix: str
+    digest: str
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_key() -> NewKey:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    return NewKey(plaintext=plaintext, prefix=plaintext[:11], digest=hash_key(plaintext))
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+    """Resolves the bearer key to a :class:`Principal`; unknown or revoked keys answer 401."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        token = bearer_token(connection)
+        if token is None or not token.startswith(KEY_PREFIX) or len(token) > 200:
+            raise Unauthorized()
+        database = connection.app.state.database
+        async with database.read() as session:
+            row = (
+                await session.execute(
+                    sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.scope).where(
+                        ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        if row is None:
+            raise Unauthorized("The API key is unknown or revoked")
+        principal = Principal(tenant_id=row.tenant_id, key_id=row.id, scope=Scope(row.scope))
+        connection.scope.setdefault("state", {})["tenant_id"] = principal.tenant_id
+        return AuthenticationResult(user=principal, auth=principal)
+
+
+def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Fail closed: a route that declares no scopes is reachable by nobody."""
+    allowed = handler.opt.get(OPT_SCOPES)
+    principal = connection.auth
+    if not isinstance(principal, Principal) or not allowed or principal.scope not in allowed:
+        scope = principal.scope if isinstance(principal, Principal) else "none"
+        raise Forbidden(f"A key with scope {scope!r} may not call this operation")
+
+
+def scopes(allowed: frozenset[Scope]) -> dict[str, Any]:
+    """Route ``opt`` declaring who may call it: ``@get(..., opt=scopes(READ))``."""
+    return {OPT_SCOPES: allowed}

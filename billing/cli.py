@@ -1,0 +1,183 @@
+"""The ``billing`` command: serve, worker, migrate, tenant and api-key administration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from billing import devtenant
+from billing.auth import Scope
+from billing.context import AppContext
+from billing.errors import ApiError
+from billing.logs import configure_logging
+from billing.migrate import upgrade
+from billing.scheduler import Scheduler
+from billing.settings import Settings, SettingsError
+from billing.tenants import service
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _with_context(settings: Settings, work: Callable[[AppContext], Awaitable[T]]) -> T:
+    async def run() -> T:
+        ctx = AppContext.create(settings)
+        try:
+            return await work(ctx)
+        finally:
+            await ctx.close()
+
+    try:
+        return asyncio.run(run())
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    click.echo(json.dumps(data, indent=2) if as_json else "\n".join(lines))
+
+
+@click.group()
+def main() -> None:
+    """Usage-based billing and dunning service."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    upgrade(settings.database_url)
+    click.echo("database is up to date", err=True)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API (and the scheduler unless BILLING_SCHEDULER=off)."""
+    import uvicorn
+
+    from billing.app import create_app
+
+    settings = _settings()
+    if settings.dialect == "sqlite":
+        upgrade(settings.database_url)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=2048,
+    )
+
+
+@main.command()
+def worker() -> None:
+    """Run the scheduler's ticks without the HTTP server (extra replicas)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run(ctx: AppContext) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        scheduler = Scheduler(ctx)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown()
+
+    _with_context(settings, run)
+
+
+@main.group()
+def tenant() -> None:
+    """Tenant administration."""
+
+
+@tenant.command("create")
+@click.option("--name", required=True)
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def tenant_create(name: str, currency: str, as_json: bool) -> None:
+    """Create a tenant and its first admin key (shown once)."""
+
+    async def run(ctx: AppContext) -> dict[str, Any]:
+        async with ctx.database.transaction() as session:
+            now = ctx.clock.now()
+            created = await service.create_tenant(session, name=name, currency=currency.upper(), now=now)
+            key, plaintext = await service.create_api_key(
+                session, tenant_id=created.id, scope=Scope.ADMIN, name="admin", now=now
+            )
+        return {"tenant_id": created.id, "name": created.name, "api_key_id": key.id, "api_key": plaintext}
+
+    data = _with_context(_settings(), run)
+    _emit(data, as_json, [f"tenant: {data['tenant_id']}", f"admin key (shown once): {data['api_key']}"])
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """API key administration."""
+
+
+@api_key.command("create")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--scope", type=click.Choice([s.value for s in Scope]), required=True)
+@click.option("--name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def api_key_create(tenant_id: str, scope: str, name: str | None, as_json: bool) -> None:
+    """Create an API key (shown once)."""
+
+    async def run(ctx: AppContext) -> dict[str, Any]:
+        async with ctx.database.transaction() as session:
+            key, plaintext = await service.create_api_key(
+                session, tenant_id=tenant_id, scope=Scope(scope), name=name, now=ctx.clock.now()
+            )
+        return {"api_key_id": key.id, "tenant_id": tenant_id, "scope": scope, "api_key": plaintext}
+
+    data = _with_context(_settings(), run)
+    _emit(data, as_json, [f"{data['scope']} key {data['api_key_id']} (shown once): {data['api_key']}"])
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+def api_key_revoke(key_id: str) -> None:
+    """Revoke an API key at once."""
+
+    async def run(ctx: AppContext) -> None:
+        async with ctx.database.transaction() as session:
+            await service.revoke_api_key(session, key_id, now=ctx.clock.now())
+
+    _with_context(_settings(), run)
+    click.echo(f"revoked {key_id}")
+
+
+@main.command("dev-tenant")
+def dev_tenant() -> None:
+    """Create the development tenant on first run; print its admin key on every run."""
+    settings = _settings()
+    if settings.production:
+        raise click.ClickException("dev-tenant is for development only")
+    info = _with_context(settings, devtenant.ensure)
+    click.echo(devtenant.banner(info))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Database access shared by every domain: engines per dialect, sessions, insert-ignore and row claims."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from billing.clock import assume_utc, ensure_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "billing_read_only"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timestamps are UTC inside: aware on the way in, aware UTC on the way out, on both dialects."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = ensure_utc(value)
+        # SQLite stores text: a naive UTC value keeps one format, so text order is time order.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else assume_utc(value)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class ClaimMixin:
+    """Columns that let any replica lease a row of work (see :func:`claim_rows`)."""
+
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(40))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "billing"}, "timeout": 10},
+    )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver, which would otherwise defer BEGIN
+        # and commit around DDL on its own (SQLAlchemy's documented pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "foreign_keys=ON",
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            "synchronous=FULL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads, then
+        # writes, fails with SQLITE_BUSY when another writer got in between, whatever the timeout.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """An engine and its session factories; one per process."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed when the block ends, rolled back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (on SQLite it does not take the write lock)."""
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.read() as session:
+            await session.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _dialect_insert(session: AsyncSession, table: sa.Table) -> Any:
+    name = session.get_bind().dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+
+
+async def insert_ignore(
+    session: AsyncSession,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    returning: Sequence[sa.ColumnElement[Any]],
+) -> list[sa.Row[Any]]:
+    """Insert rows, skipping any that violate a unique constraint; return the inserted ones.
+
+    ON CONFLICT DO NOTHING on both dialects: the constraint decides, never a lookup first.
+    """
+    if not rows:
+        return []
+    stmt = _dialect_insert(session, table).on_conflict_do_nothing().returning(*returning)
+    result = await session.execute(stmt, list(rows))
+    return list(result.all())
+
+
+def new_claim_token() -> str:
+    return f"clm_{uuid.uuid4().hex}"
+
+
+async def claim_rows(
+    session: AsyncSession,
+    table: sa.Table,
+    *,
+    due: sa.ColumnElement[bool],
+    order_by: Sequence[sa.ColumnElement[Any]],
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+    token: str | None = None,
+) -> tuple[str, list[sa.Row[Any]]]:
+    """Lease up to ``limit`` due rows that no live claim holds, and return the claim token with them.
+
+    PostgreSQL skips rows locked by a concurrent claimer (FOR UPDATE SKIP LOCKED); on SQLite the
+    write lock serialises claimers and the repeated lease test makes the UPDATE a compare-and-set.
+    Commit promptly: the lease, not the transaction, protects the work that follows.
+    """
+    token = token or new_claim_token()
+    free = sa.or_(table.c.claim_expires_at.is_(None), table.c.claim_expires_at <= now)
+    candidates = (
+        sa.select(table.c.id)
+        .where(due, free)
+        .order_by(*order_by)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        sa.update(table)
+        .where(table.c.id.in_(candidates), free)
+        .values(claimed_by=token, claim_expires_at=now + lease)
+        .returning(*table.c)
+    )
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return token, list(result.all())
+
+
+async def finish_claim(
+    session: AsyncSession, table: sa.Table, row_id: str, token: str, **values: Any
+) -> bool:
+    """Write the outcome of claimed work only if the claim is still ours; release it."""
+    stmt = (
+        sa.update(table)
+        .where(table.c.id == row_id, table.c.claimed_by == token)
+        .values(claimed_by=None, claim_expires_at=None, **values)
+    )
+    result = await session.execute(stmt, execution_options={"synchronize_session": False})
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -1,0 +1,210 @@
+"""The error tree and its mapping to RFC 9457 problem details.
+
+Domain code raises :class:`ApiError` subclasses; the handlers here turn those, Litestar's own
+HTTP exceptions and anything unexpected into ``application/problem+json`` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    SerializationException,
+    ValidationException,
+)
+from prometheus_client import Counter
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("billing.errors")
+UNHANDLED_ERRORS = Counter("billing_unhandled_errors_total", "Requests that failed with an unexpected error")
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+    request_id: str | None = None
+
+
+class ApiError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.error_code = code or self.code
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status, code, title = 400, "bad_request", "Bad request"
+
+
+class MalformedJson(BadRequest):
+    code, title = "malformed_json", "Malformed JSON"
+
+
+class Unauthorized(ApiError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str = "A valid API key is required: Authorization: Bearer <key>") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="billing"'})
+
+
+class Forbidden(ApiError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(ApiError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ApiError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class ValidationFailed(ApiError):
+    status, code, title = 422, "validation_error", "Validation failed"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> ValidationFailed:
+        return cls(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+class ServiceUnavailable(ApiError):
+    status, code, title = 503, "service_unavailable", "Service unavailable"
+
+
+_CODES_BY_STATUS = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_error", "Validation failed"),
+    429: ("rate_limited", "Too many requests"),
+    503: ("service_unavailable", "Service unavailable"),
+}
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    problem = Problem(
+        type=f"urn:billing:problem:{code}",
+        title=title,
+        status=status,
+        detail=detail,
+        code=code,
+        errors=errors or [],
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
+    return Response(
+        msgspec.json.encode(problem), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def handle_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.error_code,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+def handle_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    errors = (
+        [_field_error(item) for item in exc.extra or [] if isinstance(item, dict)]
+        if isinstance(exc.extra, list)
+        else []
+    )
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+    return problem_response(
+        request, status=422, code="validation_error", title="Validation failed", detail=detail, errors=errors
+    )
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    key = str(item.get("key") or item.get("source") or "body")
+    return FieldError(field=key.removeprefix("$."), message=str(item.get("message", "invalid value")))
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if type(exc) is ClientException and isinstance(exc.__cause__, SerializationException):
+        return problem_response(
+            request,
+            status=400,
+            code=MalformedJson.code,
+            title=MalformedJson.title,
+            detail="The request body is not valid JSON",
+        )
+    status = exc.status_code
+    code, title = _CODES_BY_STATUS.get(status, ("http_error", "HTTP error"))
+    if status >= 500:
+        return handle_unexpected(request, exc)
+    return problem_response(
+        request, status=status, code=code, title=title, detail=str(exc.detail or title), headers=exc.headers
+    )
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    UNHANDLED_ERRORS.inc()
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail="An unexpected error occurred; it has been logged with this request's id",
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    ApiError: handle_api_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,237 @@
+"""Money arithmetic: integer minor units for amounts, ``Decimal`` for unit prices and quantities.
+
+Every decimal operation here runs in an explicit context, so the process-wide decimal context
+never affects a result.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import (
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DecimalException,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    localcontext,
+)
+from types import MappingProxyType
+from typing import Final
+
+from babel import Locale
+from babel.numbers import format_currency, parse_pattern
+
+# Source: ISO 4217 List One (current currency & funds code list), as published 2026-01-01 by
+# the ISO 4217 maintenance agency (SIX). Codes whose minor unit is "N.A." (XAU, XDR, XTS, XXX,
+# ...) are left out: they cannot be billed in minor units.
+# fmt: off
+CURRENCY_EXPONENTS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "AED": 2, "AFN": 2, "ALL": 2, "AMD": 2, "AOA": 2, "ARS": 2, "AUD": 2, "AWG": 2,
+        "AZN": 2, "BAM": 2, "BBD": 2, "BDT": 2, "BHD": 3, "BIF": 0, "BMD": 2, "BND": 2,
+        "BOB": 2, "BOV": 2, "BRL": 2, "BSD": 2, "BTN": 2, "BWP": 2, "BYN": 2, "BZD": 2,
+        "CAD": 2, "CDF": 2, "CHE": 2, "CHF": 2, "CHW": 2, "CLF": 4, "CLP": 0, "CNY": 2,
+        "COP": 2, "COU": 2, "CRC": 2, "CUP": 2, "CVE": 2, "CZK": 2, "DJF": 0, "DKK": 2,
+        "DOP": 2, "DZD": 2, "EGP": 2, "ERN": 2, "ETB": 2, "EUR": 2, "FJD": 2, "FKP": 2,
+        "GBP": 2, "GEL": 2, "GHS": 2, "GIP": 2, "GMD": 2, "GNF": 0, "GTQ": 2, "GYD": 2,
+        "HKD": 2, "HNL": 2, "HTG": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "IQD": 3,
+        "IRR": 2, "ISK": 0, "JMD": 2, "JOD": 3, "JPY": 0, "KES": 2, "KGS": 2, "KHR": 2,
+        "KMF": 0, "KPW": 2, "KRW": 0, "KWD": 3, "KYD": 2, "KZT": 2, "LAK": 2, "LBP": 2,
+        "LKR": 2, "LRD": 2, "LSL": 2, "LYD": 3, "MAD": 2, "MDL": 2, "MGA": 2, "MKD": 2,
+        "MMK": 2, "MNT": 2, "MOP": 2, "MRU": 2, "MUR": 2, "MVR": 2, "MWK": 2, "MXN": 2,
+        "MXV": 2, "MYR": 2, "MZN": 2, "NAD": 2, "NGN": 2, "NIO": 2, "NOK": 2, "NPR": 2,
+        "NZD": 2, "OMR": 3, "PAB": 2, "PEN": 2, "PGK": 2, "PHP": 2, "PKR": 2, "PLN": 2,
+        "PYG": 0, "QAR": 2, "RON": 2, "RSD": 2, "RUB": 2, "RWF": 0, "SAR": 2, "SBD": 2,
+        "SCR": 2, "SDG": 2, "SEK": 2, "SGD": 2, "SHP": 2, "SLE": 2, "SOS": 2, "SRD": 2,
+        "SSP": 2, "STN": 2, "SVC": 2, "SYP": 2, "SZL": 2, "THB": 2, "TJS": 2, "TMT": 2,
+        "TND": 3, "TOP": 2, "TRY": 2, "TTD": 2, "TWD": 2, "TZS": 2, "UAH": 2, "UGX": 0,
+        "USD": 2, "USN": 2, "UYI": 0, "UYU": 2, "UYW": 4, "UZS": 2, "VED": 2, "VES": 2,
+        "VND": 0, "VUV": 0, "WST": 2, "XAD": 2, "XAF": 0, "XCD": 2, "XCG": 2, "XOF": 0,
+        "XPF": 0, "YER": 2, "ZAR": 2, "ZMW": 2, "ZWG": 2,
+    }
+)
+# fmt: on
+
+MAX_FRACTION_DIGITS: Final = 12
+MAX_MAGNITUDE: Final = Decimal(10**15)
+
+# Plain decimal notation with an optional exponent; ASCII digits only, no whitespace,
+# underscores or special values (which ``Decimal()`` would otherwise accept).
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+# Enough digits for the exact product of two validated values (27 significant digits each).
+_PRECISION: Final = 100
+
+
+class UnknownCurrency(ValueError):
+    """The code is not an ISO 4217 currency with a minor unit."""
+
+
+class InvalidDecimal(ValueError):
+    """A value is not an acceptable decimal number."""
+
+
+def exponent(currency: str) -> int:
+    """Number of minor-unit digits of an upper-case ISO 4217 code, e.g. 2 for USD."""
+    try:
+        return CURRENCY_EXPONENTS[currency]
+    except KeyError:
+        raise UnknownCurrency(f"unknown currency code {currency!r}") from None
+
+
+def is_currency(code: str) -> bool:
+    """Whether ``code`` is an upper-case ISO 4217 code with a minor unit."""
+    return code in CURRENCY_EXPONENTS
+
+
+def parse_decimal(
+    value: str | int | Decimal,
+    *,
+    max_fraction_digits: int = MAX_FRACTION_DIGITS,
+    max_magnitude: Decimal = MAX_MAGNITUDE,
+) -> Decimal:
+    """Exact ``Decimal`` for ``value`` in canonical form, or ``InvalidDecimal``.
+
+    Trailing fractional zeros do not count towards ``max_fraction_digits``.
+    """
+    number = _to_decimal(value)
+    if number.copy_abs() > max_magnitude:
+        raise InvalidDecimal(f"{value!r} is larger in magnitude than {format_decimal(max_magnitude)}")
+    fraction_digits = _fraction_digits(number)
+    if fraction_digits > max_fraction_digits:
+        raise InvalidDecimal(
+            f"{value!r} has {fraction_digits} fractional digits; at most {max_fraction_digits} are allowed"
+        )
+    return _canonical(number)
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain notation without exponent or trailing fractional zeros: ``Decimal("1E+3")`` -> ``"1000"``."""
+    sign, digits, exp = _significant_parts(value)
+    if not digits:
+        return "0"
+    if exp >= 0:
+        text = digits + "0" * exp
+    else:
+        padded = digits.rjust(1 - exp, "0")
+        text = f"{padded[:exp]}.{padded[exp:]}"
+    return f"-{text}" if sign else text
+
+
+def round_half_up(value: Decimal, places: int) -> Decimal:
+    """Round to ``places`` fractional digits, halves away from zero (-2.5 -> -3)."""
+    _require_finite(value)
+    quantum = Decimal((0, (1,), -places))
+    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP, context=_rounding_context())
+    return rounded.copy_abs() if rounded.is_zero() else rounded
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Major-unit amount -> integer minor units, rounded once (12.345 USD -> 1235)."""
+    places = exponent(currency)
+    return int(round_half_up(amount, places).scaleb(places, context=_exact_context()))
+
+
+def from_minor_units(amount: int, currency: str) -> Decimal:
+    """Integer minor units -> exact major-unit amount (1234 USD -> 12.34)."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(f"minor-unit amount must be an int, not {type(amount).__name__}")
+    return Decimal(amount).scaleb(-exponent(currency), context=_exact_context())
+
+
+def multiply_to_minor_units(quantity: Decimal, unit_amount: Decimal, currency: str) -> int:
+    """Exact ``quantity * unit_amount`` rounded once to minor units."""
+    return to_minor_units(_exact_context().multiply(quantity, unit_amount), currency)
+
+
+def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:
+    """Localised display string, with as many decimals as the ISO 4217 minor unit."""
+    places = exponent(currency)
+    babel_locale = Locale.parse(locale)
+    # CLDR's digit counts differ from ISO 4217 for some currencies (IQD: 0 vs 3), so the
+    # locale's pattern is given the ISO count and babel is told not to substitute its own.
+    pattern = parse_pattern(babel_locale.currency_formats["standard"].pattern)
+    pattern.frac_prec = (places, places)
+    amount = from_minor_units(amount_minor, currency)
+    # babel does its arithmetic in the current decimal context.
+    with localcontext(_rounding_context()):
+        return format_currency(amount, currency, format=pattern, locale=babel_locale, currency_digits=False)
+
+
+def _to_decimal(value: str | int | Decimal) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise InvalidDecimal(f"expected a decimal string, int or Decimal, got {type(value).__name__}")
+    if isinstance(value, str):
+        return _decimal_from_text(value)
+    if isinstance(value, int):
+        return Decimal(value)
+    _require_finite(value)
+    return value
+
+
+def _decimal_from_text(text: str) -> Decimal:
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise InvalidDecimal(f"{text!r} is not a decimal number")
+    try:
+        with localcontext(_exact_context()):
+            return Decimal(text)
+    except DecimalException:
+        raise InvalidDecimal(f"{text!r} is out of range") from None
+
+
+def _require_finite(value: Decimal) -> None:
+    if not value.is_finite():
+        raise InvalidDecimal(f"{value!r} is not a finite number")
+
+
+def _significant_parts(value: Decimal) -> tuple[int, str, int]:
+    """Sign, coefficient digits without leading/trailing zeros ("" for zero), and exponent."""
+    _require_finite(value)
+    sign, digit_tuple, exp = value.as_tuple()
+    assert isinstance(exp, int)  # finite values have an integer exponent
+    coefficient = "".join(map(str, digit_tuple)).lstrip("0")
+    digits = coefficient.rstrip("0")
+    return sign, digits, exp + len(coefficient) - len(digits)
+
+
+def _fraction_digits(value: Decimal) -> int:
+    _, digits, exp = _significant_parts(value)
+    return max(0, -exp) if digits else 0
+
+
+def _canonical(value: Decimal) -> Decimal:
+    sign, digits, exp = _significant_parts(value)
+    if not digits:
+        return Decimal(0)
+    if exp > 0:
+        digits, exp = digits + "0" * exp, 0
+    return Decimal((sign, tuple(int(digit) for digit in digits), exp))
+
+
+def _exact_context() -> Context:
+    """Context in which any rounding is an error rather than a silent change of value."""
+    return _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+
+
+def _rounding_context() -> Context:
+    """Context for deliberate rounding; running out of precision is still an error."""
+    return _context(traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+def _context(traps: list[type[DecimalException]]) -> Context:
+    # Every field is explicit: omitted ones would be copied from decimal.DefaultContext.
+    return Context(
+        prec=_PRECISION,
+        rounding=ROUND_HALF_UP,
+        Emin=-999_999,
+        Emax=999_999,
+        capitals=1,
+        clamp=0,
+        flags=[],
+        traps=traps,
+    )

@@ -1,0 +1,174 @@
+"""The outbox: domain events written in the same transaction as the change that caused them.
+
+Each event is fanned out at write time into one row per subscribed consumer (webhooks,
+dunning, payments...), so that every consumer retries on its own. A tick claims due rows,
+runs the consumer's handler and fences the outcome on its claim: delivery is at least once,
+so handlers must be idempotent (they are keyed on the event id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.context import AppContext
+from billing.db import Base, ClaimMixin, JSONType, UTCDateTime, claim_rows, finish_claim
+from billing.ids import new_id
+from billing.scheduler import tick
+
+MAX_ATTEMPTS = 12
+CLAIM_BATCH = 100
+LEASE = timedelta(minutes=2)
+log = structlog.get_logger("billing.outbox")
+OUTBOX_RESULTS = Counter("billing_outbox_handled_total", "Outbox rows handled", ["consumer", "outcome"])
+
+
+class OutboxEvent(Base, ClaimMixin):
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(40))
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    consumer: Mapped[str] = mapped_column(sa.String(32))
+    topic: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("event_id", "consumer"),
+        sa.Index("ix_outbox_due", "consumer", "processed_at", "failed_at", "available_at"),
+    )
+
+
+@dataclass(frozen=True)
+class Message:
+    event_id: str
+    tenant_id: str
+    topic: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+    attempt: int
+
+
+Handler = Callable[[AppContext, Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    topics: frozenset[str]
+    handle: Handler
+
+
+_CONSUMERS: dict[str, Consumer] = {}
+
+
+def register_consumer(name: str, topics: set[str], handle: Handler) -> None:
+    _CONSUMERS[name] = Consumer(name, frozenset(topics), handle)
+
+
+def unregister_consumer(name: str) -> None:
+    _CONSUMERS.pop(name, None)
+
+
+def consumers_of(topic: str) -> list[Consumer]:
+    return [c for c in _CONSUMERS.values() if topic in c.topics or "*" in c.topics]
+
+
+async def emit(
+    session: AsyncSession, *, tenant_id: str, topic: str, payload: Mapping[str, Any], now: datetime
+) -> str:
+    """Queue ``topic`` for every consumer, inside the caller's transaction; return the event id."""
+    event_id = new_id("evt")
+    for consumer in consumers_of(topic):
+        session.add(
+            OutboxEvent(
+                id=new_id("obx"),
+                event_id=event_id,
+                tenant_id=tenant_id,
+                consumer=consumer.name,
+                topic=topic,
+                payload=dict(payload),
+                created_at=now,
+                available_at=now,
+                attempts=0,
+            )
+        )
+    await session.flush()
+    return event_id
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff from 10 s, capped at one hour."""
+    return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 3600))
+
+
+async def dispatch(ctx: AppContext, consumer: Consumer, *, limit: int = CLAIM_BATCH) -> int:
+    """Claim and handle one batch of due rows for ``consumer``; return how many were handled."""
+    table = OutboxEvent.__table__
+    now = ctx.clock.now()
+    due = sa.and_(
+        table.c.consumer == consumer.name,
+        table.c.processed_at.is_(None),
+        table.c.failed_at.is_(None),
+        table.c.available_at <= now,
+    )
+    async with ctx.database.transaction() as session:
+        token, rows = await claim_rows(
+            session,
+            table,
+            due=due,
+            order_by=[table.c.available_at, table.c.id],
+            limit=limit,
+            now=now,
+            lease=LEASE,
+        )
+    for row in rows:
+        await _handle_row(ctx, consumer, row, token)
+    return len(rows)
+
+
+async def _handle_row(ctx: AppContext, consumer: Consumer, row: sa.Row[Any], token: str) -> None:
+    message = Message(row.event_id, row.tenant_id, row.topic, row.payload, row.created_at, row.attempts + 1)
+    outcome: dict[str, Any]
+    try:
+        await consumer.handle(ctx, message)
+    except Exception as exc:
+        log.warning("outbox_handler_failed", consumer=consumer.name, event_id=row.event_id, exc_info=exc)
+        outcome = _failure(ctx.clock.now(), message.attempt, f"{type(exc).__name__}: {exc}")
+        OUTBOX_RESULTS.labels(consumer.name, "failed" if "failed_at" in outcome else "retry").inc()
+    else:
+        outcome = {"processed_at": ctx.clock.now(), "attempts": message.attempt, "last_error": None}
+        OUTBOX_RESULTS.labels(consumer.name, "processed").inc()
+    async with ctx.database.transaction() as session:
+        if not await finish_claim(session, OutboxEvent.__table__, row.id, token, **outcome):
+            log.warning("outbox_claim_lost", consumer=consumer.name, event_id=row.event_id)
+
+
+def _failure(now: datetime, attempt: int, error: str) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"attempts": attempt, "last_error": error[:2000]}
+    if attempt >= MAX_ATTEMPTS:
+        outcome["failed_at"] = now
+    else:
+        outcome["available_at"] = now + retry_delay(attempt)
+    return outcome
+
+
+@tick("outbox", every_seconds=5)
+async def dispatch_all(ctx: AppContext) -> None:
+    for consumer in list(_CONSUMERS.values()):
+        while await dispatch(ctx, consumer) == CLAIM_BATCH:
+            pass

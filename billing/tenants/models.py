@@ -1,0 +1,45 @@
+"""Tenants and their API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db import Base, JSONType, UTCDateTime
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    invoice_prefix: Mapped[str] = mapped_column(sa.String(12))
+    support_email: Mapped[str | None] = mapped_column(sa.String(320))
+    billing_timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    grace_period_hours: Mapped[int] = mapped_column(sa.Integer, default=24)
+    payment_provider: Mapped[str] = mapped_column(sa.String(20), default="sandbox")
+    stripe_secret_key_encrypted: Mapped[str | None] = mapped_column(sa.Text)
+    stripe_webhook_secrets_encrypted: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    stripe_livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    update_payment_method_url: Mapped[str | None] = mapped_column(sa.String(2048))
+    email_from: Mapped[str | None] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(sa.String(16))
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (sa.CheckConstraint("scope IN ('admin', 'ingest', 'finance')", name="scope"),)
