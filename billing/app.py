@@ -76,13 +76,15 @@ def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: boo
         route_handlers=[api, HealthController, MetricsController],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_context_middleware, metrics.middleware],
+        middleware=[metrics.middleware],
         openapi_config=_openapi(),
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,
     )
+    # Outermost, so that errors raised by any middleware (401s) and unrouted paths get an id too.
+    app.asgi_handler = request_context_middleware(app.asgi_handler)
     app.state.ctx = ctx
     app.state.database = ctx.database
     return app

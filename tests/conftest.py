@@ -67,6 +67,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _postgres_tests_run += 1
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "[postgresql" in r.nodeid]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} PostgreSQL variants skipped. {SKIP_POSTGRES}", yellow=True)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a run whose PostgreSQL tests were all skipped is a failure, not a pass."""
     if REQUIRE_POSTGRES and exitstatus == 0 and _postgres_tests_run == 0 and session.testscollected:

@@ -1,0 +1,107 @@
+"""A key never sees another tenant's data: another tenant's id answers 404, like a missing one.
+
+The test walks every route of the app that takes an id, so routes added later are covered as
+soon as they exist; a path parameter without a maker below fails the test until one is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+
+from billing.auth import Scope
+from billing.context import AppContext
+from billing.tenants import service
+from tests.conftest import TenantHandle
+
+IdMaker = Callable[[AppContext, TenantHandle], Awaitable[str]]
+
+
+async def _api_key(ctx: AppContext, owner: TenantHandle) -> str:
+    async with ctx.database.transaction() as session:
+        key, _ = await service.create_api_key(
+            session, tenant_id=owner.id, scope=Scope.INGEST, name="victim", now=ctx.clock.now()
+        )
+    return key.id
+
+
+# How to create, in the owner's tenant, the object that each path parameter names.
+ID_MAKERS: dict[str, IdMaker] = {
+    "key_id": _api_key,
+}
+# A valid body for routes that need one, so that validation cannot answer before the lookup.
+BODIES: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class IdRoute:
+    method: str
+    template: str
+    params: tuple[str, ...]
+
+    def path(self, ids: dict[str, str]) -> str:
+        path = self.template
+        for name in self.params:
+            path = path.replace(f"{{{name}:str}}", ids[name]).replace(f"{{{name}}}", ids[name])
+        return path
+
+
+def id_routes(app: Litestar) -> list[IdRoute]:
+    routes = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/v1/"):
+            continue
+        params = tuple(route.path_parameters)
+        if not params:
+            continue
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            routes.append(IdRoute(method, route.path, params))
+    return routes
+
+
+def test_every_id_route_has_a_maker(app: Litestar) -> None:
+    routes = id_routes(app)
+    assert routes, "the walk found no route with an id: the introspection is broken"
+    missing = sorted({p for r in routes for p in r.params} - ID_MAKERS.keys())
+    assert not missing, f"add a maker to ID_MAKERS for path parameters {missing}"
+
+
+async def test_another_tenants_id_answers_404_on_every_route(
+    app: Litestar,
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    make_tenant: Callable[..., Awaitable[TenantHandle]],
+) -> None:
+    attacker = await make_tenant(name="Attacker")
+    checked = 0
+    for route in id_routes(app):
+        owner = await make_tenant(name="Owner")
+        ids = {name: await ID_MAKERS[name](ctx, owner) for name in route.params}
+        body = BODIES.get((route.method, route.template))
+        kwargs: dict[str, Any] = {"json": body} if route.method in {"POST", "PUT", "PATCH"} else {}
+
+        foreign = await client.request(route.method, route.path(ids), headers=attacker.headers(), **kwargs)
+        assert foreign.status_code == 404, (
+            f"{route.method} {route.template}: {foreign.status_code} {foreign.text}"
+        )
+        assert foreign.json()["code"] == "not_found"
+
+        own = await client.request(route.method, route.path(ids), headers=owner.headers(), **kwargs)
+        assert own.status_code != 404, f"{route.method} {route.template}: the owner's own id is not found"
+        checked += 1
+    assert checked == len(id_routes(app)) > 0
+
+
+@pytest.mark.parametrize("path", ["/v1/api-keys/key_doesnotexist00000000000000"])
+async def test_a_missing_id_answers_the_same_404(
+    client: httpx.AsyncClient, tenant: TenantHandle, path: str
+) -> None:
+    response = await client.get(path, headers=tenant.headers())
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
