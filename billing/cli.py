@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from billing import devtenant
 from billing.auth import Scope
@@ -43,6 +44,10 @@ def _with_context(settings: Settings, work: Callable[[AppContext], Awaitable[T]]
         return asyncio.run(run())
     except ApiError as exc:
         raise click.ClickException(exc.detail) from exc
+    except (OperationalError, ProgrammingError) as exc:
+        raise click.ClickException(
+            f"database error ({type(exc.orig).__name__}); has `billing migrate` been run?"
+        ) from exc
 
 
 def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:

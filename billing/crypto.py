@@ -40,5 +40,5 @@ class SecretBox:
     def decrypt(self, token: str) -> str:
         try:
             return self._fernet.decrypt(token.encode("ascii")).decode()
-        except InvalidToken as exc:
+        except (InvalidToken, UnicodeEncodeError) as exc:
             raise SecretDecryptionError("stored secret cannot be decrypted with BILLING_SECRET_KEY") from exc

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from billing import money
 from billing.clock import assume_utc, ensure_utc
 
 NAMING_CONVENTION = {
@@ -49,6 +51,54 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    """Exact decimals on both dialects: NUMERIC on PostgreSQL, canonical text on SQLite.
+
+    SQLite has no exact decimal type (its NUMERIC is a float), so arithmetic on these columns
+    goes through :func:`decimal_add` / :func:`decimal_max`, which SQLite runs in Python.
+    """
+
+    impl = sa.Numeric(asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(64))
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: sa.Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return money.format_decimal(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
+        if value is None or isinstance(value, Decimal):
+            return value
+        return Decimal(value)
+
+
+def decimal_add(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    if dialect == "sqlite":
+        return sa.func.dec_add(a, b, type_=ExactDecimal())
+    return sa.func.coalesce(a, 0) + sa.func.coalesce(b, 0)
+
+
+def decimal_max(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    if dialect == "sqlite":
+        return sa.func.dec_max(a, b, type_=ExactDecimal())
+    return sa.func.greatest(a, b)  # ignores NULLs, like dec_max
+
+
+def _sqlite_dec_add(a: str | None, b: str | None) -> str:
+    return money.format_decimal(money.exact_add(Decimal(a or 0), Decimal(b or 0)))
+
+
+def _sqlite_dec_max(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if Decimal(a) >= Decimal(b) else b
 
 
 class ClaimMixin:
@@ -88,6 +138,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
+        dbapi_connection.create_function("dec_add", 2, _sqlite_dec_add, deterministic=True)
+        dbapi_connection.create_function("dec_max", 2, _sqlite_dec_max, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
@@ -141,16 +193,20 @@ async def insert_ignore(
     table: sa.Table,
     rows: Sequence[Mapping[str, Any]],
     *,
-    returning: Sequence[sa.ColumnElement[Any]],
+    returning: Sequence[sa.ColumnElement[Any]] = (),
 ) -> list[sa.Row[Any]]:
-    """Insert rows, skipping any that violate a unique constraint; return the inserted ones.
+    """Insert rows, skipping any that violate a unique constraint; return the inserted ones
+    (their ``returning`` columns; nothing when no columns are asked for).
 
     ON CONFLICT DO NOTHING on both dialects: the constraint decides, never a lookup first.
     """
     if not rows:
         return []
-    stmt = _dialect_insert(session, table).on_conflict_do_nothing().returning(*returning)
-    result = await session.execute(stmt, list(rows))
+    stmt = _dialect_insert(session, table).on_conflict_do_nothing()
+    if not returning:
+        await session.execute(stmt, list(rows))
+        return []
+    result = await session.execute(stmt.returning(*returning), list(rows))
     return list(result.all())
 
 

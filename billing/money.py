@@ -7,7 +7,7 @@ never affects a result.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import (
     ROUND_HALF_UP,
     Context,
@@ -147,6 +147,19 @@ def from_minor_units(amount: int, currency: str) -> Decimal:
 def multiply_to_minor_units(quantity: Decimal, unit_amount: Decimal, currency: str) -> int:
     """Exact ``quantity * unit_amount`` rounded once to minor units."""
     return to_minor_units(_exact_context().multiply(quantity, unit_amount), currency)
+
+
+def exact_add(a: Decimal, b: Decimal) -> Decimal:
+    """``a + b`` without the silent rounding of the default 28-digit context."""
+    return _exact_context().add(a, b)
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    context = _exact_context()
+    total = Decimal(0)
+    for value in values:
+        total = context.add(total, value)
+    return total
 
 
 def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class SettingsError(ValueError):
 class Settings:
     env: str = "development"
     data_dir: Path = Path("var")
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     smtp_url: str | None = field(default=None, repr=False)
     stripe_api_base: str = STRIPE_API_BASE
@@ -74,7 +75,7 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self.raw(name, "on" if default else "off").lower()
+        value = self.raw(name).lower() or ("on" if default else "off")
         if value in _TRUE:
             return True
         if value not in _FALSE:
@@ -83,7 +84,7 @@ class _Reader:
 
     def positive_int(self, name: str, default: int) -> int:
         value = self.raw(name, str(default))
-        if not value.isdigit() or int(value) <= 0:
+        if not re.fullmatch(r"[0-9]+", value) or int(value) <= 0:
             self.errors.append(f"BILLING_{name}={value!r}: expected a positive integer")
             return default
         return int(value)
@@ -92,9 +93,14 @@ class _Reader:
         value = self.raw(name) or default
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.hostname:
-            self.errors.append(f"BILLING_{name}: expected a {'/'.join(schemes)} URL with a host")
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in schemes and bool(parts.hostname)
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            valid = False
+        if not valid:
+            self.errors.append(f"BILLING_{name}: expected a {'/'.join(schemes)} URL with a host (and a numeric port)")
         return value.rstrip("/")
 
     def database_url(self, data_dir: Path) -> str:
