@@ -18,12 +18,22 @@ from billing.context import AppContext, provide_context, provide_principal
 from billing.errors import EXCEPTION_HANDLERS
 from billing.health import HealthController
 from billing.logs import configure_logging
+from billing.metering.event_routes import EventController
+from billing.metering.routes import CustomerController, MeterController
+from billing.metering.usage_routes import UsageController
 from billing.request_context import request_context_middleware
 from billing.scheduler import Scheduler
 from billing.settings import Settings
 from billing.tenants.routes import ApiKeyController, TenantController
 
-API_ROUTES = [TenantController, ApiKeyController]
+API_ROUTES = [
+    TenantController,
+    ApiKeyController,
+    CustomerController,
+    MeterController,
+    UsageController,
+    EventController,
+]
 
 
 class MetricsController(PrometheusController):

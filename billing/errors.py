@@ -6,6 +6,7 @@ HTTP exceptions and anything unexpected into ``application/problem+json`` with a
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -20,6 +21,7 @@ from litestar.exceptions import (
 from prometheus_client import Counter
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 log = structlog.get_logger("billing.errors")
 UNHANDLED_ERRORS = Counter("billing_unhandled_errors_total", "Requests that failed with an unexpected error")
 
@@ -168,8 +170,12 @@ def handle_validation(request: Request[Any, Any, Any], exc: ValidationException)
 
 
 def _field_error(item: dict[str, Any]) -> FieldError:
-    key = str(item.get("key") or item.get("source") or "body")
-    return FieldError(field=key.removeprefix("$."), message=str(item.get("message", "invalid value")))
+    message = str(item.get("message", "invalid value"))
+    key = str(item.get("key") or "")
+    if key in ("", "data"):  # the body as a whole: name the offending field when msgspec does
+        unknown = _UNKNOWN_FIELD.search(message)
+        key = unknown.group(1) if unknown else "body"
+    return FieldError(field=key.removeprefix("$."), message=message)
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

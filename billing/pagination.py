@@ -10,16 +10,16 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 import sqlalchemy as sa
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
-Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="Page size (1..100)")]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size (1..100)")]
 StartingAfter = Annotated[
-    str | None, Parameter(max_length=64, description="Id of the last item of the previous page")
+    str | None, QueryParameter(max_length=64, description="Id of the last item of the previous page")
 ]
 
 

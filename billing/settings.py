@@ -100,7 +100,9 @@ class _Reader:
         except ValueError:
             valid = False
         if not valid:
-            self.errors.append(f"BILLING_{name}: expected a {'/'.join(schemes)} URL with a host (and a numeric port)")
+            self.errors.append(
+                f"BILLING_{name}: expected a {'/'.join(schemes)} URL with a host (and a numeric port)"
+            )
         return value.rstrip("/")
 
     def database_url(self, data_dir: Path) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, text
 
-from billing.db import UTCDateTime, create_engine
+from billing.db import ExactDecimal, UTCDateTime, create_engine
 from billing.models import metadata
 from billing.settings import Settings
 
@@ -26,6 +26,8 @@ def _render_item(kind: str, obj: Any, _autogen: Any) -> str | bool:
     # Migrations spell plain SQLAlchemy types, so that they never depend on the app's code.
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, ExactDecimal):
+        return "sa.Numeric().with_variant(sa.String(length=64), 'sqlite')"
     return False
 
 

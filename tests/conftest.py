@@ -70,7 +70,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "[postgresql" in r.nodeid]
     if skipped:
-        terminalreporter.write_line(f"{len(skipped)} PostgreSQL variants skipped. {SKIP_POSTGRES}", yellow=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} PostgreSQL variants skipped. {SKIP_POSTGRES}", yellow=True
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

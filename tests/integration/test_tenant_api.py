@@ -116,7 +116,8 @@ async def test_an_invalid_patch_answers_422_naming_the_field_and_changes_nothing
 
 async def test_an_unknown_field_is_rejected(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
     response = await client.patch("/v1/tenant", headers=tenant.headers(), json={"currency_symbol": "$"})
-    assert_problem(response, 422, "validation_error")
+    body = assert_problem(response, 422, "validation_error")
+    assert body["errors"][0]["field"] == "currency_symbol"
 
 
 @pytest.mark.parametrize("body", [b"{", b"{'name': 1}", b"\xff\xfe", b"[1, 2"])

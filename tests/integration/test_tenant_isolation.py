@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 from billing.auth import Scope
 from billing.context import AppContext
+from billing.metering import customers, ingest, meters
+from billing.metering.schemas import CustomerCreate, MeterCreate
 from billing.tenants import service
 from tests.conftest import TenantHandle
 
@@ -31,12 +34,62 @@ async def _api_key(ctx: AppContext, owner: TenantHandle) -> str:
     return key.id
 
 
+async def _customer(ctx: AppContext, owner: TenantHandle) -> str:
+    """A customer, and a meter for the routes under a customer that name one (see QUERIES)."""
+    async with ctx.database.transaction() as session:
+        customer = await customers.create_customer(
+            session, owner.id, CustomerCreate(external_id="victim"), now=ctx.clock.now()
+        )
+        await meters.create_meter(
+            session, owner.id, MeterCreate(key="victim_usage", aggregation="sum"), now=ctx.clock.now()
+        )
+    return customer.id
+
+
+async def _meter(ctx: AppContext, owner: TenantHandle) -> str:
+    async with ctx.database.transaction() as session:
+        meter = await meters.create_meter(
+            session, owner.id, MeterCreate(key="victim", aggregation="sum"), now=ctx.clock.now()
+        )
+    return meter.id
+
+
+async def _event(ctx: AppContext, owner: TenantHandle) -> str:
+    customer_id = await _customer(ctx, owner)
+    raw = msgspec.json.encode(
+        {
+            "id": "victim-event",
+            "customer": customer_id,
+            "meter": "victim_usage",
+            "timestamp": "2026-11-21T11:00:00Z",
+        }
+    )
+    async with ctx.database.transaction() as session:
+        result = await ingest.ingest(session, owner.id, [raw], now=ctx.clock.now())
+    assert result.accepted == 1
+    return "victim-event"
+
+
 # How to create, in the owner's tenant, the object that each path parameter names.
 ID_MAKERS: dict[str, IdMaker] = {
     "key_id": _api_key,
+    "customer_id": _customer,
+    "meter_id": _meter,
+    "event_id": _event,
 }
 # A valid body for routes that need one, so that validation cannot answer before the lookup.
-BODIES: dict[tuple[str, str], Any] = {}
+BODIES: dict[tuple[str, str], Any] = {
+    ("PATCH", "/v1/customers/{customer_id:str}"): {"name": "Renamed"},
+    ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
+}
+# Query parameters for routes that require some.
+QUERIES: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", "/v1/customers/{customer_id:str}/usage"): {
+        "meter": "victim_usage",
+        "from": "2026-11-20T00:00:00Z",
+        "to": "2026-11-21T00:00:00Z",
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +137,9 @@ async def test_another_tenants_id_answers_404_on_every_route(
         owner = await make_tenant(name="Owner")
         ids = {name: await ID_MAKERS[name](ctx, owner) for name in route.params}
         body = BODIES.get((route.method, route.template))
-        kwargs: dict[str, Any] = {"json": body} if route.method in {"POST", "PUT", "PATCH"} else {}
+        kwargs: dict[str, Any] = {"params": QUERIES.get((route.method, route.template), {})}
+        if route.method in {"POST", "PUT", "PATCH"}:
+            kwargs["json"] = body
 
         foreign = await client.request(route.method, route.path(ids), headers=attacker.headers(), **kwargs)
         assert foreign.status_code == 404, (

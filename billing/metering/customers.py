@@ -1,0 +1,233 @@
+"""Customer verbs; a session is the first argument, no HTTP in here.
+
+A customer is addressed by its ``cus_`` id or by the tenant's own ``external_id``; when one text
+is both (a tenant's external_id that equals another customer's id), the id wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+
+import sqlalchemy as sa
+from babel import Locale, UnknownLocaleError
+from msgspec import UNSET
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import validation
+from billing.db import insert_ignore
+from billing.errors import Conflict, NotFound, ValidationFailed
+from billing.ids import new_id
+from billing.metering.models import Customer, column_values
+from billing.metering.schemas import CustomerCreate, CustomerOut, CustomerPatch
+from billing.pagination import PageRequest, fetch_page
+from billing.tenants.service import get_tenant
+
+EXTERNAL_ID_MAX_LENGTH = 128
+NAME_MAX_LENGTH = 200
+PROVIDER_REFERENCE_MAX_LENGTH = 255
+METADATA_MAX_KEYS = 50
+METADATA_KEY_MAX_LENGTH = 40
+METADATA_VALUE_MAX_LENGTH = 500
+DEFAULT_LOCALE = "en"
+_LOCALE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+async def create_customer(
+    session: AsyncSession, tenant_id: str, data: CustomerCreate, *, now: datetime
+) -> Customer:
+    """Create a customer; a second one with the same external_id is a Conflict.
+
+    The unique constraint decides (insert-ignore), so concurrent creates cannot both succeed.
+    """
+    if data.currency is not None:
+        currency = validation.currency("currency", data.currency)
+    else:
+        currency = (await get_tenant(session, tenant_id)).currency
+    customer = Customer(
+        id=new_id("cus"),
+        tenant_id=tenant_id,
+        external_id=_external_id(data.external_id),
+        email=_email(data.email),
+        name=_name(data.name),
+        currency=currency,
+        timezone=_timezone(data.timezone),
+        locale=locale("locale", data.locale if data.locale is not None else DEFAULT_LOCALE),
+        provider_customer_id=_provider_reference("provider_customer_id", data.provider_customer_id),
+        default_payment_method=_provider_reference("default_payment_method", data.default_payment_method),
+        metadata_=metadata("metadata", data.metadata or {}),
+        payment_status="ok",
+        created_at=now,
+        updated_at=now,
+    )
+    table = Customer.__table__
+    inserted = await insert_ignore(session, table, [column_values(customer)], returning=[table.c.id])
+    if not inserted:
+        raise Conflict(f"A customer with external_id {customer.external_id!r} already exists")
+    return customer
+
+
+async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Customer:
+    """The tenant's customer with this id or external_id (the id wins); NotFound otherwise."""
+    customer = (
+        await session.scalars(
+            sa.select(Customer)
+            .where(Customer.tenant_id == tenant_id, sa.or_(Customer.id == ref, Customer.external_id == ref))
+            .order_by(sa.case((Customer.id == ref, 0), else_=1))
+            .limit(1)
+        )
+    ).first()
+    if customer is None:
+        raise NotFound(f"No customer {ref}")
+    return customer
+
+
+async def customers_by_reference(
+    session: AsyncSession, tenant_id: str, refs: set[str]
+) -> dict[str, Customer]:
+    """Each given id or external_id that names one of the tenant's customers, mapped to it; one query.
+
+    References that match nothing are left out. Keep ``refs`` to a batch (a few thousand):
+    every reference is two bound parameters.
+    """
+    if not refs:
+        return {}
+    rows = (
+        await session.scalars(
+            sa.select(Customer).where(
+                Customer.tenant_id == tenant_id,
+                sa.or_(Customer.id.in_(refs), Customer.external_id.in_(refs)),
+            )
+        )
+    ).all()
+    by_id = {customer.id: customer for customer in rows}
+    by_external_id = {customer.external_id: customer for customer in rows}
+    found = {ref: by_id.get(ref) or by_external_id.get(ref) for ref in refs}
+    return {ref: customer for ref, customer in found.items() if customer is not None}
+
+
+async def list_customers(
+    session: AsyncSession,
+    tenant_id: str,
+    page: PageRequest,
+    *,
+    email: str | None = None,
+    external_id: str | None = None,
+) -> tuple[list[Customer], bool]:
+    """A page of the tenant's customers, newest first, optionally filtered by exact email or external_id."""
+    stmt = sa.select(Customer).where(Customer.tenant_id == tenant_id)
+    if email is not None:
+        stmt = stmt.where(Customer.email == validation.email("email", email))
+    if external_id is not None:
+        stmt = stmt.where(Customer.external_id == external_id)
+    return await fetch_page(session, stmt, Customer.id, page)
+
+
+async def update_customer(
+    session: AsyncSession, customer: Customer, patch: CustomerPatch, *, now: datetime
+) -> Customer:
+    """Apply a patch, validating every field before any of them changes."""
+    changes: dict[str, object] = {}
+    if patch.email is not UNSET:
+        changes["email"] = _email(patch.email)
+    if patch.name is not UNSET:
+        changes["name"] = _name(patch.name)
+    if patch.timezone is not UNSET:
+        changes["timezone"] = _timezone(patch.timezone)
+    if patch.locale is not UNSET:
+        changes["locale"] = locale("locale", patch.locale)
+    if patch.provider_customer_id is not UNSET:
+        changes["provider_customer_id"] = _provider_reference(
+            "provider_customer_id", patch.provider_customer_id
+        )
+    if patch.default_payment_method is not UNSET:
+        changes["default_payment_method"] = _provider_reference(
+            "default_payment_method", patch.default_payment_method
+        )
+    if patch.metadata is not UNSET:
+        changes["metadata_"] = metadata("metadata", patch.metadata or {})
+    for attribute, value in changes.items():
+        setattr(customer, attribute, value)
+    customer.updated_at = now
+    await session.flush()
+    return customer
+
+
+def customer_out(customer: Customer) -> CustomerOut:
+    return CustomerOut(
+        id=customer.id,
+        external_id=customer.external_id,
+        email=customer.email,
+        name=customer.name,
+        currency=customer.currency,
+        timezone=customer.timezone,
+        locale=customer.locale,
+        provider_customer_id=customer.provider_customer_id,
+        default_payment_method=customer.default_payment_method,
+        metadata=dict(customer.metadata_),
+        payment_status=customer.payment_status,
+        dunning=None,
+        created_at=customer.created_at,
+        updated_at=customer.updated_at,
+    )
+
+
+# --- field checks -----------------------------------------------------------------------------
+
+
+def reference(field: str, value: str, *, max_length: int) -> str:
+    """An identifier chosen by the tenant, kept exactly as sent: no surrounding blanks, no controls."""
+    if not 1 <= len(value) <= max_length:
+        raise ValidationFailed.field(field, f"must be 1 to {max_length} characters")
+    if value != value.strip() or _CONTROL.search(value):
+        raise ValidationFailed.field(field, "must not start or end with blanks or contain control characters")
+    return value
+
+
+def locale(field: str, value: str) -> str:
+    """A locale babel knows (``de``, ``de-DE``, ``de_DE``), stored as babel's identifier (``de_DE``)."""
+    if len(value) <= 16 and _LOCALE_TAG.fullmatch(value):
+        try:
+            return str(Locale.parse(value.replace("-", "_")))
+        except (UnknownLocaleError, ValueError):
+            pass
+    raise ValidationFailed.field(field, f"{value!r} is not a known locale (e.g. 'en', 'de-DE')")
+
+
+def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:
+    """Stripe's limits: at most 50 keys, keys of 1..40 characters, values of at most 500."""
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValidationFailed.field(field, f"at most {METADATA_MAX_KEYS} keys")
+    for key, item in value.items():
+        if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
+            raise ValidationFailed.field(field, f"keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters")
+        if len(item) > METADATA_VALUE_MAX_LENGTH:
+            raise ValidationFailed.field(
+                f"{field}.{key}", f"values must be at most {METADATA_VALUE_MAX_LENGTH} characters"
+            )
+    return dict(value)
+
+
+def _external_id(value: str) -> str:
+    # It is a path segment of /v1/customers/{id or external_id}: a "/" or a dot segment could not be.
+    if "/" in value or value in {".", ".."}:
+        raise ValidationFailed.field("external_id", "must not contain '/' or be '.' or '..'")
+    return reference("external_id", value, max_length=EXTERNAL_ID_MAX_LENGTH)
+
+
+def _email(value: str | None) -> str | None:
+    return None if value is None else validation.email("email", value)
+
+
+def _name(value: str | None) -> str | None:
+    return None if value is None else validation.text("name", value, max_length=NAME_MAX_LENGTH)
+
+
+def _timezone(value: str | None) -> str | None:
+    return None if value is None else validation.timezone("timezone", value)
+
+
+def _provider_reference(field: str, value: str | None) -> str | None:
+    return None if value is None else reference(field, value, max_length=PROVIDER_REFERENCE_MAX_LENGTH)

@@ -1,0 +1,257 @@
+"""Usage ingestion: per-event results, idempotent forever, exact, and committed before the answer.
+
+One transaction per request: validate every event on its own, insert the valid ones with
+ON CONFLICT DO NOTHING (the unique constraint decides what is new, never a lookup first), tell
+duplicates from conflicts by the stored payload hash, and fold the new events into the hourly
+rollups. Rows are written in key order so that concurrent batches cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import money
+from billing.clock import format_timestamp
+from billing.db import insert_ignore
+from billing.metering import rollups
+from billing.metering.customers import customers_by_reference
+from billing.metering.meters import meters_by_key
+from billing.metering.models import Customer, Meter
+from billing.metering.usage_models import UNIQUE_VALUE_MAX_LENGTH, UsageEvent
+
+MAX_BATCH = 1000
+MAX_PROPERTIES_BYTES = 4096
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    customer: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    meter: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    value: Decimal = Decimal(1)
+    properties: dict[str, Any] | None = None
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class EventResult(msgspec.Struct, omit_defaults=True):
+    index: int
+    id: str | None
+    status: str
+    code: str | None = None
+    message: str | None = None
+
+
+class IngestResult(msgspec.Struct):
+    accepted: int
+    duplicates: int
+    conflicts: int
+    rejected: int
+    results: list[EventResult]
+
+
+_event_decoder = msgspec.json.Decoder(EventIn)
+_raw_id_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class Rejection(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Candidate:
+    """A valid event, resolved to its customer and meter, ready to insert."""
+
+    index: int
+    event: EventIn
+    customer: Customer
+    meter: Meter
+    value: Decimal
+    timestamp: datetime
+    payload_hash: str
+    unique_value: str | None
+
+
+async def ingest(
+    session: AsyncSession, tenant_id: str, raw_events: Sequence[bytes], *, now: datetime
+) -> IngestResult:
+    results: list[EventResult | None] = [None] * len(raw_events)
+    decoded: list[tuple[int, EventIn]] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            decoded.append((index, _decode(raw, now)))
+        except Rejection as rejection:
+            results[index] = _rejected(index, _raw_id(raw), rejection)
+
+    candidates = await _resolve(session, tenant_id, decoded, results)
+    inserted = await _insert(session, tenant_id, candidates, now)
+    await _classify_existing(session, tenant_id, candidates, inserted, results)
+    await rollups.add_events(
+        session, tenant_id, [(c, inserted[c.index]) for c in candidates if c.index in inserted]
+    )
+
+    final = [r for r in results if r is not None]
+    counts = {
+        status: sum(1 for r in final if r.status == status)
+        for status in ("accepted", "duplicate", "conflict")
+    }
+    return IngestResult(
+        accepted=counts["accepted"],
+        duplicates=counts["duplicate"],
+        conflicts=counts["conflict"],
+        rejected=len(final) - sum(counts.values()),
+        results=final,
+    )
+
+
+def _decode(raw: bytes, now: datetime) -> EventIn:
+    try:
+        event = _event_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        code = "invalid_value" if message.endswith("`$.value`") else "invalid_event"
+        raise Rejection(code, message) from None
+    except msgspec.DecodeError as exc:
+        raise Rejection("invalid_event", str(exc)) from None
+    try:
+        event.value = money.parse_decimal(event.value)
+    except money.InvalidDecimal as exc:
+        raise Rejection("invalid_value", str(exc)) from None
+    if event.timestamp > now + FUTURE_TOLERANCE:
+        raise Rejection("timestamp_in_future", "timestamp is more than 5 minutes ahead of the server's clock")
+    if event.properties is not None and len(msgspec.json.encode(event.properties)) > MAX_PROPERTIES_BYTES:
+        raise Rejection("invalid_event", f"properties exceed {MAX_PROPERTIES_BYTES} bytes")
+    return event
+
+
+def _raw_id(raw: bytes) -> str | None:
+    try:
+        value = _raw_id_decoder.decode(raw).get("id")
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _rejected(index: int, event_id: str | None, rejection: Rejection) -> EventResult:
+    return EventResult(index, event_id, "rejected", rejection.code, rejection.message)
+
+
+async def _resolve(
+    session: AsyncSession,
+    tenant_id: str,
+    decoded: list[tuple[int, EventIn]],
+    results: list[EventResult | None],
+) -> list[Candidate]:
+    customers = await customers_by_reference(session, tenant_id, {e.customer for _, e in decoded})
+    meters = await meters_by_key(session, tenant_id, {e.meter for _, e in decoded})
+    candidates = []
+    for index, event in decoded:
+        try:
+            candidates.append(
+                _candidate(index, event, customers.get(event.customer), meters.get(event.meter))
+            )
+        except Rejection as rejection:
+            results[index] = _rejected(index, event.id, rejection)
+    return candidates
+
+
+def _candidate(index: int, event: EventIn, customer: Customer | None, meter: Meter | None) -> Candidate:
+    if customer is None:
+        raise Rejection("unknown_customer", f"no customer {event.customer!r}")
+    if meter is None:
+        raise Rejection("unknown_meter", f"no meter {event.meter!r}")
+    timestamp = event.timestamp.astimezone(UTC)
+    unique_value = _unique_value(event, meter)
+    payload = [
+        customer.id,
+        meter.id,
+        format_timestamp(timestamp),
+        money.format_decimal(event.value),
+        event.properties,
+    ]
+    digest = hashlib.blake2b(msgspec.json.encode(payload, order="sorted"), digest_size=16).hexdigest()
+    return Candidate(index, event, customer, meter, event.value, timestamp, digest, unique_value)
+
+
+def _unique_value(event: EventIn, meter: Meter) -> str | None:
+    if meter.aggregation != "unique_count":
+        return None
+    prop = meter.unique_property or ""
+    raw = (event.properties or {}).get(prop)
+    if raw is None:
+        raise Rejection(
+            "invalid_event", f"meter {meter.key!r} counts distinct properties.{prop}, which is missing"
+        )
+    value = rollups.unique_key(raw)
+    if len(value) > UNIQUE_VALUE_MAX_LENGTH:
+        raise Rejection(
+            "invalid_event", f"properties.{prop} is longer than {UNIQUE_VALUE_MAX_LENGTH} characters"
+        )
+    return value
+
+
+async def _insert(
+    session: AsyncSession, tenant_id: str, candidates: list[Candidate], now: datetime
+) -> dict[int, int]:
+    """Insert new events in id order; return {batch index: seq} for the rows that were new."""
+    first_by_id: dict[str, Candidate] = {}
+    for candidate in candidates:
+        first_by_id.setdefault(candidate.event.id, candidate)
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "event_id": event_id,
+            "customer_id": c.customer.id,
+            "meter_id": c.meter.id,
+            "timestamp": c.timestamp,
+            "value": c.value,
+            "properties": c.event.properties,
+            "payload_hash": c.payload_hash,
+            "received_at": now,
+        }
+        for event_id, c in sorted(first_by_id.items())
+    ]
+    table = UsageEvent.__table__
+    new = await insert_ignore(session, table, rows, returning=[table.c.event_id, table.c.seq])
+    return {first_by_id[row.event_id].index: row.seq for row in new}
+
+
+async def _classify_existing(
+    session: AsyncSession,
+    tenant_id: str,
+    candidates: list[Candidate],
+    inserted: dict[int, int],
+    results: list[EventResult | None],
+) -> None:
+    """Accepted for the new rows; duplicate or conflict, by payload hash, for the rest."""
+    stored: dict[str, str] = {}
+    others = {c.event.id for c in candidates if c.index not in inserted}
+    if others:
+        table = UsageEvent.__table__
+        query = sa.select(table.c.event_id, table.c.payload_hash).where(
+            table.c.tenant_id == tenant_id, table.c.event_id.in_(sorted(others))
+        )
+        stored = {row.event_id: row.payload_hash for row in await session.execute(query)}
+    for c in candidates:
+        if c.index in inserted:
+            results[c.index] = EventResult(c.index, c.event.id, "accepted")
+        elif stored.get(c.event.id) == c.payload_hash:
+            results[c.index] = EventResult(c.index, c.event.id, "duplicate")
+        else:
+            message = "an event with this id was accepted with a different payload; nothing changed"
+            results[c.index] = EventResult(c.index, c.event.id, "conflict", "conflict", message)

@@ -1,0 +1,81 @@
+"""Customers and meters: who is billed, and what is counted."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db import Base, JSONType, UTCDateTime
+
+PAYMENT_STATUSES = ("ok", "action_required", "delinquent")
+AGGREGATIONS = ("sum", "count", "max", "unique_count", "latest")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(sa.String(128))
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    # None: the tenant's billing_timezone applies.
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))
+    locale: Mapped[str] = mapped_column(sa.String(16), default="en")
+    provider_customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    default_payment_method: Mapped[str | None] = mapped_column(sa.String(255))
+    # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
+    payment_status: Mapped[str] = mapped_column(sa.String(20), default="ok")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        # Lists page newest first within a tenant.
+        sa.Index("ix_customers_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_customers_tenant_id_provider_customer_id", "tenant_id", "provider_customer_id"),
+        sa.CheckConstraint(_one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
+    )
+
+
+class Meter(Base):
+    __tablename__ = "meters"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    aggregation: Mapped[str] = mapped_column(sa.String(16))
+    # The event property whose distinct values are counted; set exactly for unique_count.
+    unique_property: Mapped[str | None] = mapped_column(sa.String(128))
+    unit: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "key"),
+        sa.CheckConstraint(_one_of("aggregation", AGGREGATIONS), name="aggregation"),
+        sa.CheckConstraint(
+            "(aggregation = 'unique_count' AND unique_property IS NOT NULL)"
+            " OR (aggregation <> 'unique_count' AND unique_property IS NULL)",
+            name="unique_property",
+        ),
+    )
+
+
+def column_values(row: Base) -> dict[str, Any]:
+    """The row's column values keyed by column key, for Core inserts of a transient object."""
+    return {
+        column.key: getattr(row, attr.key)
+        for attr in sa.inspect(type(row)).column_attrs
+        for column in attr.columns
+    }

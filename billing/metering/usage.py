@@ -1,0 +1,205 @@
+"""Usage over time ranges: hourly rollups for whole hours, raw events where a range cuts an hour.
+
+A range's edges need not fall on UTC hours (a day in Asia/Kolkata starts at 18:30 UTC, a
+billing period in Asia/Kathmandu at :15), so an event always counts in the range that contains
+its timestamp, whatever its rollup hour. Distinct counts are exact: the distinct values of the
+whole range, never a sum of hourly counts.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import money
+from billing.metering.models import Meter
+from billing.metering.rollups import Partial, hour_of, unique_key
+from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
+
+HOUR = timedelta(hours=1)
+Range = tuple[datetime, datetime]  # [start, end), aware UTC
+
+
+@dataclass
+class Tally:
+    """Everything the five aggregations need from the events of one range."""
+
+    partial: Partial | None = None
+    uniques: set[str] = field(default_factory=set)
+
+    def merge(self, other: Partial) -> None:
+        if self.partial is None:
+            self.partial = Partial(**vars(other))
+            return
+        mine = self.partial
+        mine.event_count += other.event_count
+        mine.value_sum = money.exact_add(mine.value_sum, other.value_sum)
+        mine.value_max = max(mine.value_max, other.value_max)
+        if (other.latest_at, other.latest_seq) > (mine.latest_at, mine.latest_seq):
+            mine.latest_value, mine.latest_at, mine.latest_seq = (
+                other.latest_value,
+                other.latest_at,
+                other.latest_seq,
+            )
+
+    def value(self, aggregation: str) -> Decimal | None:
+        """The meter's quantity for the range: 0 when nothing happened, except for max and latest."""
+        if aggregation == "unique_count":
+            return Decimal(len(self.uniques))
+        if self.partial is None:
+            return None if aggregation in ("max", "latest") else Decimal(0)
+        return {
+            "sum": self.partial.value_sum,
+            "count": Decimal(self.partial.event_count),
+            "max": self.partial.value_max,
+            "latest": self.partial.latest_value,
+        }[aggregation]
+
+
+def hour_ranges(start: datetime, end: datetime) -> list[Range]:
+    return _split(start, end, lambda t: hour_of(t) + HOUR)
+
+
+def day_ranges(start: datetime, end: datetime, timezone: str) -> list[Range]:
+    """Days in ``timezone`` (23 or 25 hours long around DST changes), as UTC ranges."""
+    zone = ZoneInfo(timezone)
+
+    def next_midnight(t: datetime) -> datetime:
+        local = t.astimezone(zone)
+        following = (local + timedelta(days=1)).date()
+        return datetime(following.year, following.month, following.day, tzinfo=zone).astimezone(start.tzinfo)
+
+    return _split(start, end, next_midnight)
+
+
+def _split(start: datetime, end: datetime, next_boundary: Callable[[datetime], datetime]) -> list[Range]:
+    ranges = []
+    cursor = start
+    while cursor < end:
+        boundary = min(next_boundary(cursor), end)
+        ranges.append((cursor, boundary))
+        cursor = boundary
+    return ranges
+
+
+async def tallies(
+    session: AsyncSession, tenant_id: str, customer_id: str, meter: Meter, ranges: Sequence[Range]
+) -> list[Tally]:
+    """One tally per range; ranges must be sorted and must not overlap."""
+    result = [Tally() for _ in ranges]
+    if not ranges:
+        return result
+    whole, cut = _classify_hours(ranges)
+    key = (tenant_id, customer_id, meter.id)
+    await _add_rollups(session, key, whole, result)
+    await _add_raw_events(session, key, meter, ranges, cut, result)
+    if meter.aggregation == "unique_count":
+        await _add_rollup_uniques(session, key, whole, result)
+    return result
+
+
+def _classify_hours(ranges: Sequence[Range]) -> tuple[dict[datetime, int], list[datetime]]:
+    """Hours lying wholly inside one range (hour -> range index), and the hours a range edge cuts."""
+    whole: dict[datetime, int] = {}
+    cut: list[datetime] = []
+    for index, (start, end) in enumerate(ranges):
+        hour = hour_of(start)
+        if hour < start:
+            cut.append(hour)
+            hour += HOUR
+        while hour + HOUR <= end:
+            whole[hour] = index
+            hour += HOUR
+        if hour < end:
+            cut.append(hour)
+    return whole, sorted(set(cut))
+
+
+def _in_hours(column: sa.ColumnElement[datetime], hours: Sequence[datetime]) -> sa.ColumnElement[bool]:
+    """``column`` falls in one of ``hours``, as index-friendly bounds over runs of adjacent hours."""
+    runs: list[list[datetime]] = []
+    for hour in sorted(hours):
+        if runs and runs[-1][1] == hour:
+            runs[-1][1] = hour + HOUR
+        else:
+            runs.append([hour, hour + HOUR])
+    return sa.or_(*[sa.and_(column >= lo, column < hi) for lo, hi in runs])
+
+
+async def _add_rollups(
+    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], result: list[Tally]
+) -> None:
+    if not whole:
+        return
+    table = UsageRollup.__table__
+    query = sa.select(table).where(
+        table.c.tenant_id == key[0],
+        table.c.customer_id == key[1],
+        table.c.meter_id == key[2],
+        _in_hours(table.c.hour, list(whole)),
+    )
+    for row in await session.execute(query):
+        result[whole[row.hour]].merge(
+            Partial(
+                row.event_count, row.value_sum, row.value_max, row.latest_value, row.latest_at, row.latest_seq
+            )
+        )
+
+
+async def _add_rollup_uniques(
+    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], result: list[Tally]
+) -> None:
+    if not whole:
+        return
+    table = UsageUniqueValue.__table__
+    query = sa.select(table.c.hour, table.c.value).where(
+        table.c.tenant_id == key[0],
+        table.c.customer_id == key[1],
+        table.c.meter_id == key[2],
+        _in_hours(table.c.hour, list(whole)),
+    )
+    for row in await session.execute(query):
+        result[whole[row.hour]].uniques.add(row.value)
+
+
+async def _add_raw_events(
+    session: AsyncSession,
+    key: tuple[str, str, str],
+    meter: Meter,
+    ranges: Sequence[Range],
+    cut: list[datetime],
+    result: list[Tally],
+) -> None:
+    if not cut:
+        return
+    table = UsageEvent.__table__
+    query = sa.select(table.c.value, table.c.timestamp, table.c.seq, table.c.properties).where(
+        table.c.tenant_id == key[0],
+        table.c.customer_id == key[1],
+        table.c.meter_id == key[2],
+        _in_hours(table.c.timestamp, cut),
+    )
+    starts = [start for start, _ in ranges]
+    for row in await session.execute(query):
+        index = _range_index(starts, ranges, row.timestamp)
+        if index is None:
+            continue
+        result[index].merge(Partial(1, row.value, row.value, row.value, row.timestamp, row.seq))
+        if meter.aggregation == "unique_count":
+            raw = (row.properties or {}).get(meter.unique_property or "")
+            if raw is not None:
+                result[index].uniques.add(unique_key(raw))
+
+
+def _range_index(starts: list[datetime], ranges: Sequence[Range], at: datetime) -> int | None:
+    index = bisect_right(starts, at) - 1
+    if index < 0 or at >= ranges[index][1]:
+        return None
+    return index

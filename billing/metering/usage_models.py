@@ -1,0 +1,71 @@
+"""Usage events as accepted, and the hourly rollups kept consistent with them.
+
+The events table has no foreign keys: ingestion checks customers and meters in the same
+transaction, and the unique constraint is the only check the hot insert path pays for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db import Base, ExactDecimal, JSONType, UTCDateTime
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+UNIQUE_VALUE_MAX_LENGTH = 256
+
+
+class UsageEvent(Base):
+    __tablename__ = "usage_events"
+
+    seq: Mapped[int] = mapped_column(BigSerial, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(sa.String(40))
+    event_id: Mapped[str] = mapped_column(sa.String(128))
+    customer_id: Mapped[str] = mapped_column(sa.String(40))
+    meter_id: Mapped[str] = mapped_column(sa.String(40))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[Decimal] = mapped_column(ExactDecimal())
+    properties: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    payload_hash: Mapped[str] = mapped_column(sa.String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(40))
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "event_id"),
+        sa.Index("ix_usage_events_customer_meter_time", "tenant_id", "customer_id", "meter_id", "timestamp"),
+    )
+
+
+class UsageRollup(Base):
+    """Per (tenant, customer, meter, UTC hour): everything any aggregation needs from that hour."""
+
+    __tablename__ = "usage_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    event_count: Mapped[int] = mapped_column(sa.BigInteger)
+    value_sum: Mapped[Decimal] = mapped_column(ExactDecimal())
+    value_max: Mapped[Decimal] = mapped_column(ExactDecimal())
+    latest_value: Mapped[Decimal] = mapped_column(ExactDecimal())
+    latest_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    latest_seq: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class UsageUniqueValue(Base):
+    """Distinct values of a unique_count meter's property, per hour: exact distinct counts over
+    any range come from ``COUNT(DISTINCT value)``, never from adding hourly counts."""
+
+    __tablename__ = "usage_unique_values"
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(UNIQUE_VALUE_MAX_LENGTH), primary_key=True)
