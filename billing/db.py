@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -162,12 +163,26 @@ class Database:
         self._read_sessions = async_sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        # SQLite has one writer at a time: queue this process's writers here, in order, rather
+        # than in SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed when the block ends, rolled back on error."""
-        async with self._sessions() as session, session.begin():
+        """A session inside one transaction: committed when the block ends, rolled back on error.
+
+        Not reentrant: never open a transaction inside another one.
+        """
+        async with self._writer_turn(), self._sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

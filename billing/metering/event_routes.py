@@ -49,14 +49,12 @@ class EventController(Controller):
     )
     async def post_batch(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _batch_events(await request.body())
-        async with ctx.database.transaction() as session:
-            return await ingest.ingest(session, principal.tenant_id, raw_events, now=ctx.clock.now())
+        return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
 
     @post(opt=scopes(INGEST), status_code=202, summary="Post one usage event")
     async def post_event(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _single_event(await request.body())
-        async with ctx.database.transaction() as session:
-            return await ingest.ingest(session, principal.tenant_id, raw_events, now=ctx.clock.now())
+        return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
 
     @get("/{event_id:str}", opt=scopes(READ), summary="An accepted event and its billing status")
     async def get_event(self, ctx: Ctx, principal: Caller, event_id: FromPath[str]) -> events.EventOut:

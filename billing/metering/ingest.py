@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import money
 from billing.clock import format_timestamp
-from billing.db import insert_ignore
+from billing.db import Database, insert_ignore
 from billing.metering import rollups
 from billing.metering.customers import customers_by_reference
 from billing.metering.meters import meters_by_key
@@ -88,8 +88,9 @@ class Candidate:
 
 
 async def ingest(
-    session: AsyncSession, tenant_id: str, raw_events: Sequence[bytes], *, now: datetime
+    database: Database, tenant_id: str, raw_events: Sequence[bytes], *, now: datetime
 ) -> IngestResult:
+    """Validate, then store in one write transaction; the answer is sent only after the commit."""
     results: list[EventResult | None] = [None] * len(raw_events)
     decoded: list[tuple[int, EventIn]] = []
     for index, raw in enumerate(raw_events):
@@ -98,24 +99,29 @@ async def ingest(
         except Rejection as rejection:
             results[index] = _rejected(index, _raw_id(raw), rejection)
 
-    candidates = await _resolve(session, tenant_id, decoded, results)
-    inserted = await _insert(session, tenant_id, candidates, now)
-    await _classify_existing(session, tenant_id, candidates, inserted, results)
-    await rollups.add_events(
-        session, tenant_id, [(c, inserted[c.index]) for c in candidates if c.index in inserted]
-    )
+    # Customers and meters are never deleted, so they can be looked up before the write lock.
+    async with database.read() as session:
+        candidates = await _resolve(session, tenant_id, decoded, results)
+    async with database.transaction() as session:
+        inserted = await _insert(session, tenant_id, candidates, now)
+        await _classify_existing(session, tenant_id, candidates, inserted, results)
+        await rollups.add_events(
+            session, tenant_id, [(c, inserted[c.index]) for c in candidates if c.index in inserted]
+        )
+    return _summary([r for r in results if r is not None])
 
-    final = [r for r in results if r is not None]
+
+def _summary(results: list[EventResult]) -> IngestResult:
     counts = {
-        status: sum(1 for r in final if r.status == status)
+        status: sum(1 for r in results if r.status == status)
         for status in ("accepted", "duplicate", "conflict")
     }
     return IngestResult(
         accepted=counts["accepted"],
         duplicates=counts["duplicate"],
         conflicts=counts["conflict"],
-        rejected=len(final) - sum(counts.values()),
-        results=final,
+        rejected=len(results) - sum(counts.values()),
+        results=results,
     )
 
 

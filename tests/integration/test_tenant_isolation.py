@@ -64,8 +64,7 @@ async def _event(ctx: AppContext, owner: TenantHandle) -> str:
             "timestamp": "2026-11-21T11:00:00Z",
         }
     )
-    async with ctx.database.transaction() as session:
-        result = await ingest.ingest(session, owner.id, [raw], now=ctx.clock.now())
+    result = await ingest.ingest(ctx.database, owner.id, [raw], now=ctx.clock.now())
     assert result.accepted == 1
     return "victim-event"
 

@@ -1,0 +1,348 @@
+"""Ingestion benchmark: the real server over HTTP against a raw-insert baseline from the same run.
+
+    .venv/bin/python bench/ingest.py --database sqlite --events 200000
+    .venv/bin/python bench/ingest.py --database postgresql --events 200000
+
+Starts ``billing serve`` on a fresh database, creates 1000 customers and 5 meters, then posts
+batches of 1000 events (5% duplicates, realistic properties) from concurrent clients. The
+baseline inserts the same rows into a table with the same unique constraint, with the same
+driver, without HTTP or validation. Prints events/s, batch latency, the server's peak RSS and
+the ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from billing.db import Database, ExactDecimal, insert_ignore
+
+ROOT = Path(__file__).resolve().parent.parent
+BILLING = ROOT / ".venv" / "bin" / "billing"
+CUSTOMERS = 1000
+METERS = [
+    ("api_calls", "sum"),
+    ("storage_gb_hours", "sum"),
+    ("seats", "max"),
+    ("active_users", "unique_count"),
+    ("plan_tier", "latest"),
+]
+BATCH = 1000
+DUPLICATE_SHARE = 0.05
+REGIONS = ["eu-west-1", "us-east-1", "ap-south-1", "sa-east-1"]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BILLING_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def create_postgres_database() -> str:
+    name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_url(POSTGRES_ADMIN_URL)
+    connection = await asyncpg.connect(
+        admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    admin = make_url(POSTGRES_ADMIN_URL)
+    connection = await asyncpg.connect(
+        admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    await connection.close()
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env, self.port = env, port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(
+            [str(BILLING), *args], env=self.env, check=True, capture_output=True, text=True
+        ).stdout
+
+    def start(self) -> None:
+        self.run("migrate")
+        self.process = subprocess.Popen(
+            [str(BILLING), "serve", "--port", str(self.port)], env=self.env, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def peak_rss_mib(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def make_event(n: int, start: datetime) -> dict[str, Any]:
+    """Event number ``n``, always the same, so that a resent one is a true duplicate."""
+    rng = random.Random(n)
+    meter, aggregation = METERS[n % len(METERS)]
+    customer = (n // len(METERS)) % CUSTOMERS
+    properties: dict[str, Any] = {"region": rng.choice(REGIONS), "sdk": "python/4.2.0"}
+    if aggregation == "unique_count":
+        properties["user_id"] = f"user-{rng.randrange(5000)}"
+    value = (
+        str(rng.randrange(1, 10_000))
+        if aggregation != "sum"
+        else f"{rng.randrange(1, 10**6)}.{rng.randrange(1000):03d}"
+    )
+    return {
+        "id": f"evt-{n:010d}",
+        "customer": f"customer-{customer:04d}",
+        "meter": meter,
+        "timestamp": (start + timedelta(seconds=n % 86_400)).isoformat().replace("+00:00", "Z"),
+        "value": value,
+        "properties": properties,
+    }
+
+
+def batches(total: int, start: datetime, seed: int = 7) -> list[bytes]:
+    """Encoded batches; 5% of each batch repeats events already sent."""
+    rng = random.Random(seed)
+    fresh_per_batch = int(BATCH * (1 - DUPLICATE_SHARE))
+    out, sent = [], 0
+    while sent < total:
+        events = [make_event(sent + k, start) for k in range(fresh_per_batch)]
+        earlier = range(sent) if sent else range(fresh_per_batch)
+        events += [make_event(rng.choice(earlier), start) for _ in range(BATCH - fresh_per_batch)]
+        out.append(json.dumps({"events": events}).encode())
+        sent += fresh_per_batch
+    return out
+
+
+async def setup(base: str, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        for meter, aggregation in METERS:
+            body: dict[str, Any] = {"key": meter, "name": meter, "aggregation": aggregation}
+            if aggregation == "unique_count":
+                body["unique_property"] = "user_id"
+            (await client.post("/v1/meters", json=body)).raise_for_status()
+        semaphore = asyncio.Semaphore(16)
+
+        async def customer(n: int) -> None:
+            async with semaphore:
+                body = {"external_id": f"customer-{n:04d}", "email": f"billing+{n}@example.com"}
+                (await client.post("/v1/customers", json=body)).raise_for_status()
+
+        await asyncio.gather(*[customer(n) for n in range(CUSTOMERS)])
+
+
+async def post_all(
+    base: str, key: str, payloads: list[bytes], clients: int, server: Server
+) -> dict[str, Any]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for payload in payloads:
+        queue.put_nowait(payload)
+    latencies: list[float] = []
+    accepted = duplicates = 0
+    rss_samples: list[float] = []
+
+    async def worker() -> None:
+        nonlocal accepted, duplicates
+        headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+            while not queue.empty():
+                payload = queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post("/v1/events/batch", content=payload)
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+                body = response.json()
+                accepted += body["accepted"]
+                duplicates += body["duplicates"]
+                if len(latencies) % 50 == 0:
+                    rss_samples.append(server.rss_mib())
+
+    started, server_cpu, client_cpu = time.perf_counter(), server.cpu_seconds(), time.process_time()
+    await asyncio.gather(*[worker() for _ in range(clients)])
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "events_per_s": (accepted + duplicates) / elapsed,
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "rss_samples": rss_samples,
+        "server_cpu": (server.cpu_seconds() - server_cpu) / elapsed,
+        "client_cpu": (time.process_time() - client_cpu) / elapsed,
+    }
+
+
+async def raw_insert_baseline(url: str, payloads: list[bytes], clients: int) -> float:
+    """The same rows, same driver, same unique constraint; no HTTP, no validation, no rollups."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "bench_raw_events",
+        metadata,
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+        sa.Column("tenant_id", sa.String(40), nullable=False),
+        sa.Column("event_id", sa.String(128), nullable=False),
+        sa.Column("customer_id", sa.String(40), nullable=False),
+        sa.Column("meter_id", sa.String(40), nullable=False),
+        sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("value", ExactDecimal(), nullable=False),
+        sa.Column("properties", sa.JSON()),
+        sa.UniqueConstraint("tenant_id", "event_id"),
+    )
+    database = Database(url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    decoded = [json.loads(payload)["events"] for payload in payloads]
+    queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    for events in decoded:
+        queue.put_nowait(
+            [
+                {
+                    "tenant_id": "ten_bench",
+                    "event_id": e["id"],
+                    "customer_id": e["customer"],
+                    "meter_id": e["meter"],
+                    "timestamp": datetime.fromisoformat(e["timestamp"]),
+                    "value": Decimal(e["value"]),
+                    "properties": e["properties"],
+                }
+                for e in events
+            ]
+        )
+    total = sum(len(events) for events in decoded)
+
+    async def worker() -> None:
+        while not queue.empty():
+            rows = queue.get_nowait()
+            async with database.transaction() as session:
+                await insert_ignore(session, table, rows)
+
+    started = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(clients)])
+    elapsed = time.perf_counter() - started
+    await database.dispose()
+    return total / elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--events", type=int, default=200_000, help="fresh events to post (plus 5%% duplicates)"
+    )
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--baseline-events", type=int, default=100_000)
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="billing-bench-"))
+    url = (
+        await create_postgres_database()
+        if args.database == "postgresql"
+        else f"sqlite+aiosqlite:///{data_dir}/billing.db"
+    )
+    env = {
+        **os.environ,
+        "BILLING_DATA_DIR": str(data_dir),
+        "BILLING_DATABASE_URL": url,
+        "BILLING_SCHEDULER": "off",
+        "BILLING_LOG_LEVEL": "warning",
+    }
+    port = free_port()
+    server = Server(env, port)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    payloads = batches(args.events, start)
+    try:
+        server.start()
+        key = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
+        base = f"http://127.0.0.1:{port}"
+        await setup(base, key)
+        result = await post_all(base, key, payloads, args.clients, server)
+        peak = server.peak_rss_mib()
+        server.stop()
+        baseline_payloads = batches(args.baseline_events, start, seed=11)
+        baseline = await raw_insert_baseline(url, baseline_payloads, args.clients)
+    finally:
+        server.stop()
+        if args.database == "postgresql":
+            await drop_postgres_database(url)
+
+    samples = result["rss_samples"]
+    print(f"database:        {args.database}")
+    print(
+        f"events posted:   {result['accepted'] + result['duplicates']} ({result['duplicates']} duplicates), "
+        f"batches of {BATCH}, {args.clients} clients"
+    )
+    print(f"throughput:      {result['events_per_s']:,.0f} events/s")
+    print(f"batch latency:   p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+    print(
+        f"server RSS:      peak {peak:.0f} MiB; first/last sample {samples[0] if samples else 0:.0f}/"
+        f"{samples[-1] if samples else 0:.0f} MiB"
+    )
+    print(
+        f"CPU use:         server {result['server_cpu']:.0%} of a core, "
+        f"load generator {result['client_cpu']:.0%}"
+    )
+    print(f"raw baseline:    {baseline:,.0f} rows/s (insert-ignore, same driver and unique constraint)")
+    print(f"ratio:           {result['events_per_s'] / baseline:.2f} of the raw-insert baseline")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    asyncio.run(main())
