@@ -6,10 +6,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,7 +44,8 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        value = ensure_utc(value)
+        if value.tzinfo is not UTC:  # the common case needs no conversion
+            value = ensure_utc(value)
         # SQLite stores text: a naive UTC value keeps one format, so text order is time order.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -72,7 +74,7 @@ class ExactDecimal(sa.types.TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: sa.Dialect) -> Any:
         if value is None or dialect.name != "sqlite":
             return value
-        return money.format_decimal(value)
+        return format(value, "f")  # exact plain notation; the text need not be canonical
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
         if value is None or isinstance(value, Decimal):
@@ -93,7 +95,7 @@ def decimal_max(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]
 
 
 def _sqlite_dec_add(a: str | None, b: str | None) -> str:
-    return money.format_decimal(money.exact_add(Decimal(a or 0), Decimal(b or 0)))
+    return format(money.exact_add(Decimal(a or 0), Decimal(b or 0)), "f")
 
 
 def _sqlite_dec_max(a: str | None, b: str | None) -> str | None:
@@ -109,11 +111,19 @@ class ClaimMixin:
     claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+_json_encoder = msgspec.json.Encoder()
+_JSON = {
+    "json_serializer": lambda obj: _json_encoder.encode(obj).decode(),
+    "json_deserializer": msgspec.json.decode,
+}
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return create_async_engine(
         url,
+        **_JSON,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -123,7 +133,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **_JSON)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -84,10 +84,9 @@ async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Custo
     return customer
 
 
-async def customers_by_reference(
-    session: AsyncSession, tenant_id: str, refs: set[str]
-) -> dict[str, Customer]:
-    """Each given id or external_id that names one of the tenant's customers, mapped to it; one query.
+async def customers_by_reference(session: AsyncSession, tenant_id: str, refs: set[str]) -> dict[str, str]:
+    """Each given id or external_id that names one of the tenant's customers, mapped to the
+    customer's id (an id match wins over an external_id match); one query.
 
     References that match nothing are left out. Keep ``refs`` to a batch (a few thousand):
     every reference is two bound parameters.
@@ -95,17 +94,17 @@ async def customers_by_reference(
     if not refs:
         return {}
     rows = (
-        await session.scalars(
-            sa.select(Customer).where(
+        await session.execute(
+            sa.select(Customer.id, Customer.external_id).where(
                 Customer.tenant_id == tenant_id,
                 sa.or_(Customer.id.in_(refs), Customer.external_id.in_(refs)),
             )
         )
     ).all()
-    by_id = {customer.id: customer for customer in rows}
-    by_external_id = {customer.external_id: customer for customer in rows}
-    found = {ref: by_id.get(ref) or by_external_id.get(ref) for ref in refs}
-    return {ref: customer for ref, customer in found.items() if customer is not None}
+    ids = {row.id for row in rows}
+    by_external_id = {row.external_id: row.id for row in rows}
+    found = {ref: ref if ref in ids else by_external_id.get(ref) for ref in refs}
+    return {ref: customer_id for ref, customer_id in found.items() if customer_id is not None}
 
 
 async def list_customers(

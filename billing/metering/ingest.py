@@ -9,11 +9,11 @@ rollups. Rows are written in key order so that concurrent batches cannot deadloc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -25,7 +25,6 @@ from billing.db import Database, insert_ignore
 from billing.metering import rollups
 from billing.metering.customers import customers_by_reference
 from billing.metering.meters import meters_by_key
-from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UNIQUE_VALUE_MAX_LENGTH, UsageEvent
 
 MAX_BATCH = 1000
@@ -79,8 +78,8 @@ class Candidate:
 
     index: int
     event: EventIn
-    customer: Customer
-    meter: Meter
+    customer_id: str
+    meter: MeterSpec
     value: Decimal
     timestamp: datetime
     payload_hash: str
@@ -125,6 +124,45 @@ def _summary(results: list[EventResult]) -> IngestResult:
     )
 
 
+@dataclass(frozen=True)
+class MeterSpec:
+    id: str
+    key: str
+    aggregation: str
+    unique_property: str | None
+
+
+# Customers and meters are never deleted and their ids, external_ids, keys and aggregations
+# never change, so a resolved reference stays right for the life of the process. Unknown
+# references are not remembered: they may be created at any moment.
+_CACHE_LIMIT = 200_000
+_customer_ids: dict[tuple[str, str], str] = {}
+_meters: dict[tuple[str, str], MeterSpec] = {}
+V = TypeVar("V")
+
+
+async def _lookup(
+    cache: dict[tuple[str, str], V],
+    tenant_id: str,
+    refs: set[str],
+    fetch: Callable[[set[str]], Awaitable[dict[str, V]]],
+) -> dict[str, V]:
+    found = {ref: cache[(tenant_id, ref)] for ref in refs if (tenant_id, ref) in cache}
+    missing = refs - found.keys()
+    if missing:
+        fetched = await fetch(missing)
+        if len(cache) + len(fetched) > _CACHE_LIMIT:
+            cache.clear()
+        cache.update({(tenant_id, ref): value for ref, value in fetched.items()})
+        found.update(fetched)
+    return found
+
+
+async def _meter_specs(session: AsyncSession, tenant_id: str, keys: set[str]) -> dict[str, MeterSpec]:
+    meters = await meters_by_key(session, tenant_id, keys)
+    return {key: MeterSpec(m.id, m.key, m.aggregation, m.unique_property) for key, m in meters.items()}
+
+
 def _decode(raw: bytes, now: datetime) -> EventIn:
     try:
         event = _event_decoder.decode(raw)
@@ -163,8 +201,18 @@ async def _resolve(
     decoded: list[tuple[int, EventIn]],
     results: list[EventResult | None],
 ) -> list[Candidate]:
-    customers = await customers_by_reference(session, tenant_id, {e.customer for _, e in decoded})
-    meters = await meters_by_key(session, tenant_id, {e.meter for _, e in decoded})
+    customers = await _lookup(
+        _customer_ids,
+        tenant_id,
+        {e.customer for _, e in decoded},
+        lambda refs: customers_by_reference(session, tenant_id, refs),
+    )
+    meters = await _lookup(
+        _meters,
+        tenant_id,
+        {e.meter for _, e in decoded},
+        lambda keys: _meter_specs(session, tenant_id, keys),
+    )
     candidates = []
     for index, event in decoded:
         try:
@@ -176,7 +224,7 @@ async def _resolve(
     return candidates
 
 
-def _candidate(index: int, event: EventIn, customer: Customer | None, meter: Meter | None) -> Candidate:
+def _candidate(index: int, event: EventIn, customer: str | None, meter: MeterSpec | None) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer {event.customer!r}")
     if meter is None:
@@ -184,7 +232,7 @@ def _candidate(index: int, event: EventIn, customer: Customer | None, meter: Met
     timestamp = event.timestamp.astimezone(UTC)
     unique_value = _unique_value(event, meter)
     payload = [
-        customer.id,
+        customer,
         meter.id,
         format_timestamp(timestamp),
         money.format_decimal(event.value),
@@ -194,7 +242,7 @@ def _candidate(index: int, event: EventIn, customer: Customer | None, meter: Met
     return Candidate(index, event, customer, meter, event.value, timestamp, digest, unique_value)
 
 
-def _unique_value(event: EventIn, meter: Meter) -> str | None:
+def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:
     if meter.aggregation != "unique_count":
         return None
     prop = meter.unique_property or ""
@@ -222,7 +270,7 @@ async def _insert(
         {
             "tenant_id": tenant_id,
             "event_id": event_id,
-            "customer_id": c.customer.id,
+            "customer_id": c.customer_id,
             "meter_id": c.meter.id,
             "timestamp": c.timestamp,
             "value": c.value,

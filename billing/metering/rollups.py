@@ -76,7 +76,7 @@ async def add_events(
         return
     folded = partials(
         [
-            (c.value, c.timestamp, seq, (c.customer.id, c.meter.id, hour_of(c.timestamp)))
+            (c.value, c.timestamp, seq, (c.customer_id, c.meter.id, hour_of(c.timestamp)))
             for c, seq in accepted
         ]
     )
@@ -87,7 +87,7 @@ async def add_events(
     await session.execute(_upsert(session.get_bind().dialect.name), rows)
     uniques = sorted(
         {
-            (c.customer.id, c.meter.id, hour_of(c.timestamp), c.unique_value)
+            (c.customer_id, c.meter.id, hour_of(c.timestamp), c.unique_value)
             for c, _ in accepted
             if c.unique_value is not None
         }
