@@ -261,7 +261,7 @@ async def raw_insert_baseline(url: str, payloads: list[bytes], clients: int) -> 
                     "value": Decimal(e["value"]),
                     "properties": e["properties"],
                 }
-                for e in events
+                for e in sorted(events, key=lambda e: e["id"])  # key order, as the service writes
             ]
         )
     total = sum(len(events) for events in decoded)

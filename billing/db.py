@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ NAMING_CONVENTION = {
 }
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "billing_read_only"
+M = TypeVar("M")
 
 
 class Base(DeclarativeBase):
@@ -233,6 +234,21 @@ async def insert_ignore(
         return []
     result = await session.execute(stmt.returning(*returning), list(rows))
     return list(result.all())
+
+
+async def find_by_id_or_key(
+    session: AsyncSession, model: type[M], tenant_id: str, key: sa.ColumnElement[str], ref: str
+) -> M | None:
+    """The tenant's row whose id or natural key (external_id, meter key...) is ``ref``; the id wins."""
+    id_column: Any = model.id  # type: ignore[attr-defined]
+    tenant_column: Any = model.tenant_id  # type: ignore[attr-defined]
+    query = (
+        sa.select(model)
+        .where(tenant_column == tenant_id, sa.or_(id_column == ref, key == ref))
+        .order_by(sa.case((id_column == ref, 0), else_=1))
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
 
 
 def new_claim_token() -> str:

@@ -136,7 +136,8 @@ async def dispatch(ctx: AppContext, consumer: Consumer, *, limit: int = CLAIM_BA
             now=now,
             lease=LEASE,
         )
-    for row in rows:
+    # UPDATE ... RETURNING gives no order on PostgreSQL: handle the oldest first.
+    for row in sorted(rows, key=lambda r: (r.available_at, r.id)):
         await _handle_row(ctx, consumer, row, token)
     return len(rows)
 

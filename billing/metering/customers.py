@@ -16,7 +16,7 @@ from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import validation
-from billing.db import insert_ignore
+from billing.db import find_by_id_or_key, insert_ignore
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
 from billing.metering.models import Customer, column_values
@@ -71,14 +71,7 @@ async def create_customer(
 
 async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Customer:
     """The tenant's customer with this id or external_id (the id wins); NotFound otherwise."""
-    customer = (
-        await session.scalars(
-            sa.select(Customer)
-            .where(Customer.tenant_id == tenant_id, sa.or_(Customer.id == ref, Customer.external_id == ref))
-            .order_by(sa.case((Customer.id == ref, 0), else_=1))
-            .limit(1)
-        )
-    ).first()
+    customer = await find_by_id_or_key(session, Customer, tenant_id, Customer.external_id, ref)
     if customer is None:
         raise NotFound(f"No customer {ref}")
     return customer

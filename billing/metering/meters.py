@@ -13,7 +13,7 @@ from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import validation
-from billing.db import insert_ignore
+from billing.db import find_by_id_or_key, insert_ignore
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
 from billing.metering.customers import reference
@@ -49,14 +49,7 @@ async def create_meter(session: AsyncSession, tenant_id: str, data: MeterCreate,
 
 async def get_meter(session: AsyncSession, tenant_id: str, ref: str) -> Meter:
     """The tenant's meter with this id or key (the id wins); NotFound otherwise."""
-    meter = (
-        await session.scalars(
-            sa.select(Meter)
-            .where(Meter.tenant_id == tenant_id, sa.or_(Meter.id == ref, Meter.key == ref))
-            .order_by(sa.case((Meter.id == ref, 0), else_=1))
-            .limit(1)
-        )
-    ).first()
+    meter = await find_by_id_or_key(session, Meter, tenant_id, Meter.key, ref)
     if meter is None:
         raise NotFound(f"No meter {ref}")
     return meter
