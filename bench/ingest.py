@@ -20,7 +20,6 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -104,17 +103,11 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError("server did not become ready")
 
-    def peak_rss_mib(self) -> float:
+    def memory_mib(self, field: str) -> float:
+        """A memory figure of the server from /proc: ``VmRSS`` now, ``VmHWM`` at its peak."""
         assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def rss_mib(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return 0.0
 
@@ -208,7 +201,7 @@ async def post_all(
                 accepted += body["accepted"]
                 duplicates += body["duplicates"]
                 if len(latencies) % 50 == 0:
-                    rss_samples.append(server.rss_mib())
+                    rss_samples.append(server.memory_mib("VmRSS"))
 
     started, server_cpu, client_cpu = time.perf_counter(), server.cpu_seconds(), time.process_time()
     await asyncio.gather(*[worker() for _ in range(clients)])
@@ -314,7 +307,7 @@ async def main() -> None:
         base = f"http://127.0.0.1:{port}"
         await setup(base, key)
         result = await post_all(base, key, payloads, args.clients, server)
-        peak = server.peak_rss_mib()
+        peak = server.memory_mib("VmHWM")
         server.stop()
         baseline_payloads = batches(args.baseline_events, start, seed=11)
         baseline = await raw_insert_baseline(url, baseline_payloads, args.clients)
@@ -344,5 +337,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     asyncio.run(main())

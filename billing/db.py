@@ -236,6 +236,22 @@ async def insert_ignore(
     return list(result.all())
 
 
+def column_values(row: Base) -> dict[str, Any]:
+    """The row's column values keyed by column key, for Core inserts of a transient object."""
+    return {
+        column.key: getattr(row, attr.key)
+        for attr in sa.inspect(type(row)).column_attrs
+        for column in attr.columns
+    }
+
+
+async def insert_row_ignore(session: AsyncSession, row: Base) -> bool:
+    """Insert a new ORM object unless a unique constraint already holds its key; tell which."""
+    table: sa.Table = row.__table__  # type: ignore[assignment]
+    primary_key = list(table.primary_key.columns)
+    return bool(await insert_ignore(session, table, [column_values(row)], returning=primary_key))
+
+
 async def find_by_id_or_key(
     session: AsyncSession, model: type[M], tenant_id: str, key: sa.ColumnElement[str], ref: str
 ) -> M | None:

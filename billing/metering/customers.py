@@ -16,10 +16,10 @@ from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import validation
-from billing.db import find_by_id_or_key, insert_ignore
+from billing.db import find_by_id_or_key, insert_row_ignore
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
-from billing.metering.models import Customer, column_values
+from billing.metering.models import Customer
 from billing.metering.schemas import CustomerCreate, CustomerOut, CustomerPatch
 from billing.pagination import PageRequest, fetch_page
 from billing.tenants.service import get_tenant
@@ -62,9 +62,7 @@ async def create_customer(
         created_at=now,
         updated_at=now,
     )
-    table = Customer.__table__
-    inserted = await insert_ignore(session, table, [column_values(customer)], returning=[table.c.id])
-    if not inserted:
+    if not await insert_row_ignore(session, customer):
         raise Conflict(f"A customer with external_id {customer.external_id!r} already exists")
     return customer
 

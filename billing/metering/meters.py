@@ -13,11 +13,11 @@ from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import validation
-from billing.db import find_by_id_or_key, insert_ignore
+from billing.db import find_by_id_or_key, insert_row_ignore
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
 from billing.metering.customers import reference
-from billing.metering.models import AGGREGATIONS, Meter, column_values
+from billing.metering.models import AGGREGATIONS, Meter
 from billing.metering.schemas import MeterCreate, MeterOut, MeterPatch
 from billing.pagination import PageRequest, fetch_page
 
@@ -40,9 +40,7 @@ async def create_meter(session: AsyncSession, tenant_id: str, data: MeterCreate,
         created_at=now,
         updated_at=now,
     )
-    table = Meter.__table__
-    inserted = await insert_ignore(session, table, [column_values(meter)], returning=[table.c.id])
-    if not inserted:
+    if not await insert_row_ignore(session, meter):
         raise Conflict(f"A meter with key {meter.key!r} already exists")
     return meter
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -70,12 +69,3 @@ class Meter(Base):
             name="unique_property",
         ),
     )
-
-
-def column_values(row: Base) -> dict[str, Any]:
-    """The row's column values keyed by column key, for Core inserts of a transient object."""
-    return {
-        column.key: getattr(row, attr.key)
-        for attr in sa.inspect(type(row)).column_attrs
-        for column in attr.columns
-    }

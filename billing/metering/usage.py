@@ -133,18 +133,18 @@ def _in_hours(column: sa.ColumnElement[datetime], hours: Sequence[datetime]) -> 
     return sa.or_(*[sa.and_(column >= lo, column < hi) for lo, hi in runs])
 
 
+def _series(table: sa.Table, key: tuple[str, str, str]) -> sa.ColumnElement[bool]:
+    """Rows of one (tenant, customer, meter) series."""
+    return sa.and_(table.c.tenant_id == key[0], table.c.customer_id == key[1], table.c.meter_id == key[2])
+
+
 async def _add_rollups(
     session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], result: list[Tally]
 ) -> None:
     if not whole:
         return
     table = UsageRollup.__table__
-    query = sa.select(table).where(
-        table.c.tenant_id == key[0],
-        table.c.customer_id == key[1],
-        table.c.meter_id == key[2],
-        _in_hours(table.c.hour, list(whole)),
-    )
+    query = sa.select(table).where(_series(table, key), _in_hours(table.c.hour, list(whole)))
     for row in await session.execute(query):
         result[whole[row.hour]].merge(
             Partial(
@@ -160,10 +160,7 @@ async def _add_rollup_uniques(
         return
     table = UsageUniqueValue.__table__
     query = sa.select(table.c.hour, table.c.value).where(
-        table.c.tenant_id == key[0],
-        table.c.customer_id == key[1],
-        table.c.meter_id == key[2],
-        _in_hours(table.c.hour, list(whole)),
+        _series(table, key), _in_hours(table.c.hour, list(whole))
     )
     for row in await session.execute(query):
         result[whole[row.hour]].uniques.add(row.value)
@@ -181,10 +178,7 @@ async def _add_raw_events(
         return
     table = UsageEvent.__table__
     query = sa.select(table.c.value, table.c.timestamp, table.c.seq, table.c.properties).where(
-        table.c.tenant_id == key[0],
-        table.c.customer_id == key[1],
-        table.c.meter_id == key[2],
-        _in_hours(table.c.timestamp, cut),
+        _series(table, key), _in_hours(table.c.timestamp, cut)
     )
     starts = [start for start, _ in ranges]
     for row in await session.execute(query):
