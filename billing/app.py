@@ -17,6 +17,13 @@ from billing.clock import Clock
 from billing.context import AppContext, provide_context, provide_principal
 from billing.errors import EXCEPTION_HANDLERS
 from billing.health import HealthController
+from billing.invoicing.routes import (
+    BillingRunController,
+    InvoiceController,
+    PlanController,
+    SubscriptionController,
+    UpcomingInvoiceController,
+)
 from billing.logs import configure_logging
 from billing.metering.event_routes import EventController
 from billing.metering.routes import CustomerController, MeterController
@@ -33,6 +40,11 @@ API_ROUTES = [
     MeterController,
     UsageController,
     EventController,
+    PlanController,
+    SubscriptionController,
+    InvoiceController,
+    UpcomingInvoiceController,
+    BillingRunController,
 ]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.util import await_
 
 from billing import money
 from billing.clock import assume_utc, ensure_utc
@@ -95,6 +96,43 @@ def decimal_max(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]
     return sa.func.greatest(a, b)  # ignores NULLs, like dec_max
 
 
+def decimal_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """Exact ``SUM`` (SQLite's own sum of text is a float)."""
+    if dialect == "sqlite":
+        return sa.func.dec_sum(column, type_=ExactDecimal())
+    return sa.func.sum(column, type_=ExactDecimal())
+
+
+def decimal_greatest(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """Exact ``MAX`` (SQLite's own max compares text)."""
+    if dialect == "sqlite":
+        return sa.func.dec_greatest(column, type_=ExactDecimal())
+    return sa.func.max(column, type_=ExactDecimal())
+
+
+class _SqliteDecSum:
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total = money.exact_add(self.total or Decimal(0), Decimal(value))
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else format(self.total, "f")
+
+
+class _SqliteDecGreatest:
+    def __init__(self) -> None:
+        self.best: str | None = None
+
+    def step(self, value: str | None) -> None:
+        self.best = _sqlite_dec_max(self.best, value)
+
+    def finalize(self) -> str | None:
+        return self.best
+
+
 def _sqlite_dec_add(a: str | None, b: str | None) -> str:
     return format(money.exact_add(Decimal(a or 0), Decimal(b or 0)), "f")
 
@@ -152,6 +190,8 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.close()
         dbapi_connection.create_function("dec_add", 2, _sqlite_dec_add, deterministic=True)
         dbapi_connection.create_function("dec_max", 2, _sqlite_dec_max, deterministic=True)
+        _create_sqlite_aggregate(dbapi_connection, "dec_sum", _SqliteDecSum)
+        _create_sqlite_aggregate(dbapi_connection, "dec_greatest", _SqliteDecGreatest)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
@@ -161,6 +201,13 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_sqlite_aggregate(dbapi_connection: Any, name: str, aggregate: type) -> None:
+    # SQLAlchemy's aiosqlite adapter forwards create_function but not create_aggregate: run it
+    # on aiosqlite's own thread, where its sqlite3 connection lives.
+    driver = dbapi_connection.driver_connection
+    await_(driver._execute(driver._conn.create_aggregate, name, 1, aggregate))
 
 
 class Database:

@@ -1,6 +1,14 @@
 """Every table of the service, imported in one place for Alembic and the tests."""
 
 from billing.db import Base
+from billing.invoicing.models import (
+    Invoice,
+    InvoiceLine,
+    InvoiceSequence,
+    InvoiceStatusChange,
+    Plan,
+    Subscription,
+)
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 from billing.outbox import OutboxEvent
@@ -11,8 +19,14 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Customer",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceSequence",
+    "InvoiceStatusChange",
     "Meter",
     "OutboxEvent",
+    "Plan",
+    "Subscription",
     "Tenant",
     "UsageEvent",
     "UsageRollup",

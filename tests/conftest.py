@@ -215,3 +215,26 @@ def make_tenant(ctx: AppContext) -> Callable[..., Awaitable[TenantHandle]]:
 @pytest.fixture
 async def tenant(make_tenant: Callable[..., Awaitable[TenantHandle]]) -> TenantHandle:
     return await make_tenant()
+
+
+async def subscribe(
+    client: httpx.AsyncClient,
+    tenant: TenantHandle,
+    customers: list[str],
+    *,
+    starts_at: str,
+    plan: str = "unpriced",
+) -> list[dict[str, Any]]:
+    """Subscribe customers (so that their events are accepted), by default to a plan that prices
+    nothing; the plan ``unpriced`` is created on first use."""
+    headers = tenant.headers()
+    if plan == "unpriced":
+        response = await client.post("/v1/plans", headers=headers, json={"code": "unpriced"})
+        assert response.status_code in (201, 409), response.text
+    subscriptions = []
+    for customer in customers:
+        body = {"customer": customer, "plan": plan, "starts_at": starts_at}
+        response = await client.post("/v1/subscriptions", headers=headers, json=body)
+        assert response.status_code == 201, response.text
+        subscriptions.append(response.json())
+    return subscriptions

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import money
 from billing.clock import format_timestamp
 from billing.db import Database, insert_ignore
+from billing.invoicing.coverage import Coverage, coverages, covering, flag_late_usage
 from billing.metering import rollups
 from billing.metering.customers import customers_by_reference
 from billing.metering.meters import meters_by_key
@@ -84,6 +85,7 @@ class Candidate:
     timestamp: datetime
     payload_hash: str
     unique_value: str | None
+    subscription: Coverage
 
 
 async def ingest(
@@ -104,8 +106,12 @@ async def ingest(
     async with database.transaction() as session:
         inserted = await _insert(session, tenant_id, candidates, now)
         await _classify_existing(session, tenant_id, candidates, inserted, results)
-        await rollups.add_events(
-            session, tenant_id, [(c, inserted[c.index]) for c in candidates if c.index in inserted]
+        accepted = [(c, inserted[c.index]) for c in candidates if c.index in inserted]
+        await rollups.add_events(session, tenant_id, accepted)
+        await flag_late_usage(
+            session,
+            {c.subscription.subscription_id for c, _ in accepted if c.subscription.is_late(c.timestamp, now)},
+            now,
         )
     return _summary([r for r in results if r is not None])
 
@@ -213,23 +219,36 @@ async def _resolve(
         {e.meter for _, e in decoded},
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
+    # Subscriptions change (created, canceled): never cached.
+    subscriptions = await coverages(session, tenant_id, set(customers.values()))
     candidates = []
     for index, event in decoded:
+        customer = customers.get(event.customer)
         try:
             candidates.append(
-                _candidate(index, event, customers.get(event.customer), meters.get(event.meter))
+                _candidate(
+                    index, event, customer, meters.get(event.meter), subscriptions.get(customer or "", [])
+                )
             )
         except Rejection as rejection:
             results[index] = _rejected(index, event.id, rejection)
     return candidates
 
 
-def _candidate(index: int, event: EventIn, customer: str | None, meter: MeterSpec | None) -> Candidate:
+def _candidate(
+    index: int, event: EventIn, customer: str | None, meter: MeterSpec | None, subscriptions: list[Coverage]
+) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer {event.customer!r}")
     if meter is None:
         raise Rejection("unknown_meter", f"no meter {event.meter!r}")
     timestamp = event.timestamp.astimezone(UTC)
+    subscription = covering(subscriptions, timestamp)
+    if subscription is None:
+        raise Rejection(
+            "no_subscription",
+            f"no subscription of customer {event.customer!r} covers {format_timestamp(timestamp)}",
+        )
     unique_value = _unique_value(event, meter)
     payload = [
         customer,
@@ -239,7 +258,9 @@ def _candidate(index: int, event: EventIn, customer: str | None, meter: MeterSpe
         event.properties,
     ]
     digest = hashlib.blake2b(msgspec.json.encode(payload, order="sorted"), digest_size=16).hexdigest()
-    return Candidate(index, event, customer, meter, event.value, timestamp, digest, unique_value)
+    return Candidate(
+        index, event, customer, meter, event.value, timestamp, digest, unique_value, subscription
+    )
 
 
 def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:

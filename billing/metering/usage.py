@@ -9,22 +9,28 @@ whole range, never a sum of hourly counts.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import money
+from billing.db import decimal_greatest, decimal_sum
 from billing.metering.models import Meter
 from billing.metering.rollups import Partial, hour_of, unique_key
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 
 HOUR = timedelta(hours=1)
 Range = tuple[datetime, datetime]  # [start, end), aware UTC
+SeriesKey = tuple[str, str]  # customer id, meter id
+# Stands in for the latest-event fields where the aggregation never reads them (sum, count, max).
+_NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -183,13 +189,8 @@ async def _add_raw_events(
     starts = [start for start, _ in ranges]
     for row in await session.execute(query):
         index = _range_index(starts, ranges, row.timestamp)
-        if index is None:
-            continue
-        result[index].merge(Partial(1, row.value, row.value, row.value, row.timestamp, row.seq))
-        if meter.aggregation == "unique_count":
-            raw = (row.properties or {}).get(meter.unique_property or "")
-            if raw is not None:
-                result[index].uniques.add(unique_key(raw))
+        if index is not None:
+            fold_event(result[index], meter, row)
 
 
 def _range_index(starts: list[datetime], ranges: Sequence[Range], at: datetime) -> int | None:
@@ -197,3 +198,151 @@ def _range_index(starts: list[datetime], ranges: Sequence[Range], at: datetime) 
     if index < 0 or at >= ranges[index][1]:
         return None
     return index
+
+
+async def period_tallies(
+    session: AsyncSession, tenant_id: str, customer_ids: Sequence[str], meters: Sequence[Meter], period: Range
+) -> dict[SeriesKey, Tally]:
+    """One tally per (customer, meter) over one range, for many customers at once.
+
+    Sums, counts and maxima of whole hours are aggregated in SQL; only the latest values,
+    the distinct values and the events of the hours cut by the range's edges come back as rows.
+    """
+    result: dict[SeriesKey, Tally] = defaultdict(Tally)
+    if not customer_ids or not meters:
+        return result
+    whole, cut = _classify_hours([period])
+    if whole:
+        hours = (min(whole), max(whole) + HOUR)
+        await _aggregate_rollups(session, tenant_id, customer_ids, meters, hours, result)
+        await _fold_latest_rollups(session, tenant_id, customer_ids, meters, hours, result)
+        await _collect_uniques(session, tenant_id, customer_ids, meters, hours, result)
+    if cut:
+        await _fold_raw_events(session, tenant_id, customer_ids, meters, period, cut, result)
+    return result
+
+
+def _batch_filter(
+    table: sa.Table, tenant_id: str, customer_ids: Sequence[str], meters: Sequence[Meter]
+) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.c.tenant_id == tenant_id,
+        table.c.customer_id.in_(customer_ids),
+        table.c.meter_id.in_([m.id for m in meters]),
+    )
+
+
+async def _aggregate_rollups(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    hours: Range,
+    result: dict[SeriesKey, Tally],
+) -> None:
+    summed = [m for m in meters if m.aggregation in ("sum", "count", "max")]
+    if not summed:
+        return
+    table = UsageRollup.__table__
+    dialect = session.get_bind().dialect.name
+    query = (
+        sa.select(
+            table.c.customer_id,
+            table.c.meter_id,
+            sa.func.sum(table.c.event_count).label("event_count"),
+            decimal_sum(dialect, table.c.value_sum).label("value_sum"),
+            decimal_greatest(dialect, table.c.value_max).label("value_max"),
+        )
+        .where(
+            _batch_filter(table, tenant_id, customer_ids, summed),
+            table.c.hour >= hours[0],
+            table.c.hour < hours[1],
+        )
+        .group_by(table.c.customer_id, table.c.meter_id)
+    )
+    for row in await session.execute(query):
+        partial = Partial(int(row.event_count), row.value_sum, row.value_max, row.value_max, _NEVER, 0)
+        result[(row.customer_id, row.meter_id)].merge(partial)
+
+
+async def _fold_latest_rollups(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    hours: Range,
+    result: dict[SeriesKey, Tally],
+) -> None:
+    latest = [m for m in meters if m.aggregation == "latest"]
+    if not latest:
+        return
+    table = UsageRollup.__table__
+    query = sa.select(table).where(
+        _batch_filter(table, tenant_id, customer_ids, latest),
+        table.c.hour >= hours[0],
+        table.c.hour < hours[1],
+    )
+    for row in await session.execute(query):
+        result[(row.customer_id, row.meter_id)].merge(
+            Partial(
+                row.event_count, row.value_sum, row.value_max, row.latest_value, row.latest_at, row.latest_seq
+            )
+        )
+
+
+async def _collect_uniques(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    hours: Range,
+    result: dict[SeriesKey, Tally],
+) -> None:
+    distinct = [m for m in meters if m.aggregation == "unique_count"]
+    if not distinct:
+        return
+    table = UsageUniqueValue.__table__
+    query = sa.select(table.c.customer_id, table.c.meter_id, table.c.value).where(
+        _batch_filter(table, tenant_id, customer_ids, distinct),
+        table.c.hour >= hours[0],
+        table.c.hour < hours[1],
+    )
+    for row in await session.execute(query):
+        result[(row.customer_id, row.meter_id)].uniques.add(row.value)
+
+
+async def _fold_raw_events(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
+    cut: list[datetime],
+    result: dict[SeriesKey, Tally],
+) -> None:
+    table = UsageEvent.__table__
+    query = sa.select(
+        table.c.customer_id,
+        table.c.meter_id,
+        table.c.value,
+        table.c.timestamp,
+        table.c.seq,
+        table.c.properties,
+    ).where(
+        _batch_filter(table, tenant_id, customer_ids, meters),
+        _in_hours(table.c.timestamp, cut),
+        table.c.timestamp >= period[0],
+        table.c.timestamp < period[1],
+    )
+    by_id = {m.id: m for m in meters}
+    for row in await session.execute(query):
+        fold_event(result[(row.customer_id, row.meter_id)], by_id[row.meter_id], row)
+
+
+def fold_event(tally: Tally, meter: Meter, row: sa.Row[Any]) -> None:
+    """Add one raw event (a row with value, timestamp, seq and properties) to a tally."""
+    tally.merge(Partial(1, row.value, row.value, row.value, row.timestamp, row.seq))
+    if meter.aggregation == "unique_count":
+        raw = (row.properties or {}).get(meter.unique_property or "")
+        if raw is not None:
+            tally.uniques.add(unique_key(raw))

@@ -38,6 +38,15 @@ class UsageEvent(Base):
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "event_id"),
         sa.Index("ix_usage_events_customer_meter_time", "tenant_id", "customer_id", "meter_id", "timestamp"),
+        # Events not yet on a finalized invoice: few at any time, found fast for late usage.
+        sa.Index(
+            "ix_usage_events_unbilled",
+            "tenant_id",
+            "customer_id",
+            "timestamp",
+            postgresql_where=sa.text("invoice_id IS NULL"),
+            sqlite_where=sa.text("invoice_id IS NULL"),
+        ),
     )
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from billing.auth import Scope
-from tests.conftest import TenantHandle
+from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 
 AT = "2026-11-21T11:00:00Z"  # an hour before the frozen clock
@@ -31,6 +31,7 @@ async def metered(client: httpx.AsyncClient, tenant: TenantHandle) -> TenantHand
     ]
     for meter in meters:
         assert (await client.post("/v1/meters", headers=headers, json=meter)).status_code == 201
+    await subscribe(client, tenant, ["acme-1", "acme-2", "acme-3"], starts_at="2026-01-01T00:00:00Z")
     return tenant
 
 

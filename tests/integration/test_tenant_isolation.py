@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 from billing.auth import Scope
 from billing.context import AppContext
+from billing.invoicing import plans, subscriptions
+from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.run import run_billing
+from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import customers, ingest, meters
 from billing.metering.schemas import CustomerCreate, MeterCreate
 from billing.tenants import service
@@ -35,15 +41,47 @@ async def _api_key(ctx: AppContext, owner: TenantHandle) -> str:
 
 
 async def _customer(ctx: AppContext, owner: TenantHandle) -> str:
-    """A customer, and a meter for the routes under a customer that name one (see QUERIES)."""
+    """A customer, subscribed since October, and a meter for the routes under a customer that name
+    one (see QUERIES)."""
+    now = ctx.clock.now()
     async with ctx.database.transaction() as session:
         customer = await customers.create_customer(
-            session, owner.id, CustomerCreate(external_id="victim"), now=ctx.clock.now()
+            session, owner.id, CustomerCreate(external_id="victim"), now=now
         )
         await meters.create_meter(
-            session, owner.id, MeterCreate(key="victim_usage", aggregation="sum"), now=ctx.clock.now()
+            session, owner.id, MeterCreate(key="victim_usage", aggregation="sum"), now=now
+        )
+        await plans.create_plan(session, owner.id, PlanCreate(code="victim"), now=now)
+        await subscriptions.create_subscription(
+            session,
+            owner.id,
+            SubscriptionCreate(
+                customer=customer.id, plan="victim", starts_at=datetime(2026, 10, 1, tzinfo=UTC)
+            ),
+            now=now,
         )
     return customer.id
+
+
+async def _plan(ctx: AppContext, owner: TenantHandle) -> str:
+    async with ctx.database.transaction() as session:
+        plan = await plans.create_plan(session, owner.id, PlanCreate(code="victim"), now=ctx.clock.now())
+    return plan.id
+
+
+async def _subscription(ctx: AppContext, owner: TenantHandle) -> str:
+    customer_id = await _customer(ctx, owner)
+    async with ctx.database.read() as session:
+        return (
+            await session.scalars(sa.select(Subscription.id).where(Subscription.customer_id == customer_id))
+        ).one()
+
+
+async def _invoice(ctx: AppContext, owner: TenantHandle) -> str:
+    await _customer(ctx, owner)
+    await run_billing(ctx, at=datetime(2026, 11, 1, tzinfo=UTC), tenant_id=owner.id)
+    async with ctx.database.read() as session:
+        return (await session.scalars(sa.select(Invoice.id).where(Invoice.tenant_id == owner.id))).one()
 
 
 async def _meter(ctx: AppContext, owner: TenantHandle) -> str:
@@ -75,11 +113,16 @@ ID_MAKERS: dict[str, IdMaker] = {
     "customer_id": _customer,
     "meter_id": _meter,
     "event_id": _event,
+    "plan_id": _plan,
+    "subscription_id": _subscription,
+    "invoice_id": _invoice,
 }
 # A valid body for routes that need one, so that validation cannot answer before the lookup.
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/customers/{customer_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
+    ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
+    ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
 }
 # Query parameters for routes that require some.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {

@@ -1,0 +1,1 @@
+"""Plans, subscriptions, billing periods and invoices."""

@@ -1,0 +1,169 @@
+"""Closing ended periods into draft invoices, for a batch of subscriptions at once.
+
+Subscriptions whose periods end together (the common case: every customer of a timezone at a
+month's end) share one aggregate query over the rollups; the invoices and their lines are
+written with one insert each. The unique (subscription, period_start) constraint makes a second
+close of the same period a no-op.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import outbox
+from billing.db import insert_ignore
+from billing.ids import new_id
+from billing.invoicing import invoices, lines, periods
+from billing.invoicing.catalog import Catalog, load_catalog
+from billing.invoicing.late import late_periods
+from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
+from billing.invoicing.subscriptions import next_period_end
+from billing.metering import usage
+from billing.metering.models import Meter
+from billing.metering.usage_models import UsageEvent
+from billing.tenants.models import Tenant
+
+
+async def close_periods(
+    session: AsyncSession, tenant: Tenant, subscriptions: Sequence[Subscription], *, at: datetime, actor: str
+) -> int:
+    """Create the drafts of every period of these (locked) subscriptions that ended by ``at``."""
+    catalog = await load_catalog(session, {s.plan_id for s in subscriptions})
+    work: dict[periods.Period, list[Subscription]] = defaultdict(list)
+    for sub in subscriptions:
+        for period in periods.ended_periods(
+            sub.starts_at, sub.cancel_at, sub.timezone, after=sub.billed_through, until=at
+        ):
+            work[period].append(sub)
+    with_late = await _with_unbilled_history(session, tenant.id, subscriptions)
+    drafts: list[tuple[dict[str, object], list[lines.LineDraft]]] = []
+    for period in sorted(work):
+        drafts += await _draft_period(session, tenant, catalog, period, work[period], with_late, at)
+    created = await insert_drafts(session, drafts, actor, at)
+    for sub in subscriptions:
+        ended = [period for period, subs in work.items() if sub in subs]
+        if ended:
+            sub.billed_through = max(period.end for period in ended)
+            sub.next_period_end = next_period_end(sub)
+            sub.updated_at = at
+    await session.flush()
+    return created
+
+
+async def _draft_period(
+    session: AsyncSession,
+    tenant: Tenant,
+    catalog: Catalog,
+    period: periods.Period,
+    subscriptions: list[Subscription],
+    with_late: set[str],
+    at: datetime,
+) -> list[tuple[dict[str, object], list[lines.LineDraft]]]:
+    meters: dict[str, Meter] = {}
+    for sub in subscriptions:
+        meters.update(catalog.meters_of(catalog.plans[sub.plan_id]))
+    tallies = await usage.period_tallies(
+        session,
+        tenant.id,
+        [s.customer_id for s in subscriptions],
+        list(meters.values()),
+        (period.start, period.end),
+    )
+    drafts = []
+    for sub in subscriptions:
+        plan = catalog.plans[sub.plan_id]
+        plan_meters = catalog.meters_of(plan)
+        mine = {m: tallies[(sub.customer_id, m)] for m in plan_meters if (sub.customer_id, m) in tallies}
+        drafted = lines.period_lines(plan, plan_meters, period, sub.timezone, mine)
+        if sub.id in with_late:
+            late = await late_periods(session, sub, plan_meters, before=period.start)
+            drafted += lines.late_lines(plan, plan_meters, sub.timezone, late)
+        drafts.append((draft_row(tenant, sub, plan.currency, period, at), drafted))
+    return drafts
+
+
+def draft_row(
+    tenant: Tenant, sub: Subscription, currency: str, period: periods.Period, at: datetime
+) -> dict[str, object]:
+    return {
+        "id": new_id("inv"),
+        "tenant_id": tenant.id,
+        "customer_id": sub.customer_id,
+        "subscription_id": sub.id,
+        "number": None,
+        "status": "draft",
+        "currency": currency,
+        "period_start": period.start,
+        "period_end": period.end,
+        "amount_paid": 0,
+        "grace_ends_at": period.end + timedelta(hours=tenant.grace_period_hours),
+        "computed_at": at,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+async def insert_drafts(
+    session: AsyncSession,
+    drafts: Sequence[tuple[dict[str, object], list[lines.LineDraft]]],
+    actor: str,
+    at: datetime,
+) -> int:
+    """Write drafts with their lines; skip any whose (subscription, period) already has an invoice."""
+    for row, drafted in drafts:
+        invoices.set_totals(row, drafted)
+    table = Invoice.__table__
+    inserted = {
+        row.id
+        for row in await insert_ignore(session, table, [row for row, _ in drafts], returning=[table.c.id])
+    }
+    new = [(row, drafted) for row, drafted in drafts if row["id"] in inserted]
+    line_rows = [line for row, drafted in new for line in invoices.line_rows(str(row["id"]), drafted)]
+    if line_rows:
+        await session.execute(sa.insert(InvoiceLine), line_rows)
+    if new:
+        await session.execute(
+            sa.insert(InvoiceStatusChange),
+            [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
+        )
+    for row, _ in new:
+        await outbox.emit(
+            session,
+            tenant_id=str(row["tenant_id"]),
+            topic="invoice.created",
+            payload=invoices.event_payload(Invoice(**row)),
+            now=at,
+        )
+    return len(new)
+
+
+async def _with_unbilled_history(
+    session: AsyncSession, tenant_id: str, subscriptions: Sequence[Subscription]
+) -> set[str]:
+    """Subscriptions with unbilled events before their last closed period's end: maybe late usage."""
+    closed = [sub for sub in subscriptions if sub.billed_through is not None]
+    if not closed:
+        return set()
+    events = UsageEvent.__table__
+    rows = await session.execute(
+        sa.select(events.c.customer_id, sa.func.min(events.c.timestamp).label("first"))
+        .where(
+            events.c.tenant_id == tenant_id,
+            events.c.customer_id.in_([sub.customer_id for sub in closed]),
+            events.c.invoice_id.is_(None),
+            events.c.timestamp < max(sub.billed_through for sub in closed if sub.billed_through),
+        )
+        .group_by(events.c.customer_id)
+    )
+    first = dict(rows.all())
+    # An event from before starts_at (a previous subscription's) only costs a look that finds nothing.
+    return {
+        sub.id
+        for sub in closed
+        if sub.customer_id in first and sub.billed_through and first[sub.customer_id] < sub.billed_through
+    }

@@ -1,0 +1,79 @@
+"""Finalizing a draft: bill exactly the events it marks, number it, freeze it.
+
+The subscription row is locked first, so the billing run, a manual finalize and a void of the
+same subscription's invoices take turns. Earlier drafts of the subscription are finalized first,
+in period order, so that an event is only ever late for a period that is already invoiced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.errors import Conflict
+from billing.invoicing import invoices, lines, periods
+from billing.invoicing.catalog import load_catalog
+from billing.invoicing.late import late_periods, mark_events, marked_tallies
+from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.subscriptions import get_subscription
+from billing.tenants.models import Tenant
+
+
+async def finalize(
+    session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: datetime, actor: str
+) -> list[Invoice]:
+    """Finalize ``invoice`` and every earlier draft of its subscription; return them in order."""
+    sub = await get_subscription(session, tenant.id, invoice.subscription_id, lock=True)
+    await session.refresh(invoice)
+    if invoice.status != "draft":
+        raise Conflict(f"Invoice {invoice.id} is {invoice.status}, not a draft", code="invoice_not_draft")
+    earlier = await session.scalars(
+        sa.select(Invoice)
+        .where(
+            Invoice.subscription_id == sub.id,
+            Invoice.status == "draft",
+            Invoice.period_start < invoice.period_start,
+        )
+        .order_by(Invoice.period_start)
+    )
+    done = [*earlier, invoice]
+    for draft in done:
+        await _finalize_one(session, tenant, sub, draft, at=at, actor=actor)
+    return done
+
+
+def _is_last(sub: Subscription, invoice: Invoice) -> bool:
+    return sub.cancel_at is not None and invoice.period_end >= sub.cancel_at
+
+
+async def sweep(session: AsyncSession, sub: Subscription, invoice: Invoice) -> None:
+    """Mark the events ``invoice`` bills: its period's and earlier late ones; for the last period
+    of a canceled subscription, also any that raced the cancellation past its end."""
+    await mark_events(session, sub, invoice.id, None if _is_last(sub, invoice) else invoice.period_end)
+
+
+async def _finalize_one(
+    session: AsyncSession, tenant: Tenant, sub: Subscription, invoice: Invoice, *, at: datetime, actor: str
+) -> None:
+    await sweep(session, sub, invoice)
+    catalog = await load_catalog(session, [sub.plan_id])
+    plan = catalog.plans[sub.plan_id]
+    meters = catalog.meters_of(plan)
+    period = periods.Period(invoice.period_start, invoice.period_end)
+    drafted: list[lines.LineDraft] = []
+    if period.start < period.end:  # a late-usage-only invoice has no period of its own
+        end = None if _is_last(sub, invoice) else period.end
+        mine = await marked_tallies(session, sub, meters, period.start, end, invoice_id=invoice.id)
+        drafted = lines.period_lines(plan, meters, period, sub.timezone, mine)
+    late = await late_periods(session, sub, meters, before=period.start, invoice_id=invoice.id)
+    drafted += lines.late_lines(plan, meters, sub.timezone, late)
+    await invoices.replace_lines(session, invoice, drafted, at)
+    invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
+    invoice.finalized_at = invoice.due_at = at
+    await invoices.record_status(session, invoice, "open", at=at, actor=actor)
+    if invoice.amount_due == 0:
+        invoice.paid_at = at
+        await invoices.record_status(session, invoice, "paid", at=at, actor=actor)
+    await session.flush()

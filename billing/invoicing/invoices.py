@@ -1,0 +1,268 @@
+"""Invoice records: lines, totals, numbers, status changes, and reading them back.
+
+Every status change is a row with its time and actor (an API key id, or ``scheduler``) and an
+outbox event (``invoice.created``, ``invoice.finalized``, ``invoice.paid``, ``invoice.voided``,
+``invoice.uncollectible``) for payments, dunning and outgoing webhooks to consume.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import money, outbox
+from billing.db import insert_ignore
+from billing.errors import Conflict, NotFound
+from billing.invoicing.lines import LineDraft
+from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
+from billing.invoicing.schemas import InvoiceOut, LineOut, StatusChangeOut, TierLineOut
+from billing.metering.models import Customer, Meter
+from billing.pagination import PageRequest, fetch_page
+
+SCHEDULER = "scheduler"
+FINALIZED = ("open", "paid", "void", "uncollectible")
+
+
+@dataclass(frozen=True)
+class InvoiceFilters:
+    status: str | None = None
+    customer_id: str | None = None
+    period_start_gte: datetime | None = None
+    period_start_lt: datetime | None = None
+
+
+def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, object]]:
+    return [
+        {
+            "invoice_id": invoice_id,
+            "position": position,
+            "kind": line.kind,
+            "meter_id": line.meter_id,
+            "description": line.description[:500],
+            "quantity": line.quantity,
+            "amount": line.amount,
+            "period_start": line.period_start,
+            "period_end": line.period_end,
+            "tiers": line.tiers,
+        }
+        for position, line in enumerate(lines)
+    ]
+
+
+def set_totals(invoice: Invoice | dict[str, object], lines: Sequence[LineDraft]) -> None:
+    """Totals are sums of rounded lines; nothing is due below zero."""
+    total = sum(line.amount for line in lines)
+    values = {"subtotal": total, "total": total}
+    if isinstance(invoice, dict):
+        invoice.update(values, amount_due=max(total, 0))
+        return
+    invoice.subtotal = invoice.total = total
+    invoice.amount_due = max(total - invoice.amount_paid, 0)
+
+
+async def replace_lines(
+    session: AsyncSession, invoice: Invoice, lines: Sequence[LineDraft], at: datetime
+) -> None:
+    await session.execute(sa.delete(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id))
+    if lines:
+        await session.execute(sa.insert(InvoiceLine), line_rows(invoice.id, lines))
+    set_totals(invoice, lines)
+    invoice.computed_at = invoice.updated_at = at
+
+
+async def next_number(session: AsyncSession, tenant_id: str, prefix: str) -> str:
+    """The tenant's next invoice number. The counter row stays locked until the caller commits,
+    so concurrent finalizations queue, and a rollback gives the number back: no gaps."""
+    await insert_ignore(session, InvoiceSequence.__table__, [{"tenant_id": tenant_id, "last_number": 0}])
+    number = await session.scalar(
+        sa.update(InvoiceSequence)
+        .where(InvoiceSequence.tenant_id == tenant_id)
+        .values(last_number=InvoiceSequence.last_number + 1)
+        .returning(InvoiceSequence.last_number)
+    )
+    return f"{prefix}-{number:06d}"
+
+
+async def record_status(
+    session: AsyncSession,
+    invoice: Invoice,
+    status: str,
+    *,
+    at: datetime,
+    actor: str,
+    topic: str | None = None,
+) -> None:
+    """Move the invoice to ``status`` and keep who did it; queue ``topic`` (default invoice.<status>)."""
+    invoice.status = status
+    invoice.updated_at = at
+    session.add(InvoiceStatusChange(invoice_id=invoice.id, status=status, at=at, actor=actor))
+    await outbox.emit(
+        session,
+        tenant_id=invoice.tenant_id,
+        topic=topic or f"invoice.{_TOPICS.get(status, status)}",
+        payload=event_payload(invoice),
+        now=at,
+    )
+
+
+_TOPICS = {"open": "finalized", "void": "voided", "draft": "created"}
+
+
+def event_payload(invoice: Invoice) -> dict[str, object]:
+    return {
+        "invoice_id": invoice.id,
+        "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id,
+        "status": invoice.status,
+        "number": invoice.number,
+        "currency": invoice.currency,
+        "total": invoice.total,
+        "amount_due": invoice.amount_due,
+    }
+
+
+async def get_invoice(
+    session: AsyncSession, tenant_id: str, invoice_id: str, *, lock: bool = False
+) -> Invoice:
+    query = sa.select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.id == invoice_id)
+    invoice = (await session.scalars(query.with_for_update() if lock else query)).first()
+    if invoice is None:
+        raise NotFound(f"No invoice {invoice_id}")
+    return invoice
+
+
+def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice]]:
+    stmt = sa.select(Invoice).where(Invoice.tenant_id == tenant_id)
+    if filters.status is not None:
+        stmt = stmt.where(Invoice.status == filters.status)
+    if filters.customer_id is not None:
+        stmt = stmt.where(Invoice.customer_id == filters.customer_id)
+    if filters.period_start_gte is not None:
+        stmt = stmt.where(Invoice.period_start >= filters.period_start_gte)
+    if filters.period_start_lt is not None:
+        stmt = stmt.where(Invoice.period_start < filters.period_start_lt)
+    return stmt
+
+
+async def list_invoices(
+    session: AsyncSession, tenant_id: str, filters: InvoiceFilters, page: PageRequest
+) -> tuple[list[Invoice], bool]:
+    return await fetch_page(session, filtered(tenant_id, filters), Invoice.id, page)
+
+
+async def void(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
+    if invoice.status not in ("draft", "open"):
+        raise Conflict(f"A {invoice.status} invoice cannot be voided", code="invalid_transition")
+    invoice.voided_at = at
+    invoice.amount_due = 0
+    await record_status(session, invoice, "void", at=at, actor=actor)
+
+
+async def mark_uncollectible(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
+    if invoice.status != "open":
+        code = "invoice_not_draft" if invoice.status == "draft" else "invalid_transition"
+        raise Conflict(
+            f"Only an open invoice can be marked uncollectible, not a {invoice.status} one", code=code
+        )
+    invoice.marked_uncollectible_at = at
+    await record_status(session, invoice, "uncollectible", at=at, actor=actor)
+
+
+async def invoices_out(session: AsyncSession, invoices: Sequence[Invoice]) -> list[InvoiceOut]:
+    """The wire shape of many invoices, with three queries whatever their number."""
+    if not invoices:
+        return []
+    ids = [invoice.id for invoice in invoices]
+    lines: dict[str, list[LineOut]] = defaultdict(list)
+    line_query = (
+        sa.select(InvoiceLine, Meter.key)
+        .outerjoin(Meter, Meter.id == InvoiceLine.meter_id)
+        .where(InvoiceLine.invoice_id.in_(ids))
+        .order_by(InvoiceLine.invoice_id, InvoiceLine.position)
+    )
+    for line, meter_key in (await session.execute(line_query)).all():
+        lines[line.invoice_id].append(_line_out(line, meter_key))
+    changes: dict[str, list[StatusChangeOut]] = defaultdict(list)
+    change_query = (
+        sa.select(InvoiceStatusChange)
+        .where(InvoiceStatusChange.invoice_id.in_(ids))
+        .order_by(InvoiceStatusChange.id)
+    )
+    for change in await session.scalars(change_query):
+        changes[change.invoice_id].append(StatusChangeOut(change.status, change.at, change.actor))
+    external_ids = dict(
+        (
+            await session.execute(
+                sa.select(Customer.id, Customer.external_id).where(
+                    Customer.id.in_({invoice.customer_id for invoice in invoices})
+                )
+            )
+        ).all()
+    )
+    return [
+        invoice_out(invoice, lines[invoice.id], changes[invoice.id], external_ids[invoice.customer_id])
+        for invoice in invoices
+    ]
+
+
+def invoice_out(
+    invoice: Invoice, lines: list[LineOut], changes: list[StatusChangeOut], external_id: str
+) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        customer=invoice.customer_id,
+        customer_external_id=external_id,
+        subscription=invoice.subscription_id,
+        currency=invoice.currency,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        lines=lines,
+        subtotal=invoice.subtotal,
+        total=invoice.total,
+        amount_paid=invoice.amount_paid,
+        amount_due=invoice.amount_due,
+        created_at=invoice.created_at,
+        finalized_at=invoice.finalized_at,
+        due_at=invoice.due_at,
+        paid_at=invoice.paid_at,
+        voided_at=invoice.voided_at,
+        marked_uncollectible_at=invoice.marked_uncollectible_at,
+        status_transitions=changes,
+        payments=[],
+    )
+
+
+def _line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
+    return LineOut(
+        kind=line.kind,
+        meter=meter_key,
+        description=line.description,
+        quantity=money.format_decimal(line.quantity),
+        amount=line.amount,
+        period_start=line.period_start,
+        period_end=line.period_end,
+        tiers=[TierLineOut(**tier) for tier in line.tiers],
+    )
+
+
+def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
+    return _line_out(
+        InvoiceLine(
+            kind=line.kind,
+            meter_id=line.meter_id,
+            description=line.description,
+            quantity=line.quantity,
+            amount=line.amount,
+            period_start=line.period_start,
+            period_end=line.period_end,
+            tiers=line.tiers,
+        ),
+        meter_key,
+    )

@@ -1,0 +1,160 @@
+"""Usage by period for invoices: estimates for drafts, exact counts for finalization.
+
+Drafts read the hourly rollups (fast, all events). Finalizing marks the events it bills with
+the invoice id in one UPDATE and then counts exactly the marked rows, so that what an invoice
+bills and which events say they are on it can never disagree, whatever commits meanwhile.
+An event left unmarked in a period whose invoice is already finalized is late usage: the next
+invoice of the subscription bills it, priced at what it adds to its own period.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import money
+from billing.invoicing import periods
+from billing.invoicing.invoices import FINALIZED
+from billing.invoicing.lines import LatePeriod
+from billing.invoicing.models import Invoice, InvoiceLine, Subscription
+from billing.metering import usage
+from billing.metering.models import Meter
+from billing.metering.usage import Tally
+from billing.metering.usage_models import UsageEvent
+
+_events = UsageEvent.__table__
+
+
+async def mark_events(
+    session: AsyncSession, subscription: Subscription, invoice_id: str, until: datetime | None
+) -> None:
+    """Put every unbilled event of the subscription before ``until`` (all when None) on the invoice."""
+    conditions = [
+        _events.c.tenant_id == subscription.tenant_id,
+        _events.c.customer_id == subscription.customer_id,
+        _events.c.invoice_id.is_(None),
+        _events.c.timestamp >= subscription.starts_at,
+    ]
+    if until is not None:
+        conditions.append(_events.c.timestamp < until)
+    await session.execute(
+        sa.update(_events).where(*conditions).values(invoice_id=invoice_id),
+        execution_options={"synchronize_session": False},
+    )
+
+
+async def marked_tallies(
+    session: AsyncSession,
+    subscription: Subscription,
+    meters: Mapping[str, Meter],
+    start: datetime,
+    end: datetime | None,
+    *,
+    invoice_id: str | None = None,
+) -> dict[str, Tally]:
+    """Tallies per meter of the billed events in [start, end): those on ``invoice_id``, or on any invoice."""
+    query = sa.select(
+        _events.c.meter_id, _events.c.value, _events.c.timestamp, _events.c.seq, _events.c.properties
+    ).where(
+        _events.c.tenant_id == subscription.tenant_id,
+        _events.c.customer_id == subscription.customer_id,
+        _events.c.meter_id.in_(list(meters)),
+        _events.c.timestamp >= start,
+        _events.c.invoice_id == invoice_id if invoice_id else _events.c.invoice_id.is_not(None),
+    )
+    if end is not None:
+        query = query.where(_events.c.timestamp < end)
+    result: dict[str, Tally] = defaultdict(Tally)
+    for row in await session.execute(query):
+        usage.fold_event(result[row.meter_id], meters[row.meter_id], row)
+    return result
+
+
+async def late_periods(
+    session: AsyncSession,
+    subscription: Subscription,
+    meters: Mapping[str, Meter],
+    *,
+    before: datetime,
+    invoice_id: str | None = None,
+) -> list[LatePeriod]:
+    """Earlier, already invoiced periods with late events, before ``before``.
+
+    With ``invoice_id`` (finalizing): the events that invoice has just marked, counted exactly.
+    Without (a draft): the unbilled events, estimated from the rollups.
+    """
+    timestamps = await session.scalars(
+        sa.select(_events.c.timestamp).where(
+            _events.c.tenant_id == subscription.tenant_id,
+            _events.c.customer_id == subscription.customer_id,
+            _events.c.invoice_id == invoice_id if invoice_id else _events.c.invoice_id.is_(None),
+            _events.c.timestamp >= subscription.starts_at,
+            _events.c.timestamp < before,
+        )
+    )
+    touched = {_period_of(subscription, at) for at in timestamps}
+    invoiced = await _finalized_periods(session, subscription.id)
+    result = []
+    for period in sorted(touched & invoiced):
+        if invoice_id:
+            tallies = await marked_tallies(session, subscription, meters, period.start, period.end)
+        else:
+            by_series = await usage.period_tallies(
+                session,
+                subscription.tenant_id,
+                [subscription.customer_id],
+                list(meters.values()),
+                (period.start, period.end),
+            )
+            tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
+        billed = await billed_quantities(session, subscription.id, period, exclude=invoice_id)
+        result.append(LatePeriod(period, tallies, billed))
+    return result
+
+
+def _period_of(subscription: Subscription, at: datetime) -> periods.Period:
+    """The period of an event; one that raced the cancellation past its end counts in the last one."""
+    cancel_at = subscription.cancel_at
+    if cancel_at is not None and at >= cancel_at:
+        at = cancel_at - timedelta(microseconds=1)
+    period = periods.period_containing(subscription.starts_at, cancel_at, subscription.timezone, at)
+    assert period is not None  # events are only accepted inside the subscription
+    return period
+
+
+async def _finalized_periods(session: AsyncSession, subscription_id: str) -> set[periods.Period]:
+    rows = await session.execute(
+        sa.select(Invoice.period_start, Invoice.period_end).where(
+            Invoice.subscription_id == subscription_id,
+            Invoice.status.in_(FINALIZED),
+            Invoice.period_start < Invoice.period_end,
+        )
+    )
+    return {periods.Period(row.period_start, row.period_end) for row in rows}
+
+
+async def billed_quantities(
+    session: AsyncSession, subscription_id: str, period: periods.Period, *, exclude: str | None
+) -> dict[str, Decimal]:
+    """Quantity per meter that finalized invoices have billed for one period, late lines included."""
+    query = (
+        sa.select(InvoiceLine.meter_id, InvoiceLine.quantity)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(
+            Invoice.subscription_id == subscription_id,
+            Invoice.status.in_(FINALIZED),
+            InvoiceLine.kind.in_(("usage", "late_usage")),
+            InvoiceLine.period_start == period.start,
+        )
+    )
+    if exclude:
+        query = query.where(Invoice.id != exclude)
+    billed: dict[str, Decimal] = defaultdict(Decimal)
+    for row in await session.execute(query):
+        billed[row.meter_id] = money.exact_add(billed[row.meter_id], row.quantity)
+    return billed

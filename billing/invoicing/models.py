@@ -1,0 +1,158 @@
+"""Plans, subscriptions and invoices.
+
+A plan's prices are stored as JSON with decimal strings (exact), resolved to meter ids at
+creation; plans are immutable once a subscription uses them. An invoice's lines are rows of
+their own; its status changes are kept with their time and actor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.db import Base, ExactDecimal, JSONType, UTCDateTime
+
+INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+LINE_KINDS = ("base_fee", "usage", "late_usage")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    interval: Mapped[str] = mapped_column(sa.String(16), default="month")
+    base_fee: Mapped[int] = mapped_column(sa.BigInteger)
+    # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount"}]
+    prices: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "code"),
+        sa.Index("ix_plans_tenant_id_id", "tenant_id", "id"),
+        sa.CheckConstraint("base_fee >= 0", name="base_fee"),
+    )
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
+    plan_id: Mapped[str] = mapped_column(sa.ForeignKey("plans.id"))
+    # Fixed at creation, so that a later change of the customer's timezone never moves a period.
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # End of the last period closed into an invoice; None before the first one.
+    billed_through: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # End of the next period to close; None once the last period is closed.
+    next_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Set when an event arrives for a period already closed: its drafts must be recomputed.
+    usage_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.Index("ix_subscriptions_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_subscriptions_tenant_id_customer_id", "tenant_id", "customer_id"),
+        sa.Index("ix_subscriptions_next_period_end", "next_period_end"),
+        sa.Index("ix_subscriptions_usage_changed_at", "usage_changed_at"),
+    )
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
+    subscription_id: Mapped[str] = mapped_column(sa.ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    number: Mapped[str | None] = mapped_column(sa.String(32))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    subtotal: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_paid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_due: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # A draft is finalized automatically once this has passed (period end + grace period).
+    grace_ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    marked_uncollectible_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # One invoice per subscription and period.
+        sa.UniqueConstraint("subscription_id", "period_start"),
+        sa.UniqueConstraint("tenant_id", "number"),
+        sa.Index("ix_invoices_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_invoices_tenant_id_customer_id", "tenant_id", "customer_id"),
+        sa.Index("ix_invoices_drafts_due", "status", "grace_ends_at"),
+        sa.CheckConstraint(_one_of("status", INVOICE_STATUSES), name="status"),
+        sa.CheckConstraint("(status = 'draft') = (number IS NULL)", name="number_when_finalized"),
+    )
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    meter_id: Mapped[str | None] = mapped_column(sa.String(40))
+    description: Mapped[str] = mapped_column(sa.String(500))
+    quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    # [{"up_to", "quantity", "unit_amount", "flat_amount", "amount"}], decimals as strings.
+    tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+
+    __table_args__ = (
+        sa.UniqueConstraint("invoice_id", "position"),
+        sa.CheckConstraint(_one_of("kind", LINE_KINDS), name="kind"),
+    )
+
+
+class InvoiceStatusChange(Base):
+    """Who moved an invoice to which status, and when: an API key id, or ``scheduler``."""
+
+    __tablename__ = "invoice_status_changes"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(sa.String(64))
+
+
+class InvoiceSequence(Base):
+    """The last invoice number given out per tenant: finalizations update this one row, in their
+    own transaction, so numbers are gapless and concurrent finalizations queue on its lock."""
+
+    __tablename__ = "invoice_sequences"
+
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    last_number: Mapped[int] = mapped_column(sa.BigInteger, default=0)

@@ -1,0 +1,224 @@
+"""Plan verbs; a session is the first argument, no HTTP in here.
+
+A plan is addressed by its ``plan_`` id or its code. Prices are validated whole (every problem
+reported at once) and stored with exact decimal strings and the ids of their meters.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from msgspec import UNSET
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import money, validation
+from billing.db import find_by_id_or_key, insert_row_ignore
+from billing.errors import Conflict, FieldError, NotFound, ValidationFailed
+from billing.ids import new_id
+from billing.invoicing import pricing
+from billing.invoicing.models import Plan, Subscription
+from billing.invoicing.schemas import PlanCreate, PlanOut, PlanPatch, PriceIn, PriceOut, TierOut
+from billing.metering.meters import meters_by_key
+from billing.pagination import PageRequest, fetch_page
+from billing.tenants.service import get_tenant
+
+CODE_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+MAX_PRICES = 50
+MAX_TIERS = 50
+MAX_FEE = 10**15
+
+
+async def create_plan(session: AsyncSession, tenant_id: str, data: PlanCreate, *, now: datetime) -> Plan:
+    if not CODE_PATTERN.fullmatch(data.code):
+        raise ValidationFailed.field("code", "must be 1-64 letters, digits, '_', '.' or '-'")
+    currency = (
+        validation.currency("currency", data.currency)
+        if data.currency is not None
+        else (await get_tenant(session, tenant_id)).currency
+    )
+    plan = Plan(
+        id=new_id("plan"),
+        tenant_id=tenant_id,
+        code=data.code,
+        name=validation.text("name", data.name if data.name is not None else data.code, max_length=200),
+        currency=currency,
+        interval=data.interval,
+        base_fee=_base_fee(data.base_fee),
+        prices=await _prices(session, tenant_id, data.prices),
+        created_at=now,
+        updated_at=now,
+    )
+    if not await insert_row_ignore(session, plan):
+        raise Conflict(f"A plan with code {plan.code!r} already exists")
+    return plan
+
+
+async def get_plan(session: AsyncSession, tenant_id: str, ref: str) -> Plan:
+    plan = await find_by_id_or_key(session, Plan, tenant_id, Plan.code, ref)
+    if plan is None:
+        raise NotFound(f"No plan {ref}")
+    return plan
+
+
+async def list_plans(session: AsyncSession, tenant_id: str, page: PageRequest) -> tuple[list[Plan], bool]:
+    return await fetch_page(session, sa.select(Plan).where(Plan.tenant_id == tenant_id), Plan.id, page)
+
+
+async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, now: datetime) -> Plan:
+    """Change a plan no subscription uses yet; a used plan is immutable (Conflict)."""
+    used = await session.scalar(sa.select(sa.exists().where(Subscription.plan_id == plan.id)))
+    if used:
+        raise Conflict(
+            f"Plan {plan.code!r} is used by a subscription and cannot change; create a plan with a new code",
+            code="plan_in_use",
+        )
+    if patch.name is not UNSET:
+        plan.name = validation.text("name", patch.name, max_length=200)
+    if patch.base_fee is not UNSET:
+        plan.base_fee = _base_fee(patch.base_fee)
+    if patch.prices is not UNSET:
+        plan.prices = await _prices(session, plan.tenant_id, patch.prices)
+    plan.updated_at = now
+    await session.flush()
+    return plan
+
+
+def price_of(stored: dict[str, Any]) -> pricing.Price:
+    """The pure pricing view of a stored price."""
+    return pricing.Price(
+        model=stored["model"],
+        unit_amount=_decimal_or_none(stored.get("unit_amount")),
+        tiers=tuple(
+            pricing.Tier(_decimal_or_none(t["up_to"]), Decimal(t["unit_amount"]), t["flat_amount"])
+            for t in stored.get("tiers") or ()
+        ),
+        package_size=_decimal_or_none(stored.get("package_size")),
+        package_amount=stored.get("package_amount"),
+    )
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    return PlanOut(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        currency=plan.currency,
+        interval=plan.interval,
+        base_fee=plan.base_fee,
+        prices=[_price_out(p) for p in plan.prices],
+        created_at=plan.created_at,
+        updated_at=plan.updated_at,
+    )
+
+
+def _price_out(stored: dict[str, Any]) -> PriceOut:
+    tiers = stored.get("tiers")
+    return PriceOut(
+        meter=stored["meter"],
+        meter_id=stored["meter_id"],
+        model=stored["model"],
+        unit_amount=stored.get("unit_amount"),
+        tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
+        package_size=stored.get("package_size"),
+        package_amount=stored.get("package_amount"),
+    )
+
+
+def _base_fee(value: int) -> int:
+    return validation.int_range("base_fee", value, 0, MAX_FEE)
+
+
+def _decimal_or_none(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+async def _prices(session: AsyncSession, tenant_id: str, prices: list[PriceIn]) -> list[dict[str, Any]]:
+    """Validated prices as stored; every problem of every price in one 422."""
+    if len(prices) > MAX_PRICES:
+        raise ValidationFailed.field("prices", f"at most {MAX_PRICES} prices")
+    meters = await meters_by_key(session, tenant_id, {p.meter for p in prices})
+    errors: list[FieldError] = []
+    stored = []
+    seen: set[str] = set()
+    for index, price in enumerate(prices):
+        field = f"prices[{index}]"
+        meter = meters.get(price.meter)
+        if meter is None:
+            errors.append(FieldError(f"{field}.meter", f"no meter with key {price.meter!r}"))
+        elif meter.id in seen:
+            errors.append(FieldError(f"{field}.meter", f"meter {price.meter!r} already has a price"))
+        else:
+            seen.add(meter.id)
+        parsed, problems = _parse_price(price)
+        errors.extend(FieldError(f"{field}.{name}", message) for name, message in problems)
+        if meter is not None and parsed is not None:
+            stored.append({"meter_id": meter.id, "meter": meter.key, **_stored(parsed)})
+    if errors:
+        raise ValidationFailed(f"{len(errors)} problem(s) with the prices", errors=errors)
+    return stored
+
+
+def _parse_price(price: PriceIn) -> tuple[pricing.Price | None, list[tuple[str, str]]]:
+    problems: list[tuple[str, str]] = []
+
+    def number(name: str, value: str | int | None) -> Decimal | None:
+        if value is None:
+            return None
+        try:
+            return money.parse_decimal(value)
+        except money.InvalidDecimal as exc:
+            problems.append((name, str(exc)))
+            return None
+
+    if price.tiers is not None and len(price.tiers) > MAX_TIERS:
+        return None, [("tiers", f"at most {MAX_TIERS} tiers")]
+    tiers = tuple(
+        pricing.Tier(
+            number(f"tiers[{i}].up_to", t.up_to),
+            number(f"tiers[{i}].unit_amount", t.unit_amount) or Decimal(0),
+            t.flat_amount,
+        )
+        for i, t in enumerate(price.tiers or ())
+    )
+    parsed = pricing.Price(
+        model=price.model,
+        unit_amount=number("unit_amount", price.unit_amount),
+        tiers=tiers,
+        package_size=number("package_size", price.package_size),
+        package_amount=price.package_amount,
+    )
+    if problems:
+        return None, problems
+    for tier_index, tier in enumerate(price.tiers or ()):
+        if tier.flat_amount > MAX_FEE:
+            problems.append((f"tiers[{tier_index}].flat_amount", f"at most {MAX_FEE}"))
+    if price.package_amount is not None and price.package_amount > MAX_FEE:
+        problems.append(("package_amount", f"at most {MAX_FEE}"))
+    if price.tiers is not None and price.model in ("per_unit", "package"):
+        problems.append(("tiers", f"a {price.model} price has no tiers"))
+    problems.extend(pricing.validate_price(parsed))
+    return (None, problems) if problems else (parsed, [])
+
+
+def _stored(price: pricing.Price) -> dict[str, Any]:
+    text = money.format_decimal
+    stored: dict[str, Any] = {"model": price.model}
+    if price.model == "per_unit":
+        stored["unit_amount"] = text(price.unit_amount or Decimal(0))
+    elif price.model == "package":
+        stored["package_size"] = text(price.package_size or Decimal(0))
+        stored["package_amount"] = price.package_amount
+    else:
+        stored["tiers"] = [
+            {
+                "up_to": None if t.up_to is None else text(t.up_to),
+                "unit_amount": text(t.unit_amount),
+                "flat_amount": t.flat_amount,
+            }
+            for t in price.tiers
+        ]
+    return stored

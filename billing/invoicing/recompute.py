@@ -1,0 +1,71 @@
+"""Recomputing drafts when late events arrive, and billing late events of ended subscriptions.
+
+Ingestion flags a subscription (``usage_changed_at``) when it accepts an event for a period that
+is already closed. Its drafts are then recomputed from the usage as it is now; if it has no draft
+left and no period to close, the late events get an invoice of their own (with no period of its
+own: its period_start equals its period_end), so that nothing accepted is ever left unbilled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.invoicing import invoices, lines, periods
+from billing.invoicing.catalog import load_catalog
+from billing.invoicing.close import draft_row, insert_drafts
+from billing.invoicing.late import late_periods
+from billing.invoicing.models import Invoice, Subscription
+from billing.metering import usage
+from billing.tenants.models import Tenant
+
+
+async def draft_lines(
+    session: AsyncSession, sub: Subscription, period: periods.Period
+) -> list[lines.LineDraft]:
+    """What a draft for ``period`` holds now: its usage from the rollups, and estimated late usage."""
+    catalog = await load_catalog(session, [sub.plan_id])
+    plan = catalog.plans[sub.plan_id]
+    meters = catalog.meters_of(plan)
+    drafted: list[lines.LineDraft] = []
+    if period.start < period.end:
+        by_series = await usage.period_tallies(
+            session, sub.tenant_id, [sub.customer_id], list(meters.values()), (period.start, period.end)
+        )
+        tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
+        drafted = lines.period_lines(plan, meters, period, sub.timezone, tallies)
+    late = await late_periods(session, sub, meters, before=period.start)
+    return drafted + lines.late_lines(plan, meters, sub.timezone, late)
+
+
+async def recompute(
+    session: AsyncSession, tenant: Tenant, sub: Subscription, *, at: datetime, actor: str
+) -> int:
+    """Recompute the (locked) subscription's drafts; return how many drafts changed or were created."""
+    sub.usage_changed_at = None
+    drafts = list(
+        await session.scalars(
+            sa.select(Invoice)
+            .where(Invoice.subscription_id == sub.id, Invoice.status == "draft")
+            .order_by(Invoice.period_start)
+        )
+    )
+    for draft in drafts:
+        period = periods.Period(draft.period_start, draft.period_end)
+        await invoices.replace_lines(session, draft, await draft_lines(session, sub, period), at)
+    if drafts or sub.next_period_end is not None:
+        return len(drafts)  # an open period's invoice will pick the late usage up when it closes
+    return await _late_only_invoice(session, tenant, sub, at=at, actor=actor)
+
+
+async def _late_only_invoice(
+    session: AsyncSession, tenant: Tenant, sub: Subscription, *, at: datetime, actor: str
+) -> int:
+    drafted = await draft_lines(session, sub, periods.Period(at, at))
+    if not drafted:
+        return 0
+    catalog = await load_catalog(session, [sub.plan_id])
+    row = draft_row(tenant, sub, catalog.plans[sub.plan_id].currency, periods.Period(at, at), at)
+    return await insert_drafts(session, [(row, drafted)], actor, at)

@@ -1,0 +1,290 @@
+"""``/v1/plans``, ``/v1/subscriptions``, ``/v1/invoices`` and ``/v1/billing/run``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from litestar import Controller, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.response import Stream
+
+from billing import outbox
+from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
+from billing.clock import InvalidTimestamp, parse_timestamp
+from billing.context import AppContext, Caller, Ctx
+from billing.errors import ValidationFailed
+from billing.invoicing import invoices, plans, subscriptions
+from billing.invoicing.export import export_rows
+from billing.invoicing.finalize import finalize, sweep
+from billing.invoicing.run import run_billing
+from billing.invoicing.schemas import (
+    BillingRunIn,
+    BillingRunOut,
+    CancelIn,
+    InvoiceOut,
+    PlanCreate,
+    PlanOut,
+    PlanPatch,
+    SubscriptionCreate,
+    SubscriptionOut,
+)
+from billing.invoicing.upcoming import upcoming_invoice
+from billing.metering.customers import get_customer
+from billing.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.tenants.service import get_tenant
+
+CustomerFilter = Annotated[
+    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
+]
+StatusFilter = Annotated[
+    Literal["draft", "open", "paid", "void", "uncollectible"] | None,
+    QueryParameter(description="Invoice status"),
+]
+TimeFilter = Annotated[str | None, QueryParameter(description="RFC 3339")]
+
+
+class PlanController(Controller):
+    path = "/plans"
+    tags = ["Plans and prices"]
+
+    @post(opt=scopes(ADMIN), summary="Create a plan (409 if the code is taken)")
+    async def create_plan(self, ctx: Ctx, principal: Caller, data: JSONBody[PlanCreate]) -> PlanOut:
+        async with ctx.database.transaction() as session:
+            plan = await plans.create_plan(session, principal.tenant_id, data, now=ctx.clock.now())
+        return plans.plan_out(plan)
+
+    @get(opt=scopes(READ), summary="List plans, newest first")
+    async def list_plans(
+        self, ctx: Ctx, principal: Caller, limit: Limit = 20, starting_after: StartingAfter = None
+    ) -> Page[PlanOut]:
+        async with ctx.database.read() as session:
+            rows, has_more = await plans.list_plans(
+                session, principal.tenant_id, PageRequest(limit, starting_after)
+            )
+        return Page([plans.plan_out(row) for row in rows], has_more)
+
+    @get("/{plan_id:str}", opt=scopes(READ), summary="Get a plan by id or code")
+    async def get_plan(self, ctx: Ctx, principal: Caller, plan_id: FromPath[str]) -> PlanOut:
+        async with ctx.database.read() as session:
+            return plans.plan_out(await plans.get_plan(session, principal.tenant_id, plan_id))
+
+    @patch("/{plan_id:str}", opt=scopes(ADMIN), summary="Change a plan no subscription uses (409 otherwise)")
+    async def update_plan(
+        self, ctx: Ctx, principal: Caller, plan_id: FromPath[str], data: JSONBody[PlanPatch]
+    ) -> PlanOut:
+        async with ctx.database.transaction() as session:
+            plan = await plans.get_plan(session, principal.tenant_id, plan_id)
+            return plans.plan_out(await plans.update_plan(session, plan, data, now=ctx.clock.now()))
+
+
+class SubscriptionController(Controller):
+    path = "/subscriptions"
+    tags = ["Subscriptions"]
+
+    @post(opt=scopes(ADMIN), summary="Subscribe a customer to a plan")
+    async def create_subscription(
+        self, ctx: Ctx, principal: Caller, data: JSONBody[SubscriptionCreate]
+    ) -> SubscriptionOut:
+        now = ctx.clock.now()
+        async with ctx.database.transaction() as session:
+            sub = await subscriptions.create_subscription(session, principal.tenant_id, data, now=now)
+            return await _subscription_out(session, sub, now)
+
+    @get(opt=scopes(READ), summary="List subscriptions, newest first")
+    async def list_subscriptions(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        limit: Limit = 20,
+        starting_after: StartingAfter = None,
+        customer: CustomerFilter = None,
+    ) -> Page[SubscriptionOut]:
+        now = ctx.clock.now()
+        async with ctx.database.read() as session:
+            customer_id = (
+                (await get_customer(session, principal.tenant_id, customer)).id if customer else None
+            )
+            rows, has_more = await subscriptions.list_subscriptions(
+                session, principal.tenant_id, PageRequest(limit, starting_after), customer_id=customer_id
+            )
+            labels = await subscriptions.labels(session, rows)
+        return Page([subscriptions.subscription_out(row, labels[row.id], now) for row in rows], has_more)
+
+    @get("/{subscription_id:str}", opt=scopes(READ), summary="Get a subscription")
+    async def get_subscription(
+        self, ctx: Ctx, principal: Caller, subscription_id: FromPath[str]
+    ) -> SubscriptionOut:
+        async with ctx.database.read() as session:
+            sub = await subscriptions.get_subscription(session, principal.tenant_id, subscription_id)
+            return await _subscription_out(session, sub, ctx.clock.now())
+
+    @post(
+        "/{subscription_id:str}/cancel",
+        opt=scopes(ADMIN),
+        status_code=200,
+        summary="Cancel at a time, or now when `at` is null; the last period ends then",
+    )
+    async def cancel_subscription(
+        self, ctx: Ctx, principal: Caller, subscription_id: FromPath[str], data: JSONBody[CancelIn]
+    ) -> SubscriptionOut:
+        now = ctx.clock.now()
+        async with ctx.database.transaction() as session:
+            sub = await subscriptions.get_subscription(
+                session, principal.tenant_id, subscription_id, lock=True
+            )
+            await subscriptions.cancel_subscription(session, sub, data.at, now=now)
+            return await _subscription_out(session, sub, now)
+
+
+async def _subscription_out(session: object, sub: object, now: datetime) -> SubscriptionOut:
+    labels = await subscriptions.labels(session, [sub])  # type: ignore[arg-type]
+    return subscriptions.subscription_out(sub, labels[sub.id], now)  # type: ignore[arg-type, attr-defined]
+
+
+def _time(field: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except InvalidTimestamp as exc:
+        raise ValidationFailed.field(field, str(exc)) from None
+
+
+async def _filters(
+    ctx: AppContext,
+    tenant_id: str,
+    status: str | None,
+    customer: str | None,
+    period_start_gte: str | None,
+    period_start_lt: str | None,
+) -> invoices.InvoiceFilters:
+    customer_id = None
+    if customer is not None:
+        async with ctx.database.read() as session:
+            customer_id = (await get_customer(session, tenant_id, customer)).id
+    return invoices.InvoiceFilters(
+        status=status,
+        customer_id=customer_id,
+        period_start_gte=_time("period_start_gte", period_start_gte),
+        period_start_lt=_time("period_start_lt", period_start_lt),
+    )
+
+
+def _actor(principal: Principal) -> str:
+    return principal.key_id
+
+
+class InvoiceController(Controller):
+    path = "/invoices"
+    tags = ["Invoices"]
+
+    @get(opt=scopes(READ), summary="List invoices, newest first")
+    async def list_invoices(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        limit: Limit = 20,
+        starting_after: StartingAfter = None,
+        status: StatusFilter = None,
+        customer: CustomerFilter = None,
+        period_start_gte: TimeFilter = None,
+        period_start_lt: TimeFilter = None,
+    ) -> Page[InvoiceOut]:
+        filters = await _filters(
+            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt
+        )
+        async with ctx.database.read() as session:
+            rows, has_more = await invoices.list_invoices(
+                session, principal.tenant_id, filters, PageRequest(limit, starting_after)
+            )
+            return Page(await invoices.invoices_out(session, rows), has_more)
+
+    @get("/export.csv", opt=scopes(READ), summary="Invoice lines as CSV, with the list's filters")
+    async def export_invoices(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        status: StatusFilter = None,
+        customer: CustomerFilter = None,
+        period_start_gte: TimeFilter = None,
+        period_start_lt: TimeFilter = None,
+    ) -> Stream:
+        filters = await _filters(
+            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt
+        )
+        return Stream(
+            export_rows(ctx.database, principal.tenant_id, filters),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="invoices.csv"'},
+        )
+
+    @get("/{invoice_id:str}", opt=scopes(READ), summary="Get an invoice")
+    async def get_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+        async with ctx.database.read() as session:
+            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
+            return (await invoices.invoices_out(session, [invoice]))[0]
+
+    @post("/{invoice_id:str}/finalize", opt=scopes(FINANCE), status_code=200, summary="Finalize a draft now")
+    async def finalize_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+        async with ctx.database.transaction() as session:
+            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
+            tenant = await get_tenant(session, principal.tenant_id)
+            await finalize(session, tenant, invoice, at=ctx.clock.now(), actor=_actor(principal))
+            return (await invoices.invoices_out(session, [invoice]))[0]
+
+    @post(
+        "/{invoice_id:str}/void", opt=scopes(FINANCE), status_code=200, summary="Void a draft or open invoice"
+    )
+    async def void_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+        async with ctx.database.transaction() as session:
+            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
+            sub = await subscriptions.get_subscription(
+                session, principal.tenant_id, invoice.subscription_id, lock=True
+            )
+            await session.refresh(invoice)
+            if invoice.status == "draft":
+                # A voided draft keeps its events: they are not billed later as late usage.
+                await sweep(session, sub, invoice)
+            await invoices.void(session, invoice, at=ctx.clock.now(), actor=_actor(principal))
+            return (await invoices.invoices_out(session, [invoice]))[0]
+
+    @post(
+        "/{invoice_id:str}/mark-uncollectible",
+        opt=scopes(FINANCE),
+        status_code=200,
+        summary="Give up collecting an open invoice",
+    )
+    async def mark_uncollectible(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+        async with ctx.database.transaction() as session:
+            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id, lock=True)
+            await invoices.mark_uncollectible(session, invoice, at=ctx.clock.now(), actor=_actor(principal))
+            return (await invoices.invoices_out(session, [invoice]))[0]
+
+
+class UpcomingInvoiceController(Controller):
+    path = "/customers/{customer_id:str}/upcoming-invoice"
+    tags = ["Invoices"]
+
+    @get(opt=scopes(READ), summary="The invoice the current period would produce now")
+    async def upcoming(self, ctx: Ctx, principal: Caller, customer_id: FromPath[str]) -> InvoiceOut:
+        async with ctx.database.read() as session:
+            customer = await get_customer(session, principal.tenant_id, customer_id)
+            return await upcoming_invoice(session, customer, ctx.clock.now())
+
+
+class BillingRunController(Controller):
+    path = "/billing/run"
+    tags = ["Invoices"]
+
+    @post(opt=scopes(ADMIN), status_code=200, summary="Do all billing work due by `at` (default now)")
+    async def run(self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn]) -> BillingRunOut:
+        now = ctx.clock.now()
+        at = data.at or now
+        if at > now and not ctx.settings.allow_time_travel:
+            raise ValidationFailed.field(
+                "at", "is in the future; set BILLING_ALLOW_TIME_TRAVEL=1 to allow it"
+            )
+        result = await run_billing(ctx, at=at, tenant_id=principal.tenant_id, actor=_actor(principal))
+        await outbox.dispatch_all(ctx)
+        return result

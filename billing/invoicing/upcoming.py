@@ -1,0 +1,67 @@
+"""``GET /v1/customers/{id}/upcoming-invoice``: what the current period would bill now."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.errors import NotFound
+from billing.invoicing import invoices, periods
+from billing.invoicing.models import Subscription
+from billing.invoicing.recompute import draft_lines
+from billing.invoicing.schemas import InvoiceOut
+from billing.metering.models import Customer, Meter
+
+
+async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datetime) -> InvoiceOut:
+    """The invoice the subscription's current period would produce from the usage so far."""
+    subscriptions = await session.scalars(
+        sa.select(Subscription).where(
+            Subscription.tenant_id == customer.tenant_id, Subscription.customer_id == customer.id
+        )
+    )
+    for sub in subscriptions:
+        period = periods.period_containing(sub.starts_at, sub.cancel_at, sub.timezone, now)
+        if period is not None:
+            return await _preview(session, customer, sub, period)
+    raise NotFound(f"Customer {customer.external_id!r} has no subscription in effect now")
+
+
+async def _preview(
+    session: AsyncSession, customer: Customer, sub: Subscription, period: periods.Period
+) -> InvoiceOut:
+    drafted = await draft_lines(session, sub, period)
+    keys = dict(
+        (
+            await session.execute(
+                sa.select(Meter.id, Meter.key).where(Meter.id.in_({d.meter_id for d in drafted}))
+            )
+        ).all()
+    )
+    total = sum(line.amount for line in drafted)
+    return InvoiceOut(
+        id=None,
+        number=None,
+        status="upcoming",
+        customer=customer.id,
+        customer_external_id=customer.external_id,
+        subscription=sub.id,
+        currency=customer.currency,
+        period_start=period.start,
+        period_end=period.end,
+        lines=[invoices.draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted],
+        subtotal=total,
+        total=total,
+        amount_paid=0,
+        amount_due=max(total, 0),
+        created_at=None,
+        finalized_at=None,
+        due_at=None,
+        paid_at=None,
+        voided_at=None,
+        marked_uncollectible_at=None,
+        status_transitions=[],
+        payments=[],
+    )
