@@ -167,12 +167,23 @@ async def setup(base: str, key: str) -> None:
             if aggregation == "unique_count":
                 body["unique_property"] = "user_id"
             (await client.post("/v1/meters", json=body)).raise_for_status()
+        plan = {
+            "code": "metered",
+            "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in METERS],
+        }
+        (await client.post("/v1/plans", json=plan)).raise_for_status()
         semaphore = asyncio.Semaphore(16)
 
         async def customer(n: int) -> None:
             async with semaphore:
                 body = {"external_id": f"customer-{n:04d}", "email": f"billing+{n}@example.com"}
                 (await client.post("/v1/customers", json=body)).raise_for_status()
+                subscription = {
+                    "customer": body["external_id"],
+                    "plan": "metered",
+                    "starts_at": "2026-01-01T00:00:00Z",
+                }
+                (await client.post("/v1/subscriptions", json=subscription)).raise_for_status()
 
         await asyncio.gather(*[customer(n) for n in range(CUSTOMERS)])
 

@@ -8,7 +8,7 @@ so handlers must be idempotent (they are keyed on the event id).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,23 +92,33 @@ async def emit(
     session: AsyncSession, *, tenant_id: str, topic: str, payload: Mapping[str, Any], now: datetime
 ) -> str:
     """Queue ``topic`` for every consumer, inside the caller's transaction; return the event id."""
-    event_id = new_id("evt")
-    for consumer in consumers_of(topic):
-        session.add(
-            OutboxEvent(
-                id=new_id("obx"),
-                event_id=event_id,
-                tenant_id=tenant_id,
-                consumer=consumer.name,
-                topic=topic,
-                payload=dict(payload),
-                created_at=now,
-                available_at=now,
-                attempts=0,
-            )
-        )
-    await session.flush()
+    (event_id,) = await emit_many(session, [(tenant_id, topic, payload)], now=now)
     return event_id
+
+
+async def emit_many(
+    session: AsyncSession, events: Sequence[tuple[str, str, Mapping[str, Any]]], *, now: datetime
+) -> list[str]:
+    """Queue many (tenant id, topic, payload) events with one insert; return their event ids."""
+    event_ids = [new_id("evt") for _ in events]
+    rows = [
+        {
+            "id": new_id("obx"),
+            "event_id": event_id,
+            "tenant_id": tenant_id,
+            "consumer": consumer.name,
+            "topic": topic,
+            "payload": dict(payload),
+            "created_at": now,
+            "available_at": now,
+            "attempts": 0,
+        }
+        for event_id, (tenant_id, topic, payload) in zip(event_ids, events, strict=True)
+        for consumer in consumers_of(topic)
+    ]
+    if rows:
+        await session.execute(sa.insert(OutboxEvent), rows)
+    return event_ids
 
 
 def retry_delay(attempts: int) -> timedelta:

@@ -131,14 +131,14 @@ async def insert_drafts(
             sa.insert(InvoiceStatusChange),
             [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
         )
-    for row, _ in new:
-        await outbox.emit(
-            session,
-            tenant_id=str(row["tenant_id"]),
-            topic="invoice.created",
-            payload=invoices.event_payload(Invoice(**row)),
-            now=at,
-        )
+    await outbox.emit_many(
+        session,
+        [
+            (str(row["tenant_id"]), "invoice.created", invoices.event_payload(Invoice(**row)))
+            for row, _ in new
+        ],
+        now=at,
+    )
     return len(new)
 
 

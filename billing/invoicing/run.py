@@ -25,7 +25,7 @@ from billing.invoicing.schemas import BillingRunOut
 from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
-BATCH = 500
+BATCH = 5000
 
 
 async def run_billing(
