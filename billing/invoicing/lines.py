@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from billing import money
 from billing.invoicing import periods, pricing
 from billing.invoicing.models import Plan
-from billing.invoicing.plans import price_of
+from billing.invoicing.plans import prices_of
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
 
@@ -59,11 +59,9 @@ def period_lines(
     lines = []
     if plan.base_fee:
         lines.append(_base_fee_line(plan, period, timezone))
-    for stored in plan.prices:
+    for stored, price in prices_of(plan):
         meter = meters[stored["meter_id"]]
-        billed = pricing.charge(
-            price_of(stored), quantity(tallies.get(meter.id), meter.aggregation), plan.currency
-        )
+        billed = pricing.charge(price, quantity(tallies.get(meter.id), meter.aggregation), plan.currency)
         lines.append(
             LineDraft(
                 kind="usage",
@@ -84,13 +82,12 @@ def late_lines(
 ) -> list[LineDraft]:
     lines = []
     for item in late:
-        for stored in plan.prices:
+        for stored, price in prices_of(plan):
             meter = meters[stored["meter_id"]]
             billed = item.billed.get(meter.id, Decimal(0))
             now = quantity(item.tallies.get(meter.id), meter.aggregation)
             if now == billed:
                 continue
-            price = price_of(stored)
             lines.append(
                 LineDraft(
                     kind="late_usage",

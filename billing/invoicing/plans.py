@@ -87,6 +87,20 @@ async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, no
     return plan
 
 
+def prices_of(plan: Plan) -> list[tuple[dict[str, Any], pricing.Price]]:
+    """Each stored price of the plan with its pricing view, parsed once per plan version."""
+    key = (plan.id, plan.updated_at)
+    parsed = _parsed_prices.get(key)
+    if parsed is None:
+        if len(_parsed_prices) > 10_000:
+            _parsed_prices.clear()
+        parsed = _parsed_prices[key] = [(stored, price_of(stored)) for stored in plan.prices]
+    return parsed
+
+
+_parsed_prices: dict[tuple[str, datetime], list[tuple[dict[str, Any], pricing.Price]]] = {}
+
+
 def price_of(stored: dict[str, Any]) -> pricing.Price:
     """The pure pricing view of a stored price."""
     return pricing.Price(

@@ -20,6 +20,7 @@ sum to the line's ``amount``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -86,9 +87,9 @@ def charge(price: Price, quantity: Decimal, currency: str) -> Charge:
     places = money.exponent(currency)
     if isinstance(quantity, bool) or not isinstance(quantity, Decimal) or not quantity.is_finite():
         raise money.InvalidDecimal(f"quantity must be a finite Decimal, not {quantity!r}")
-    problems = validate_price(price)
+    problems = _checked(price)
     if problems:
-        raise InvalidPrice(problems)
+        raise InvalidPrice(list(problems))
     quantity = quantity if quantity > 0 else _ZERO
     tiers: tuple[TierCharge, ...] = ()
     if price.model == "per_unit":
@@ -111,6 +112,12 @@ def marginal_amount(price: Price, billed_quantity: Decimal, new_quantity: Decima
     to the charge of its total quantity, tiers included.
     """
     return charge(price, new_quantity, currency).amount - charge(price, billed_quantity, currency).amount
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(price: Price) -> tuple[tuple[str, str], ...]:
+    """``validate_price`` once per distinct price: prices are immutable and invoices price many."""
+    return tuple(validate_price(price))
 
 
 def validate_price(price: Price) -> list[tuple[str, str]]:

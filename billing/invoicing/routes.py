@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from billing import outbox
 from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
-from billing.clock import InvalidTimestamp, parse_timestamp
+from billing.clock import InvalidTimestamp, ensure_utc, parse_timestamp
 from billing.context import AppContext, Caller, Ctx
 from billing.errors import ValidationFailed
 from billing.invoicing import invoices, plans, subscriptions
@@ -280,7 +280,7 @@ class BillingRunController(Controller):
     @post(opt=scopes(ADMIN), status_code=200, summary="Do all billing work due by `at` (default now)")
     async def run(self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn]) -> BillingRunOut:
         now = ctx.clock.now()
-        at = data.at or now
+        at = ensure_utc(data.at) if data.at else now
         if at > now and not ctx.settings.allow_time_travel:
             raise ValidationFailed.field(
                 "at", "is in the future; set BILLING_ALLOW_TIME_TRAVEL=1 to allow it"

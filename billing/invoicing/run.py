@@ -59,16 +59,27 @@ def _recomputer(at: datetime, actor: str) -> Work:
 
 
 async def _in_batches(ctx: AppContext, due: sa.ColumnElement[bool], tenant_id: str | None, work: Work) -> int:
-    """Lock due subscriptions a batch at a time and do ``work`` on them, one transaction per batch."""
+    """Lock due subscriptions a batch at a time and do ``work`` on them, one transaction per batch.
+
+    Batches walk the subscriptions in id order, so each is looked at once per run even if it
+    becomes due again meanwhile (a new late event): the next run takes it then.
+    """
     done = 0
+    after = ""
     while True:
         async with ctx.database.transaction() as session:
-            query = sa.select(Subscription).where(due).order_by(Subscription.id).limit(BATCH)
+            query = (
+                sa.select(Subscription)
+                .where(due, Subscription.id > after)
+                .order_by(Subscription.id)
+                .limit(BATCH)
+            )
             if tenant_id is not None:
                 query = query.where(Subscription.tenant_id == tenant_id)
             subs = list(await session.scalars(query.with_for_update(skip_locked=True)))
             if not subs:
                 return done
+            after = subs[-1].id
             by_tenant: dict[str, list[Subscription]] = defaultdict(list)
             for sub in subs:
                 by_tenant[sub.tenant_id].append(sub)

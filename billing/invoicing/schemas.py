@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -73,14 +73,18 @@ class PlanOut(msgspec.Struct):
     object: str = "plan"
 
 
+# RFC 3339 with an offset: a time without one is ambiguous, so it is a 422.
+AwareDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class SubscriptionCreate(msgspec.Struct, forbid_unknown_fields=True):
     customer: str
     plan: str
-    starts_at: datetime | None = None
+    starts_at: AwareDateTime | None = None
 
 
 class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
-    at: datetime | None = None
+    at: AwareDateTime | None = None
 
 
 class SubscriptionOut(msgspec.Struct):
@@ -152,7 +156,7 @@ class InvoiceOut(msgspec.Struct):
 
 
 class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True):
-    at: datetime | None = None
+    at: AwareDateTime | None = None
 
 
 class BillingRunOut(msgspec.Struct):

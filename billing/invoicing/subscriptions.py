@@ -14,6 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.clock import ensure_utc, format_timestamp
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
 from billing.invoicing import periods
@@ -35,9 +36,8 @@ async def create_subscription(
         raise ValidationFailed.field(
             "plan", f"plan {plan.code!r} bills in {plan.currency}; the customer pays in {customer.currency}"
         )
-    starts_at = data.starts_at or now
-    # Serialise subscription changes per customer, so that two overlapping creates cannot both pass.
-    await session.execute(sa.select(Customer.id).where(Customer.id == customer.id).with_for_update())
+    starts_at = ensure_utc(data.starts_at) if data.starts_at else now
+    await _lock_customer(session, customer.id)
     await _refuse_overlap(session, customer.id, starts_at)
     timezone = customer.timezone or (await get_tenant(session, tenant_id)).billing_timezone
     first = periods.first_period(starts_at, None, timezone)
@@ -57,21 +57,37 @@ async def create_subscription(
     return subscription
 
 
+async def _lock_customer(session: AsyncSession, customer_id: str) -> None:
+    """Serialise subscription changes per customer, so that two overlapping ones cannot both pass."""
+    await session.execute(sa.select(Customer.id).where(Customer.id == customer_id).with_for_update())
+
+
+def _effective() -> sa.ColumnElement[bool]:
+    """Subscriptions that cover any time at all (one canceled before it started covers none)."""
+    return sa.or_(Subscription.cancel_at.is_(None), Subscription.cancel_at > Subscription.starts_at)
+
+
 async def _refuse_overlap(session: AsyncSession, customer_id: str, starts_at: datetime) -> None:
+    """A new, open-ended subscription from ``starts_at`` must not meet any other."""
     clash = await session.scalar(
         sa.select(Subscription.id)
         .where(
             Subscription.customer_id == customer_id,
+            _effective(),
             sa.or_(Subscription.cancel_at.is_(None), Subscription.cancel_at > starts_at),
         )
         .limit(1)
     )
     if clash is not None:
-        raise Conflict(
-            f"The customer's subscription {clash} covers {starts_at.isoformat()} or later;"
-            " cancel it first (a customer has one subscription at a time)",
-            code="subscription_overlap",
-        )
+        raise _overlap(clash, starts_at)
+
+
+def _overlap(clash: str, at: datetime) -> Conflict:
+    return Conflict(
+        f"The customer's subscription {clash} covers {format_timestamp(at)} or later;"
+        " a customer has one subscription at a time",
+        code="subscription_overlap",
+    )
 
 
 async def get_subscription(
@@ -99,8 +115,8 @@ async def cancel_subscription(
     session: AsyncSession, subscription: Subscription, at: datetime | None, *, now: datetime
 ) -> Subscription:
     """End the subscription at ``at`` (now when None); its last period ends there."""
-    cancel_at = at or now
-    if subscription.cancel_at is not None and subscription.cancel_at <= now:
+    cancel_at = ensure_utc(at) if at else now
+    if status(subscription, now) == "canceled":
         raise Conflict(f"Subscription {subscription.id} has already ended", code="invalid_transition")
     if cancel_at < now:
         raise ValidationFailed.field("at", "must not be in the past")
@@ -109,12 +125,34 @@ async def cancel_subscription(
             f"The period up to {subscription.billed_through.isoformat()} is already invoiced",
             code="invalid_transition",
         )
-    subscription.cancel_at = max(cancel_at, subscription.starts_at)
+    cancel_at = max(cancel_at, subscription.starts_at)
+    await _lock_customer(session, subscription.customer_id)
+    await _refuse_later_overlap(session, subscription, cancel_at)
+    subscription.cancel_at = cancel_at
     subscription.canceled_at = now
     subscription.next_period_end = next_period_end(subscription)
     subscription.updated_at = now
     await session.flush()
     return subscription
+
+
+async def _refuse_later_overlap(
+    session: AsyncSession, subscription: Subscription, cancel_at: datetime
+) -> None:
+    """Moving an end later must not run into the customer's next subscription."""
+    clash = await session.scalar(
+        sa.select(Subscription.id)
+        .where(
+            Subscription.customer_id == subscription.customer_id,
+            Subscription.id != subscription.id,
+            _effective(),
+            Subscription.starts_at >= subscription.starts_at,
+            Subscription.starts_at < cancel_at,
+        )
+        .limit(1)
+    )
+    if clash is not None:
+        raise _overlap(clash, cancel_at)
 
 
 def next_period_end(subscription: Subscription) -> datetime | None:
@@ -136,7 +174,8 @@ def upcoming_period(subscription: Subscription) -> periods.Period | None:
 
 
 def status(subscription: Subscription, now: datetime) -> str:
-    if subscription.cancel_at is not None and subscription.cancel_at <= now:
+    cancel_at = subscription.cancel_at
+    if cancel_at is not None and (cancel_at <= now or cancel_at <= subscription.starts_at):
         return "canceled"
     return "scheduled" if subscription.starts_at > now else "active"
 

@@ -282,6 +282,7 @@ async def test_every_accepted_event_ends_on_exactly_one_invoice(
 async def test_voiding_a_later_draft_leaves_the_earlier_drafts_events_to_it(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
+    """Voiding marks the events the voided draft bills; those of an earlier draft stay with it."""
     await call(client, tenant, "/v1/tenant", {"grace_period_hours": 744}, method="PATCH")
     await setup(client, tenant, ["c1"], starts_at="2026-10-15T00:00:00Z", prices=PER_UNIT)
     await send(
@@ -543,7 +544,7 @@ async def test_list_filters_and_the_csv_export_agree(client: httpx.AsyncClient, 
         ({"status": "open"}, 2, lambda i: i["status"] == "open" and i["number"] is not None),
         ({"customer": "c1"}, 2, lambda i: i["customer_external_id"] == "c1"),
         ({"period_start_gte": "2026-10-01T00:00:00Z"}, 2, lambda i: i["period_start"] >= "2026-10"),
-        ({"period_start_lt": "2026-10-01T00:00:00Z"}, 1 + 1, lambda i: i["period_start"] < "2026-10"),
+        ({"period_start_lt": "2026-10-01T00:00:00Z"}, 2, lambda i: i["period_start"] < "2026-10"),
         ({"customer": c2_id, "status": "open"}, 1, lambda i: i["customer"] == c2_id),
         (
             {"period_start_gte": "2026-09-01T00:00:00Z", "period_start_lt": "2026-09-02T00:00:00Z"},
