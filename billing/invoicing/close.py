@@ -83,12 +83,12 @@ async def _draft_period(
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
             drafted += lines.late_lines(plan, plan_meters, sub.timezone, late)
-        drafts.append((draft_row(tenant, sub, plan.currency, period, at), drafted))
+        drafts.append((draft_row(tenant, sub, plan.currency, period.start, period.end, at), drafted))
     return drafts
 
 
 def draft_row(
-    tenant: Tenant, sub: Subscription, currency: str, period: periods.Period, at: datetime
+    tenant: Tenant, sub: Subscription, currency: str, start: datetime, end: datetime, at: datetime
 ) -> dict[str, object]:
     return {
         "id": new_id("inv"),
@@ -98,10 +98,10 @@ def draft_row(
         "number": None,
         "status": "draft",
         "currency": currency,
-        "period_start": period.start,
-        "period_end": period.end,
+        "period_start": start,
+        "period_end": end,
         "amount_paid": 0,
-        "grace_ends_at": period.end + timedelta(hours=tenant.grace_period_hours),
+        "grace_ends_at": end + timedelta(hours=tenant.grace_period_hours),
         "computed_at": at,
         "created_at": at,
         "updated_at": at,

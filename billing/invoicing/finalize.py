@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.errors import Conflict
 from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import load_catalog
-from billing.invoicing.late import late_periods, mark_events, marked_tallies
+from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.subscriptions import get_subscription
 from billing.tenants.models import Tenant
@@ -48,26 +48,38 @@ def _is_last(sub: Subscription, invoice: Invoice) -> bool:
     return sub.cancel_at is not None and invoice.period_end >= sub.cancel_at
 
 
-async def sweep(session: AsyncSession, sub: Subscription, invoice: Invoice) -> None:
-    """Mark the events ``invoice`` bills: its period's and earlier late ones; for the last period
-    of a canceled subscription, also any that raced the cancellation past its end."""
-    await mark_events(session, sub, invoice.id, None if _is_last(sub, invoice) else invoice.period_end)
+def _until(sub: Subscription, invoice: Invoice) -> datetime | None:
+    """The end of what an invoice bills; for the last period of a canceled subscription, none,
+    so that an event that raced the cancellation past its end is billed too."""
+    return None if _is_last(sub, invoice) else invoice.period_end
+
+
+async def void_draft_events(session: AsyncSession, sub: Subscription, invoice: Invoice) -> None:
+    """A voided draft keeps the events it showed (its period's, and late ones of periods already
+    finalized), so that voiding waives them rather than moving them to the next invoice. Events
+    of earlier periods that are still drafts stay with those drafts."""
+    await mark_events(session, sub, invoice.id, _until(sub, invoice), since=invoice.period_start)
+    for period in await finalized_periods(session, sub.id):
+        if period.end <= invoice.period_start:
+            await mark_events(session, sub, invoice.id, period.end, since=period.start)
 
 
 async def _finalize_one(
     session: AsyncSession, tenant: Tenant, sub: Subscription, invoice: Invoice, *, at: datetime, actor: str
 ) -> None:
-    await sweep(session, sub, invoice)
+    # Its period's events and earlier late ones: earlier drafts are finalized by now.
+    await mark_events(session, sub, invoice.id, _until(sub, invoice))
     catalog = await load_catalog(session, [sub.plan_id])
     plan = catalog.plans[sub.plan_id]
     meters = catalog.meters_of(plan)
-    period = periods.Period(invoice.period_start, invoice.period_end)
     drafted: list[lines.LineDraft] = []
-    if period.start < period.end:  # a late-usage-only invoice has no period of its own
-        end = None if _is_last(sub, invoice) else period.end
-        mine = await marked_tallies(session, sub, meters, period.start, end, invoice_id=invoice.id)
+    if invoice.period_start < invoice.period_end:  # a late-usage-only invoice has no period of its own
+        period = periods.Period(invoice.period_start, invoice.period_end)
+        mine = await marked_tallies(
+            session, sub, meters, period.start, _until(sub, invoice), invoice_id=invoice.id
+        )
         drafted = lines.period_lines(plan, meters, period, sub.timezone, mine)
-    late = await late_periods(session, sub, meters, before=period.start, invoice_id=invoice.id)
+    late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub.timezone, late)
     await invoices.replace_lines(session, invoice, drafted, at)
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)

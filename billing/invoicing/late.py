@@ -31,14 +31,20 @@ _events = UsageEvent.__table__
 
 
 async def mark_events(
-    session: AsyncSession, subscription: Subscription, invoice_id: str, until: datetime | None
+    session: AsyncSession,
+    subscription: Subscription,
+    invoice_id: str,
+    until: datetime | None,
+    *,
+    since: datetime | None = None,
 ) -> None:
-    """Put every unbilled event of the subscription before ``until`` (all when None) on the invoice."""
+    """Put every unbilled event of the subscription in [since, until) on the invoice; ``since``
+    defaults to the subscription's start, ``until`` None means no end."""
     conditions = [
         _events.c.tenant_id == subscription.tenant_id,
         _events.c.customer_id == subscription.customer_id,
         _events.c.invoice_id.is_(None),
-        _events.c.timestamp >= subscription.starts_at,
+        _events.c.timestamp >= (since or subscription.starts_at),
     ]
     if until is not None:
         conditions.append(_events.c.timestamp < until)
@@ -98,7 +104,7 @@ async def late_periods(
         )
     )
     touched = {_period_of(subscription, at) for at in timestamps}
-    invoiced = await _finalized_periods(session, subscription.id)
+    invoiced = await finalized_periods(session, subscription.id)
     result = []
     for period in sorted(touched & invoiced):
         if invoice_id:
@@ -127,7 +133,7 @@ def _period_of(subscription: Subscription, at: datetime) -> periods.Period:
     return period
 
 
-async def _finalized_periods(session: AsyncSession, subscription_id: str) -> set[periods.Period]:
+async def finalized_periods(session: AsyncSession, subscription_id: str) -> set[periods.Period]:
     rows = await session.execute(
         sa.select(Invoice.period_start, Invoice.period_end).where(
             Invoice.subscription_id == subscription_id,

@@ -110,7 +110,12 @@ class Invoice(Base):
         sa.Index("ix_invoices_tenant_id_customer_id", "tenant_id", "customer_id"),
         sa.Index("ix_invoices_drafts_due", "status", "grace_ends_at"),
         sa.CheckConstraint(_one_of("status", INVOICE_STATUSES), name="status"),
-        sa.CheckConstraint("(status = 'draft') = (number IS NULL)", name="number_when_finalized"),
+        # Drafts have no number, and a voided draft never gets one: numbers stay gapless.
+        sa.CheckConstraint(
+            "(status = 'draft' AND number IS NULL) OR (status = 'void' AND number IS NULL)"
+            " OR (status <> 'draft' AND number IS NOT NULL)",
+            name="number_when_finalized",
+        ),
     )
 
 

@@ -23,20 +23,22 @@ from billing.tenants.models import Tenant
 
 
 async def draft_lines(
-    session: AsyncSession, sub: Subscription, period: periods.Period
+    session: AsyncSession, sub: Subscription, start: datetime, end: datetime
 ) -> list[lines.LineDraft]:
-    """What a draft for ``period`` holds now: its usage from the rollups, and estimated late usage."""
+    """What a draft for [start, end) holds now: its usage from the rollups, and estimated late
+    usage (only that when start == end: a late-usage-only invoice)."""
     catalog = await load_catalog(session, [sub.plan_id])
     plan = catalog.plans[sub.plan_id]
     meters = catalog.meters_of(plan)
     drafted: list[lines.LineDraft] = []
-    if period.start < period.end:
+    if start < end:
+        period = periods.Period(start, end)
         by_series = await usage.period_tallies(
             session, sub.tenant_id, [sub.customer_id], list(meters.values()), (period.start, period.end)
         )
         tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
         drafted = lines.period_lines(plan, meters, period, sub.timezone, tallies)
-    late = await late_periods(session, sub, meters, before=period.start)
+    late = await late_periods(session, sub, meters, before=start)
     return drafted + lines.late_lines(plan, meters, sub.timezone, late)
 
 
@@ -53,8 +55,8 @@ async def recompute(
         )
     )
     for draft in drafts:
-        period = periods.Period(draft.period_start, draft.period_end)
-        await invoices.replace_lines(session, draft, await draft_lines(session, sub, period), at)
+        drafted = await draft_lines(session, sub, draft.period_start, draft.period_end)
+        await invoices.replace_lines(session, draft, drafted, at)
     if drafts or sub.next_period_end is not None:
         return len(drafts)  # an open period's invoice will pick the late usage up when it closes
     return await _late_only_invoice(session, tenant, sub, at=at, actor=actor)
@@ -63,9 +65,9 @@ async def recompute(
 async def _late_only_invoice(
     session: AsyncSession, tenant: Tenant, sub: Subscription, *, at: datetime, actor: str
 ) -> int:
-    drafted = await draft_lines(session, sub, periods.Period(at, at))
+    drafted = await draft_lines(session, sub, at, at)
     if not drafted:
         return 0
     catalog = await load_catalog(session, [sub.plan_id])
-    row = draft_row(tenant, sub, catalog.plans[sub.plan_id].currency, periods.Period(at, at), at)
+    row = draft_row(tenant, sub, catalog.plans[sub.plan_id].currency, at, at, at)
     return await insert_drafts(session, [(row, drafted)], actor, at)

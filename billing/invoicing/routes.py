@@ -16,7 +16,7 @@ from billing.context import AppContext, Caller, Ctx
 from billing.errors import ValidationFailed
 from billing.invoicing import invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
-from billing.invoicing.finalize import finalize, sweep
+from billing.invoicing.finalize import finalize, void_draft_events
 from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import (
     BillingRunIn,
@@ -244,8 +244,7 @@ class InvoiceController(Controller):
             )
             await session.refresh(invoice)
             if invoice.status == "draft":
-                # A voided draft keeps its events: they are not billed later as late usage.
-                await sweep(session, sub, invoice)
+                await void_draft_events(session, sub, invoice)
             await invoices.void(session, invoice, at=ctx.clock.now(), actor=_actor(principal))
             return (await invoices.invoices_out(session, [invoice]))[0]
 

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.context import AppContext
@@ -26,6 +28,8 @@ from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
 BATCH = 5000
+log = structlog.get_logger("billing.invoicing.run")
+FAILURES = Counter("billing_run_failures_total", "Billing work that failed and was left for the next run")
 
 
 async def run_billing(
@@ -62,42 +66,76 @@ async def _in_batches(ctx: AppContext, due: sa.ColumnElement[bool], tenant_id: s
     """Lock due subscriptions a batch at a time and do ``work`` on them, one transaction per batch.
 
     Batches walk the subscriptions in id order, so each is looked at once per run even if it
-    becomes due again meanwhile (a new late event): the next run takes it then.
+    becomes due again meanwhile (a new late event): the next run takes it then. A batch that
+    fails is redone one subscription at a time, so one bad subscription never holds up the rest.
     """
-    done = 0
-    after = ""
+    done, after = 0, ""
     while True:
-        async with ctx.database.transaction() as session:
-            query = (
-                sa.select(Subscription)
-                .where(due, Subscription.id > after)
-                .order_by(Subscription.id)
-                .limit(BATCH)
-            )
-            if tenant_id is not None:
-                query = query.where(Subscription.tenant_id == tenant_id)
-            subs = list(await session.scalars(query.with_for_update(skip_locked=True)))
-            if not subs:
-                return done
-            after = subs[-1].id
-            by_tenant: dict[str, list[Subscription]] = defaultdict(list)
-            for sub in subs:
-                by_tenant[sub.tenant_id].append(sub)
-            for owner, owned in by_tenant.items():
-                tenant = await session.get_one(Tenant, owner)
-                done += await work(session, tenant, owned)
+        try:
+            count, last = await _batch(ctx, due, tenant_id, after, BATCH, work)
+        except Exception:
+            log.exception("billing batch failed; retrying its subscriptions one at a time", after=after)
+            count, last = await _one_by_one(ctx, due, tenant_id, after, work)
+        if last is None:
+            return done + count
+        done, after = done + count, last
+
+
+async def _batch(
+    ctx: AppContext, due: sa.ColumnElement[bool], tenant_id: str | None, after: str, limit: int, work: Work
+) -> tuple[int, str | None]:
+    """Work on up to ``limit`` due subscriptions after ``after``; the last id, None when none was due."""
+    async with ctx.database.transaction() as session:
+        query = _due(due, tenant_id, after).limit(limit).with_for_update(skip_locked=True)
+        subs = list(await session.scalars(query))
+        if not subs:
+            return 0, None
+        by_tenant: dict[str, list[Subscription]] = defaultdict(list)
+        for sub in subs:
+            by_tenant[sub.tenant_id].append(sub)
+        done = 0
+        for owner, owned in by_tenant.items():
+            done += await work(session, await session.get_one(Tenant, owner), owned)
+        return done, subs[-1].id
+
+
+def _due(due: sa.ColumnElement[bool], tenant_id: str | None, after: str) -> sa.Select[tuple[Subscription]]:
+    query = sa.select(Subscription).where(due, Subscription.id > after).order_by(Subscription.id)
+    return query.where(Subscription.tenant_id == tenant_id) if tenant_id is not None else query
+
+
+async def _one_by_one(
+    ctx: AppContext, due: sa.ColumnElement[bool], tenant_id: str | None, after: str, work: Work
+) -> tuple[int, str | None]:
+    done = 0
+    for _ in range(BATCH):
+        try:
+            count, last = await _batch(ctx, due, tenant_id, after, 1, work)
+        except Exception:
+            async with ctx.database.read() as session:
+                last = await session.scalar(
+                    _due(due, tenant_id, after).with_only_columns(Subscription.id).limit(1)
+                )
+            log.exception("billing failed for a subscription; skipped until the next run", subscription=last)
+            FAILURES.inc()
+            count = 0
+        if last is None:
+            return done, None
+        done, after = done + count, last
+    return done, after
 
 
 async def _finalize_due(ctx: AppContext, at: datetime, tenant_id: str | None, actor: str) -> int:
     """Finalize drafts whose grace period has passed, one transaction each (the number sequence
-    is locked only for that long)."""
+    is locked only for that long). One that fails is logged, counted and left for the next run."""
     done = 0
+    failed: set[str] = set()
     while True:
         async with ctx.database.transaction() as session:
             query = (
                 sa.select(Invoice)
                 .join(Subscription, Subscription.id == Invoice.subscription_id)
-                .where(Invoice.status == "draft", Invoice.grace_ends_at <= at)
+                .where(Invoice.status == "draft", Invoice.grace_ends_at <= at, Invoice.id.not_in(failed))
                 .order_by(Invoice.period_start, Invoice.id)
                 .limit(1)
                 .with_for_update(of=Subscription, skip_locked=True)
@@ -107,8 +145,15 @@ async def _finalize_due(ctx: AppContext, at: datetime, tenant_id: str | None, ac
             invoice = (await session.scalars(query)).first()
             if invoice is None:
                 return done
+            invoice_id = invoice.id
             tenant = await session.get_one(Tenant, invoice.tenant_id)
-            done += len(await finalize(session, tenant, invoice, at=at, actor=actor))
+            try:
+                async with session.begin_nested():
+                    done += len(await finalize(session, tenant, invoice, at=at, actor=actor))
+            except Exception:
+                log.exception("finalizing an invoice failed; left as a draft", invoice=invoice_id)
+                FAILURES.inc()
+                failed.add(invoice_id)
 
 
 @tick("billing", every_seconds=60)

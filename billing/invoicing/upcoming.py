@@ -32,7 +32,7 @@ async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datet
 async def _preview(
     session: AsyncSession, customer: Customer, sub: Subscription, period: periods.Period
 ) -> InvoiceOut:
-    drafted = await draft_lines(session, sub, period)
+    drafted = await draft_lines(session, sub, period.start, period.end)
     keys = dict(
         (
             await session.execute(

@@ -119,7 +119,9 @@ def upgrade() -> None:
         sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("marked_uncollectible_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "(status = 'draft') = (number IS NULL)", name=op.f("ck_invoices_number_when_finalized")
+            "(status = 'draft' AND number IS NULL) OR (status = 'void' AND number IS NULL)"
+            " OR (status <> 'draft' AND number IS NOT NULL)",
+            name=op.f("ck_invoices_number_when_finalized"),
         ),
         sa.CheckConstraint(
             "status IN ('draft', 'open', 'paid', 'void', 'uncollectible')", name=op.f("ck_invoices_status")
