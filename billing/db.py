@@ -283,6 +283,13 @@ async def insert_ignore(
     return list(result.all())
 
 
+async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows in batched multi-row VALUES statements (SQLAlchemy's "insertmanyvalues",
+    which RETURNING turns on): asyncpg's plain executemany runs every row on its own."""
+    if rows:
+        await session.execute(sa.insert(table).returning(*table.primary_key.columns), list(rows))
+
+
 def column_values(row: Base) -> dict[str, Any]:
     """The row's column values keyed by column key, for Core inserts of a transient object."""
     return {

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.context import AppContext
-from billing.db import Base, ClaimMixin, JSONType, UTCDateTime, claim_rows, finish_claim
+from billing.db import Base, ClaimMixin, JSONType, UTCDateTime, claim_rows, finish_claim, insert_rows
 from billing.ids import new_id
 from billing.scheduler import tick
 
@@ -116,8 +116,7 @@ async def emit_many(
         for event_id, (tenant_id, topic, payload) in zip(event_ids, events, strict=True)
         for consumer in consumers_of(topic)
     ]
-    if rows:
-        await session.execute(sa.insert(OutboxEvent), rows)
+    await insert_rows(session, OutboxEvent.__table__, rows)
     return event_ids
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import outbox
-from billing.db import insert_ignore
+from billing.db import insert_ignore, insert_rows
 from billing.ids import new_id
 from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import Catalog, load_catalog
@@ -40,19 +40,30 @@ async def close_periods(
             sub.starts_at, sub.cancel_at, sub.timezone, after=sub.billed_through, until=at
         ):
             work[period].append(sub)
+            sub.billed_through = period.end  # in order: ends at the last one
     with_late = await _with_unbilled_history(session, tenant.id, subscriptions)
     drafts: list[tuple[dict[str, object], list[lines.LineDraft]]] = []
     for period in sorted(work):
         drafts += await _draft_period(session, tenant, catalog, period, work[period], with_late, at)
     created = await insert_drafts(session, drafts, actor, at)
-    for sub in subscriptions:
-        ended = [period for period, subs in work.items() if sub in subs]
-        if ended:
-            sub.billed_through = max(period.end for period in ended)
-            sub.next_period_end = next_period_end(sub)
-            sub.updated_at = at
-    await session.flush()
+    await _advance(session, subscriptions, at)
     return created
+
+
+async def _advance(session: AsyncSession, subscriptions: Sequence[Subscription], at: datetime) -> None:
+    """Store each subscription's new billed_through and next period end: one UPDATE per distinct
+    pair (usually one for a whole batch), not one per subscription."""
+    groups: dict[tuple[datetime | None, datetime | None], list[str]] = defaultdict(list)
+    for sub in subscriptions:
+        sub.next_period_end = next_period_end(sub)
+        groups[(sub.billed_through, sub.next_period_end)].append(sub.id)
+    table = Subscription.__table__
+    for (billed_through, next_end), ids in groups.items():
+        await session.execute(
+            sa.update(table)
+            .where(table.c.id.in_(ids))
+            .values(billed_through=billed_through, next_period_end=next_end, updated_at=at)
+        )
 
 
 async def _draft_period(
@@ -124,13 +135,12 @@ async def insert_drafts(
     }
     new = [(row, drafted) for row, drafted in drafts if row["id"] in inserted]
     line_rows = [line for row, drafted in new for line in invoices.line_rows(str(row["id"]), drafted)]
-    if line_rows:
-        await session.execute(sa.insert(InvoiceLine), line_rows)
-    if new:
-        await session.execute(
-            sa.insert(InvoiceStatusChange),
-            [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
-        )
+    await insert_rows(session, InvoiceLine.__table__, line_rows)
+    await insert_rows(
+        session,
+        InvoiceStatusChange.__table__,
+        [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
+    )
     await outbox.emit_many(
         session,
         [
