@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from billing import outbox
 from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
-from billing.clock import InvalidTimestamp, ensure_utc, parse_timestamp
+from billing.clock import ensure_utc
 from billing.context import AppContext, Caller, Ctx
 from billing.errors import ValidationFailed
 from billing.invoicing import invoices, plans, subscriptions
@@ -31,6 +31,7 @@ from billing.invoicing.schemas import (
 )
 from billing.invoicing.upcoming import upcoming_invoice
 from billing.metering.customers import get_customer
+from billing.metering.usage_routes import timestamp_param
 from billing.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.tenants.service import get_tenant
 
@@ -143,12 +144,7 @@ async def _subscription_out(session: object, sub: object, now: datetime) -> Subs
 
 
 def _time(field: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except InvalidTimestamp as exc:
-        raise ValidationFailed.field(field, str(exc)) from None
+    return None if value is None else timestamp_param(field, value)
 
 
 async def _filters(

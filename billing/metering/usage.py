@@ -223,13 +223,21 @@ async def period_tallies(
 
 
 def _batch_filter(
-    table: sa.Table, tenant_id: str, customer_ids: Sequence[str], meters: Sequence[Meter]
+    table: sa.Table,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    hours: Range | None = None,
 ) -> sa.ColumnElement[bool]:
-    return sa.and_(
+    """Rows of these customers' series of these meters, in [hours) when given."""
+    conditions = [
         table.c.tenant_id == tenant_id,
         table.c.customer_id.in_(customer_ids),
         table.c.meter_id.in_([m.id for m in meters]),
-    )
+    ]
+    if hours is not None:
+        conditions += [table.c.hour >= hours[0], table.c.hour < hours[1]]
+    return sa.and_(*conditions)
 
 
 async def _aggregate_rollups(
@@ -253,11 +261,7 @@ async def _aggregate_rollups(
             decimal_sum(dialect, table.c.value_sum).label("value_sum"),
             decimal_greatest(dialect, table.c.value_max).label("value_max"),
         )
-        .where(
-            _batch_filter(table, tenant_id, customer_ids, summed),
-            table.c.hour >= hours[0],
-            table.c.hour < hours[1],
-        )
+        .where(_batch_filter(table, tenant_id, customer_ids, summed, hours))
         .group_by(table.c.customer_id, table.c.meter_id)
     )
     for row in await session.execute(query):
@@ -277,11 +281,7 @@ async def _fold_latest_rollups(
     if not latest:
         return
     table = UsageRollup.__table__
-    query = sa.select(table).where(
-        _batch_filter(table, tenant_id, customer_ids, latest),
-        table.c.hour >= hours[0],
-        table.c.hour < hours[1],
-    )
+    query = sa.select(table).where(_batch_filter(table, tenant_id, customer_ids, latest, hours))
     for row in await session.execute(query):
         result[(row.customer_id, row.meter_id)].merge(
             Partial(
@@ -303,9 +303,7 @@ async def _collect_uniques(
         return
     table = UsageUniqueValue.__table__
     query = sa.select(table.c.customer_id, table.c.meter_id, table.c.value).where(
-        _batch_filter(table, tenant_id, customer_ids, distinct),
-        table.c.hour >= hours[0],
-        table.c.hour < hours[1],
+        _batch_filter(table, tenant_id, customer_ids, distinct, hours)
     )
     for row in await session.execute(query):
         result[(row.customer_id, row.meter_id)].uniques.add(row.value)

@@ -37,7 +37,8 @@ class UsageOut(msgspec.Struct):
     buckets: list[UsageBucket]
 
 
-def _timestamp(field: str, value: str) -> datetime:
+def timestamp_param(field: str, value: str) -> datetime:
+    """A query parameter read as an RFC 3339 timestamp; a 422 naming the field otherwise."""
     try:
         return parse_timestamp(value)
     except InvalidTimestamp as exc:
@@ -63,7 +64,7 @@ class UsageController(Controller):
         to: Annotated[str, QueryParameter(description="RFC 3339, exclusive")],
         granularity: Annotated[Literal["hour", "day"], QueryParameter()] = "day",
     ) -> UsageOut:
-        start, end = _timestamp("from", from_), _timestamp("to", to)
+        start, end = timestamp_param("from", from_), timestamp_param("to", to)
         if end <= start:
             raise ValidationFailed.field("to", "must be after from")
         async with ctx.database.read() as session:
