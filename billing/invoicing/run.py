@@ -75,6 +75,7 @@ async def _in_batches(ctx: AppContext, due: sa.ColumnElement[bool], tenant_id: s
             count, last = await _batch(ctx, due, tenant_id, after, BATCH, work)
         except Exception:
             log.exception("billing batch failed; retrying its subscriptions one at a time", after=after)
+            FAILURES.inc()
             count, last = await _one_by_one(ctx, due, tenant_id, after, work)
         if last is None:
             return done + count
