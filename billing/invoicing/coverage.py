@@ -2,7 +2,9 @@
 
 An event is accepted only inside a subscription (else ``no_subscription``), so that it belongs to
 exactly one period. An event for a period that has already ended flags its subscription, so that
-the billing run recomputes the drafts (or bills it as late usage).
+the billing run recomputes the drafts (or bills it as late usage). The flag is decided from the
+subscription as read before the write, so an event that commits while its period is being closed
+may leave the draft a little behind; finalization counts the events themselves, never the draft.
 """
 
 from __future__ import annotations

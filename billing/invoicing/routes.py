@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import outbox
 from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
@@ -17,6 +18,7 @@ from billing.errors import ValidationFailed
 from billing.invoicing import invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.finalize import finalize, void_draft_events
+from billing.invoicing.models import Subscription
 from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import (
     BillingRunIn,
@@ -138,9 +140,9 @@ class SubscriptionController(Controller):
             return await _subscription_out(session, sub, now)
 
 
-async def _subscription_out(session: object, sub: object, now: datetime) -> SubscriptionOut:
-    labels = await subscriptions.labels(session, [sub])  # type: ignore[arg-type]
-    return subscriptions.subscription_out(sub, labels[sub.id], now)  # type: ignore[arg-type, attr-defined]
+async def _subscription_out(session: AsyncSession, sub: Subscription, now: datetime) -> SubscriptionOut:
+    labels = await subscriptions.labels(session, [sub])
+    return subscriptions.subscription_out(sub, labels[sub.id], now)
 
 
 def _time(field: str, value: str | None) -> datetime | None:
