@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.errors import NotFound
 from billing.invoicing import invoices, periods
-from billing.invoicing.models import Subscription
+from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut
 from billing.metering.models import Customer, Meter
@@ -40,28 +40,17 @@ async def _preview(
             )
         ).all()
     )
-    total = sum(line.amount for line in drafted)
-    return InvoiceOut(
+    # Never added to the session: a preview, shaped and totalled exactly as a stored invoice.
+    preview = Invoice(
         id=None,
-        number=None,
         status="upcoming",
-        customer=customer.id,
-        customer_external_id=customer.external_id,
-        subscription=sub.id,
+        customer_id=customer.id,
+        subscription_id=sub.id,
         currency=customer.currency,
         period_start=period.start,
         period_end=period.end,
-        lines=[invoices.draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted],
-        subtotal=total,
-        total=total,
         amount_paid=0,
-        amount_due=max(total, 0),
-        created_at=None,
-        finalized_at=None,
-        due_at=None,
-        paid_at=None,
-        voided_at=None,
-        marked_uncollectible_at=None,
-        status_transitions=[],
-        payments=[],
     )
+    invoices.set_totals(preview, drafted)
+    lines = [invoices.draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted]
+    return invoices.invoice_out(preview, lines, [], customer.external_id)
