@@ -28,6 +28,7 @@ from billing.logs import configure_logging
 from billing.metering.event_routes import EventController
 from billing.metering.routes import CustomerController, MeterController
 from billing.metering.usage_routes import UsageController
+from billing.payments.routes import InvoicePaymentController, PaymentController
 from billing.request_context import request_context_middleware
 from billing.scheduler import Scheduler
 from billing.settings import Settings
@@ -43,6 +44,8 @@ API_ROUTES = [
     PlanController,
     SubscriptionController,
     InvoiceController,
+    InvoicePaymentController,
+    PaymentController,
     UpcomingInvoiceController,
     BillingRunController,
 ]

@@ -12,6 +12,7 @@ from billing.invoicing.models import (
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 from billing.outbox import OutboxEvent
+from billing.payments.models import Payment, Refund
 from billing.tenants.models import ApiKey, Tenant
 
 metadata = Base.metadata
@@ -25,7 +26,9 @@ __all__ = [
     "InvoiceStatusChange",
     "Meter",
     "OutboxEvent",
+    "Payment",
     "Plan",
+    "Refund",
     "Subscription",
     "Tenant",
     "UsageEvent",

@@ -33,6 +33,8 @@ class Settings:
     secret_keys: tuple[str, ...] = field(default=(), repr=False)
     smtp_url: str | None = field(default=None, repr=False)
     stripe_api_base: str = STRIPE_API_BASE
+    stripe_timeout_seconds: float = 30.0
+    stripe_max_network_retries: int = 2
     scheduler: bool = True
     allow_time_travel: bool = False
     max_body_bytes: int = 1024 * 1024
@@ -82,12 +84,19 @@ class _Reader:
             self.errors.append(f"BILLING_{name}={value!r}: expected on/off (1/0, true/false)")
         return False
 
-    def positive_int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
         value = self.raw(name, str(default))
-        if not re.fullmatch(r"[0-9]+", value) or int(value) <= 0:
-            self.errors.append(f"BILLING_{name}={value!r}: expected a positive integer")
+        if not re.fullmatch(r"[0-9]{1,12}", value) or int(value) < minimum:
+            self.errors.append(f"BILLING_{name}={value!r}: expected an integer of at least {minimum}")
             return default
         return int(value)
+
+    def seconds(self, name: str, default: str) -> float:
+        value = self.raw(name, default)
+        if not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", value) or float(value) <= 0:
+            self.errors.append(f"BILLING_{name}={value!r}: expected a positive number of seconds")
+            return float(default)
+        return float(value)
 
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
         value = self.raw(name) or default
@@ -137,9 +146,11 @@ class _Reader:
             secret_keys=self.secret_keys(env, data_dir),
             smtp_url=self.url("SMTP_URL", None, ("smtp", "smtps")),
             stripe_api_base=self.url("STRIPE_API_BASE", STRIPE_API_BASE, ("http", "https")) or "",
+            stripe_timeout_seconds=self.seconds("STRIPE_TIMEOUT_SECONDS", "30"),
+            stripe_max_network_retries=self.integer("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0),
             scheduler=self.flag("SCHEDULER", True),
             allow_time_travel=time_travel,
-            max_body_bytes=self.positive_int("MAX_BODY_BYTES", 1024 * 1024),
+            max_body_bytes=self.integer("MAX_BODY_BYTES", 1024 * 1024),
             log_level=self.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             log_format=self.choice("LOG_FORMAT", "json", ("json", "console")),
         )

@@ -23,6 +23,8 @@ from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, Invo
 from billing.invoicing.schemas import InvoiceOut, LineOut, StatusChangeOut, TierLineOut
 from billing.metering.models import Customer, Meter
 from billing.pagination import PageRequest, fetch_page
+from billing.payments.models import Payment, Refund
+from billing.payments.schemas import PaymentOut, RefundOut, payment_out, refund_out
 
 SCHEDULER = "scheduler"
 FINALIZED = ("open", "paid", "void", "uncollectible")
@@ -158,6 +160,14 @@ async def list_invoices(
 async def void(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
     if invoice.status not in ("draft", "open"):
         raise Conflict(f"A {invoice.status} invoice cannot be voided", code="invalid_transition")
+    pending = await session.scalar(
+        sa.select(Payment.id).where(Payment.invoice_id == invoice.id, Payment.status == "pending").limit(1)
+    )
+    if pending is not None:
+        raise Conflict(
+            f"Payment {pending} of this invoice is pending; void it once its outcome is known",
+            code="payment_in_progress",
+        )
     invoice.voided_at = at
     invoice.amount_due = 0
     await record_status(session, invoice, "void", at=at, actor=actor)
@@ -204,14 +214,37 @@ async def invoices_out(session: AsyncSession, invoices: Sequence[Invoice]) -> li
             )
         ).all()
     )
+    payments: dict[str, list[PaymentOut]] = defaultdict(list)
+    for payment in await session.scalars(
+        sa.select(Payment).where(Payment.invoice_id.in_(ids)).order_by(Payment.invoice_id, Payment.attempt)
+    ):
+        payments[payment.invoice_id].append(payment_out(payment))
+    refunds: dict[str, list[RefundOut]] = defaultdict(list)
+    for refund in await session.scalars(
+        sa.select(Refund).where(Refund.invoice_id.in_(ids)).order_by(Refund.invoice_id, Refund.id)
+    ):
+        refunds[refund.invoice_id].append(refund_out(refund))
     return [
-        invoice_out(invoice, lines[invoice.id], changes[invoice.id], external_ids[invoice.customer_id])
+        invoice_out(
+            invoice,
+            lines[invoice.id],
+            changes[invoice.id],
+            external_ids[invoice.customer_id],
+            payments=payments[invoice.id],
+            refunds=refunds[invoice.id],
+        )
         for invoice in invoices
     ]
 
 
 def invoice_out(
-    invoice: Invoice, lines: list[LineOut], changes: list[StatusChangeOut], external_id: str
+    invoice: Invoice,
+    lines: list[LineOut],
+    changes: list[StatusChangeOut],
+    external_id: str,
+    *,
+    payments: list[PaymentOut] | None = None,
+    refunds: list[RefundOut] | None = None,
 ) -> InvoiceOut:
     return InvoiceOut(
         id=invoice.id,
@@ -228,6 +261,7 @@ def invoice_out(
         total=invoice.total,
         amount_paid=invoice.amount_paid,
         amount_due=invoice.amount_due,
+        amount_refunded=invoice.amount_refunded or 0,
         created_at=invoice.created_at,
         finalized_at=invoice.finalized_at,
         due_at=invoice.due_at,
@@ -235,7 +269,8 @@ def invoice_out(
         voided_at=invoice.voided_at,
         marked_uncollectible_at=invoice.marked_uncollectible_at,
         status_transitions=changes,
-        payments=[],
+        payments=payments or [],
+        refunds=refunds or [],
     )
 
 

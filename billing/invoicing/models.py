@@ -91,6 +91,7 @@ class Invoice(Base):
     total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_paid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_due: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # A draft is finalized automatically once this has passed (period end + grace period).
     grace_ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -24,6 +24,8 @@ from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import recompute
 from billing.invoicing.schemas import BillingRunOut
+from billing.payments.charge import charge_due
+from billing.payments.reconcile import reconcile_due
 from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
@@ -40,8 +42,15 @@ async def run_billing(
         ctx, Subscription.usage_changed_at.is_not(None), tenant_id, _recomputer(at, actor)
     )
     finalized = await _finalize_due(ctx, at, tenant_id, actor)
+    reconciled = await reconcile_due(ctx, at=at, tenant_id=tenant_id)
+    charged = await charge_due(ctx, at=at, tenant_id=tenant_id)
     return BillingRunOut(
-        at=at, invoices_created=created, drafts_recomputed=recomputed, invoices_finalized=finalized
+        at=at,
+        invoices_created=created,
+        drafts_recomputed=recomputed,
+        invoices_finalized=finalized,
+        payments_attempted=charged,
+        payments_reconciled=reconciled,
     )
 
 

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+
+from billing.payments.schemas import PaymentOut, RefundOut
 from msgspec import UNSET, UnsetType
 
 # Decimal strings on the wire; JSON numbers are accepted too and read exactly (never as floats).
@@ -144,6 +146,7 @@ class InvoiceOut(msgspec.Struct):
     total: int
     amount_paid: int
     amount_due: int
+    amount_refunded: int
     created_at: datetime | None
     finalized_at: datetime | None
     due_at: datetime | None
@@ -151,7 +154,8 @@ class InvoiceOut(msgspec.Struct):
     voided_at: datetime | None
     marked_uncollectible_at: datetime | None
     status_transitions: list[StatusChangeOut]
-    payments: list[dict[str, Any]]
+    payments: list[PaymentOut]
+    refunds: list[RefundOut]
     object: str = "invoice"
 
 
@@ -164,3 +168,5 @@ class BillingRunOut(msgspec.Struct):
     invoices_created: int
     drafts_recomputed: int
     invoices_finalized: int
+    payments_attempted: int
+    payments_reconciled: int

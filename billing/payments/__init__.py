@@ -1,0 +1,1 @@
+"""Charging invoices through payment providers: attempts, outcomes, reconciliation and refunds."""

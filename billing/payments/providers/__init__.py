@@ -1,0 +1,1 @@
+"""One module per payment provider; ``billing.payments.registry`` lists them."""

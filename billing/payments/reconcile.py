@@ -1,0 +1,168 @@
+"""Learning the outcome of charges and refunds left pending by a timeout, an outage or a crash.
+
+A pending row whose claim has expired is claimed here and its request repeated with the same
+idempotency key: the provider answers what it did the first time, or does it now, once. Stripe
+keeps idempotency keys for at least 24 hours, so after 23 hours a charge is looked up instead
+(by its PaymentIntent id, or by our payment id in its metadata) and never sent again. Anything
+still pending after a day is flagged for finance by the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from prometheus_client import Counter
+
+from billing.context import AppContext
+from billing.db import claim_rows
+from billing.invoicing.models import Invoice
+from billing.payments.attempts import NO_PAYMENT_METHOD, call_lease, charge_request, record_outcome
+from billing.payments.declines import FailureClass
+from billing.payments.models import Payment, Refund
+from billing.payments.provider import ChargeResult, Outcome, PaymentProvider
+from billing.payments.refunds import record_refund_outcome, refund_request
+from billing.payments.registry import ProviderUnavailable, open_provider
+from billing.scheduler import tick
+from billing.tenants.models import Tenant
+
+REPEAT_WINDOW = timedelta(hours=23)
+STALE_AFTER = timedelta(days=1)
+CLAIM_BATCH = 50
+log = structlog.get_logger("billing.payments.reconcile")
+FLAGGED = Counter("billing_payments_flagged_total", "Charges and refunds still pending after a day", ["kind"])
+NOT_FOUND = ChargeResult(
+    Outcome.DECLINED,
+    failure_code="charge_not_found",
+    decline_type=FailureClass.SOFT.value,
+    message="The provider has no record of this charge: it was never made.",
+)
+
+Resolver = Callable[[AppContext, sa.Row[Any], str, datetime], Awaitable[None]]
+
+
+async def reconcile_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
+    """Resolve every pending charge and refund whose claim has expired; return how many were checked."""
+    done = 0
+    refunds = Refund.__table__
+    # Past the key's lifetime a repeated refund could refund twice: those wait for finance.
+    repeatable = refunds.c.created_at > at - REPEAT_WINDOW
+    work: list[tuple[sa.Table, sa.ColumnElement[bool], Resolver]] = [
+        (Payment.__table__, sa.true(), _resolve_payment),
+        (refunds, repeatable, _resolve_refund),
+    ]
+    for table, condition, resolve in work:
+        while True:
+            token, rows = await _claim(ctx, table, condition, at=at, tenant_id=tenant_id)
+            for row in rows:
+                await _guarded(ctx, resolve, row, token, at)
+            done += len(rows)
+            if len(rows) < CLAIM_BATCH:
+                break
+    return done
+
+
+async def _claim(
+    ctx: AppContext,
+    table: sa.Table,
+    condition: sa.ColumnElement[bool],
+    *,
+    at: datetime,
+    tenant_id: str | None,
+) -> tuple[str, list[sa.Row[Any]]]:
+    due = sa.and_(table.c.status == "pending", condition)
+    if tenant_id is not None:
+        due = sa.and_(due, table.c.tenant_id == tenant_id)
+    async with ctx.database.transaction() as session:
+        return await claim_rows(
+            session,
+            table,
+            due=due,
+            order_by=[table.c.claim_expires_at, table.c.id],
+            limit=CLAIM_BATCH,
+            now=at,
+            lease=call_lease(ctx.settings),
+        )
+
+
+async def _guarded(ctx: AppContext, resolve: Resolver, row: sa.Row[Any], token: str, at: datetime) -> None:
+    try:
+        await resolve(ctx, row, token, at)
+    except Exception:
+        # The claim expires and the next tick tries again.
+        log.exception("reconciliation failed", row=row.id)
+
+
+async def _resolve_payment(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:
+    async with ctx.database.read() as session:
+        payment = await session.get_one(Payment, row.id)
+        tenant = await session.get_one(Tenant, payment.tenant_id)
+        number = await session.scalar(sa.select(Invoice.number).where(Invoice.id == payment.invoice_id))
+    request = charge_request(payment, number)
+    try:
+        async with open_provider(ctx, tenant, payment.provider) as provider:
+            result = await _ask(provider, payment, request, at)
+    except ProviderUnavailable as exc:
+        result = ChargeResult(Outcome.UNKNOWN, message=f"provider unavailable: {exc}")
+    async with ctx.database.transaction() as session:
+        await record_outcome(session, payment.id, result, at=at, token=token, source="reconciliation")
+
+
+async def _ask(provider: PaymentProvider, payment: Payment, request: Any, at: datetime) -> ChargeResult:
+    if payment.payment_method is None:
+        return NO_PAYMENT_METHOD
+    if at - payment.created_at < REPEAT_WINDOW:
+        return await provider.charge(request)
+    result = await provider.retrieve(request, payment.provider_payment_id)
+    return NOT_FOUND if result.outcome is Outcome.NOT_FOUND else result
+
+
+async def _resolve_refund(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:
+    async with ctx.database.read() as session:
+        refund = await session.get_one(Refund, row.id)
+        tenant = await session.get_one(Tenant, refund.tenant_id)
+        payment = await session.get_one(Payment, refund.payment_id)
+    async with open_provider(ctx, tenant, refund.provider) as provider:
+        result = await provider.refund(refund_request(refund, payment))
+    async with ctx.database.transaction() as session:
+        await record_refund_outcome(session, refund.id, result, at=at, token=token)
+
+
+async def flag_stale(ctx: AppContext, *, at: datetime) -> int:
+    """Flag charges and refunds pending for more than a day, once each, for finance to look at."""
+    flagged = 0
+    for kind, model in (("payment", Payment), ("refund", Refund)):
+        async with ctx.database.transaction() as session:
+            ids = list(
+                await session.scalars(
+                    sa.update(model)
+                    .where(
+                        model.status == "pending",
+                        model.created_at <= at - STALE_AFTER,
+                        model.flagged_at.is_(None),
+                    )
+                    .values(flagged_at=at)
+                    .returning(model.id),
+                    execution_options={"synchronize_session": False},
+                )
+            )
+        for row_id in ids:
+            log.warning("still pending after a day; flagged for finance", kind=kind, id=row_id)
+        FLAGGED.labels(kind).inc(len(ids))
+        flagged += len(ids)
+    return flagged
+
+
+@tick("payments", every_seconds=60)
+async def payments_tick(ctx: AppContext) -> None:
+    """Charges due outside a billing run (a replica that missed it) are made by the billing tick;
+    this one resolves what is pending."""
+    await reconcile_due(ctx, at=ctx.clock.now())
+
+
+@tick("payments_sweep", every_seconds=3600)
+async def sweep_tick(ctx: AppContext) -> None:
+    await flag_stale(ctx, at=ctx.clock.now())

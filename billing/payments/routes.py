@@ -1,0 +1,88 @@
+"""``/v1/invoices/{id}/pay``, ``/v1/invoices/{id}/refund`` and ``/v1/payments``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import sqlalchemy as sa
+from litestar import Controller, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from billing.auth import ADMIN, FINANCE, READ, scopes
+from billing.context import Caller, Ctx
+from billing.errors import NotFound
+from billing.invoicing import invoices
+from billing.invoicing.schemas import InvoiceOut
+from billing.metering.customers import get_customer
+from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
+from billing.payments.charge import pay_now
+from billing.payments.models import Payment
+from billing.payments.refunds import refund_invoice
+from billing.payments.schemas import PaymentOut, RefundIn, payment_out
+
+
+class InvoicePaymentController(Controller):
+    path = "/invoices/{invoice_id:str}"
+    tags = ["Payments"]
+
+    @post("/pay", opt=scopes(FINANCE), status_code=200, summary="Charge an open invoice now")
+    async def pay(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+        await pay_now(ctx, principal.tenant_id, invoice_id)
+        return await _invoice(ctx, principal.tenant_id, invoice_id)
+
+    @post("/refund", opt=scopes(ADMIN), status_code=200, summary="Refund a paid invoice, fully or in part")
+    async def refund(
+        self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str], data: JSONBody[RefundIn]
+    ) -> InvoiceOut:
+        await refund_invoice(ctx, principal.tenant_id, invoice_id, data.amount, actor=principal.key_id)
+        return await _invoice(ctx, principal.tenant_id, invoice_id)
+
+
+async def _invoice(ctx: Ctx, tenant_id: str, invoice_id: str) -> InvoiceOut:
+    async with ctx.database.read() as session:
+        invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
+        return (await invoices.invoices_out(session, [invoice]))[0]
+
+
+PaymentStatus = Annotated[
+    Literal["pending", "succeeded", "failed", "requires_action"] | None,
+    QueryParameter(description="Payment status"),
+]
+
+
+class PaymentController(Controller):
+    path = "/payments"
+    tags = ["Payments"]
+
+    @get(opt=scopes(READ), summary="List payment attempts, newest first")
+    async def list_payments(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        limit: Limit = 20,
+        starting_after: StartingAfter = None,
+        invoice: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        customer: Annotated[str | None, QueryParameter(max_length=128, description="id or external_id")] = None,
+        status: PaymentStatus = None,
+        flagged: Annotated[bool | None, QueryParameter(description="Pending for more than a day")] = None,
+    ) -> Page[PaymentOut]:
+        query = sa.select(Payment).where(Payment.tenant_id == principal.tenant_id)
+        async with ctx.database.read() as session:
+            if customer is not None:
+                query = query.where(Payment.customer_id == (await get_customer(session, principal.tenant_id, customer)).id)
+            if invoice is not None:
+                query = query.where(Payment.invoice_id == invoice)
+            if status is not None:
+                query = query.where(Payment.status == status)
+            if flagged is not None:
+                query = query.where(Payment.flagged_at.is_not(None) if flagged else Payment.flagged_at.is_(None))
+            rows, has_more = await fetch_page(session, query, Payment.id, PageRequest(limit, starting_after))
+        return Page([payment_out(row) for row in rows], has_more)
+
+    @get("/{payment_id:str}", opt=scopes(READ), summary="Get a payment attempt")
+    async def get_payment(self, ctx: Ctx, principal: Caller, payment_id: FromPath[str]) -> PaymentOut:
+        async with ctx.database.read() as session:
+            payment = await session.get(Payment, payment_id)
+        if payment is None or payment.tenant_id != principal.tenant_id:
+            raise NotFound(f"No payment {payment_id}")
+        return payment_out(payment)
