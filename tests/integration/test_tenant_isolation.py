@@ -26,6 +26,7 @@ from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import customers, ingest, meters
 from billing.metering.schemas import CustomerCreate, MeterCreate
+from billing.payments.models import Payment
 from billing.tenants import service
 from tests.conftest import TenantHandle
 
@@ -84,6 +85,22 @@ async def _invoice(ctx: AppContext, owner: TenantHandle) -> str:
         return (await session.scalars(sa.select(Invoice.id).where(Invoice.tenant_id == owner.id))).one()
 
 
+async def _payment(ctx: AppContext, owner: TenantHandle) -> str:
+    """A failed first charge (the customer has no payment method) of a finalized invoice."""
+    now = ctx.clock.now()
+    async with ctx.database.transaction() as session:
+        customer = await customers.create_customer(
+            session, owner.id, CustomerCreate(external_id="payer"), now=now
+        )
+        await plans.create_plan(session, owner.id, PlanCreate(code="paid", base_fee=100), now=now)
+        start = datetime(2026, 10, 1, tzinfo=UTC)
+        subscription = SubscriptionCreate(customer=customer.id, plan="paid", starts_at=start)
+        await subscriptions.create_subscription(session, owner.id, subscription, now=now)
+    await run_billing(ctx, at=datetime(2026, 11, 3, tzinfo=UTC), tenant_id=owner.id)
+    async with ctx.database.read() as session:
+        return (await session.scalars(sa.select(Payment.id).where(Payment.tenant_id == owner.id))).one()
+
+
 async def _meter(ctx: AppContext, owner: TenantHandle) -> str:
     async with ctx.database.transaction() as session:
         meter = await meters.create_meter(
@@ -116,6 +133,7 @@ ID_MAKERS: dict[str, IdMaker] = {
     "plan_id": _plan,
     "subscription_id": _subscription,
     "invoice_id": _invoice,
+    "payment_id": _payment,
 }
 # A valid body for routes that need one, so that validation cannot answer before the lookup.
 BODIES: dict[tuple[str, str], Any] = {
@@ -123,6 +141,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
+    ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
 }
 # Query parameters for routes that require some.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
