@@ -50,6 +50,27 @@ PaymentStatus = Annotated[
 ]
 
 
+CustomerFilter = Annotated[
+    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
+]
+FlaggedFilter = Annotated[bool | None, QueryParameter(description="Pending for more than a day")]
+
+
+def _filtered(
+    tenant_id: str, customer_id: str | None, invoice: str | None, status: str | None, flagged: bool | None
+) -> sa.Select[tuple[Payment]]:
+    query = sa.select(Payment).where(Payment.tenant_id == tenant_id)
+    if customer_id is not None:
+        query = query.where(Payment.customer_id == customer_id)
+    if invoice is not None:
+        query = query.where(Payment.invoice_id == invoice)
+    if status is not None:
+        query = query.where(Payment.status == status)
+    if flagged is not None:
+        query = query.where(Payment.flagged_at.is_not(None) if flagged else Payment.flagged_at.is_(None))
+    return query
+
+
 class PaymentController(Controller):
     path = "/payments"
     tags = ["Payments"]
@@ -62,20 +83,13 @@ class PaymentController(Controller):
         limit: Limit = 20,
         starting_after: StartingAfter = None,
         invoice: Annotated[str | None, QueryParameter(max_length=40)] = None,
-        customer: Annotated[str | None, QueryParameter(max_length=128, description="id or external_id")] = None,
+        customer: CustomerFilter = None,
         status: PaymentStatus = None,
-        flagged: Annotated[bool | None, QueryParameter(description="Pending for more than a day")] = None,
+        flagged: FlaggedFilter = None,
     ) -> Page[PaymentOut]:
-        query = sa.select(Payment).where(Payment.tenant_id == principal.tenant_id)
         async with ctx.database.read() as session:
-            if customer is not None:
-                query = query.where(Payment.customer_id == (await get_customer(session, principal.tenant_id, customer)).id)
-            if invoice is not None:
-                query = query.where(Payment.invoice_id == invoice)
-            if status is not None:
-                query = query.where(Payment.status == status)
-            if flagged is not None:
-                query = query.where(Payment.flagged_at.is_not(None) if flagged else Payment.flagged_at.is_(None))
+            customer_id = customer and (await get_customer(session, principal.tenant_id, customer)).id
+            query = _filtered(principal.tenant_id, customer_id, invoice, status, flagged)
             rows, has_more = await fetch_page(session, query, Payment.id, PageRequest(limit, starting_after))
         return Page([payment_out(row) for row in rows], has_more)
 
