@@ -81,22 +81,24 @@ async def pay_now(ctx: AppContext, tenant_id: str, invoice_id: str) -> Payment:
     """Charge an open invoice now, as its next attempt; 409 while another attempt is pending."""
     async with ctx.database.read() as session:
         invoice = await get_invoice(session, tenant_id, invoice_id)
-    payment = await charge_invoice(ctx, invoice.id, attempt=None, reason="manual", at=ctx.clock.now())
+    payment = await charge_invoice(
+        ctx, invoice.id, attempt=None, reason="manual", at=ctx.clock.now(), strict=True
+    )
     if payment is None:
         raise Conflict("Another payment of this invoice started at the same time", code="payment_in_progress")
     return payment
 
 
 async def charge_invoice(
-    ctx: AppContext, invoice_id: str, *, attempt: int | None, reason: str, at: datetime
+    ctx: AppContext, invoice_id: str, *, attempt: int | None, reason: str, at: datetime, strict: bool = False
 ) -> Payment | None:
-    """Open attempt ``attempt`` (default: the next one) and charge it; None if it already exists
-    or the invoice is no longer chargeable for an automatic attempt."""
+    """Open attempt ``attempt`` (default: the next one) and charge it. None if that attempt exists or
+    the invoice cannot be charged now (not open, or another attempt pending); ``strict`` raises instead."""
     async with ctx.database.transaction() as session:
         invoice = (
             await session.scalars(sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update())
         ).one()
-        if not await _chargeable(session, invoice, manual=attempt is None):
+        if not await _chargeable(session, invoice, strict=strict):
             return None
         tenant = await session.get_one(Tenant, invoice.tenant_id)
         customer = await session.get_one(Customer, invoice.customer_id)
@@ -120,7 +122,7 @@ async def charge_invoice(
         return await session.get_one(Payment, payment.id)
 
 
-async def _chargeable(session: AsyncSession, invoice: Invoice, *, manual: bool) -> bool:
+async def _chargeable(session: AsyncSession, invoice: Invoice, *, strict: bool) -> bool:
     if invoice.status == "open" and invoice.amount_due > 0:
         pending = await session.scalar(
             sa.select(Payment.id)
@@ -129,10 +131,10 @@ async def _chargeable(session: AsyncSession, invoice: Invoice, *, manual: bool) 
         )
         if pending is None:
             return True
-        if manual:
+        if strict:
             raise Conflict(f"Payment {pending} of this invoice is still pending", code="payment_in_progress")
         return False
-    if manual:
+    if strict:
         state = "has nothing due" if invoice.status == "open" else f"is {invoice.status}"
         raise Conflict(f"Only an open invoice can be paid; this one {state}", code="invalid_transition")
     return False
