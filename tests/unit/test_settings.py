@@ -79,6 +79,8 @@ def test_explicit_values_are_read(env: dict[str, str]) -> None:
             "BILLING_SCHEDULER": "off",
             "BILLING_ALLOW_TIME_TRAVEL": "1",
             "BILLING_MAX_BODY_BYTES": "4096",
+            "BILLING_STRIPE_TIMEOUT_SECONDS": "2.5",
+            "BILLING_STRIPE_MAX_NETWORK_RETRIES": "0",
             "BILLING_LOG_LEVEL": "debug",
             "BILLING_LOG_FORMAT": "console",
         }
@@ -92,6 +94,7 @@ def test_explicit_values_are_read(env: dict[str, str]) -> None:
     assert settings.scheduler is False
     assert settings.allow_time_travel is True
     assert settings.max_body_bytes == 4096
+    assert (settings.stripe_timeout_seconds, settings.stripe_max_network_retries) == (2.5, 0)
     assert settings.log_level == "DEBUG"
     assert settings.log_format == "console"
 
@@ -139,6 +142,11 @@ INVALID = [
     ("BILLING_SMTP_URL", "smtp://"),
     ("BILLING_STRIPE_API_BASE", "ftp://127.0.0.1"),
     ("BILLING_STRIPE_API_BASE", "127.0.0.1:12111"),
+    ("BILLING_STRIPE_TIMEOUT_SECONDS", "0"),
+    ("BILLING_STRIPE_TIMEOUT_SECONDS", "-1"),
+    ("BILLING_STRIPE_TIMEOUT_SECONDS", "1e3"),
+    ("BILLING_STRIPE_MAX_NETWORK_RETRIES", "-1"),
+    ("BILLING_STRIPE_MAX_NETWORK_RETRIES", "two"),
     ("BILLING_LOG_LEVEL", "verbose"),
     ("BILLING_LOG_FORMAT", "xml"),
     ("BILLING_SECRET_KEY", "too-short"),
