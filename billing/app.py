@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from billing.auth import ApiKeyMiddleware, scope_guard
 from billing.clock import Clock
 from billing.context import AppContext, provide_context, provide_principal
+from billing.dunning.routes import DunningController
 from billing.errors import EXCEPTION_HANDLERS
 from billing.health import HealthController
 from billing.invoicing.routes import (
@@ -28,11 +29,15 @@ from billing.logs import configure_logging
 from billing.metering.event_routes import EventController
 from billing.metering.routes import CustomerController, MeterController
 from billing.metering.usage_routes import UsageController
+from billing.notifications.routes import NotificationController
 from billing.payments.routes import InvoicePaymentController, PaymentController
 from billing.request_context import request_context_middleware
 from billing.scheduler import Scheduler
 from billing.settings import Settings
+from billing.stripe_events.receiver import StripeWebhookController
+from billing.stripe_events.routes import StripeEventController
 from billing.tenants.routes import ApiKeyController, TenantController
+from billing.webhooks.routes import WebhookDeliveryController, WebhookEndpointController
 
 API_ROUTES = [
     TenantController,
@@ -48,6 +53,11 @@ API_ROUTES = [
     PaymentController,
     UpcomingInvoiceController,
     BillingRunController,
+    DunningController,
+    StripeEventController,
+    WebhookEndpointController,
+    WebhookDeliveryController,
+    NotificationController,
 ]
 
 
@@ -98,7 +108,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: boo
     )
     metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])
     app = Litestar(
-        route_handlers=[api, HealthController, MetricsController],
+        route_handlers=[api, HealthController, MetricsController, StripeWebhookController],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],

@@ -12,7 +12,24 @@ from billing.clock import wall_time_ns
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 PREFIXES = frozenset(
-    {"cus", "mtr", "plan", "sub", "inv", "pay", "dun", "ntf", "whe", "whd", "key", "ten", "evt", "obx", "ste", "rfd"}
+    {
+        "cus",
+        "mtr",
+        "plan",
+        "sub",
+        "inv",
+        "pay",
+        "dun",
+        "ntf",
+        "whe",
+        "whd",
+        "key",
+        "ten",
+        "evt",
+        "obx",
+        "ste",
+        "rfd",
+    }
 )
 
 

@@ -1,6 +1,7 @@
 """Every table of the service, imported in one place for Alembic and the tests."""
 
 from billing.db import Base
+from billing.dunning.models import DunningCase, DunningPolicy
 from billing.invoicing.models import (
     Invoice,
     InvoiceLine,
@@ -11,28 +12,38 @@ from billing.invoicing.models import (
 )
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
+from billing.notifications.models import Notification
 from billing.outbox import OutboxEvent
 from billing.payments.models import Payment, Refund
+from billing.stripe_events.models import StripeEvent
 from billing.tenants.models import ApiKey, Tenant
+from billing.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
     "Customer",
+    "DunningCase",
+    "DunningPolicy",
     "Invoice",
     "InvoiceLine",
     "InvoiceSequence",
     "InvoiceStatusChange",
     "Meter",
+    "Notification",
     "OutboxEvent",
     "Payment",
     "Plan",
     "Refund",
+    "StripeEvent",
     "Subscription",
     "Tenant",
     "UsageEvent",
     "UsageRollup",
     "UsageUniqueValue",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

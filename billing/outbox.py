@@ -125,10 +125,13 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 3600))
 
 
-async def dispatch(ctx: AppContext, consumer: Consumer, *, limit: int = CLAIM_BATCH) -> int:
-    """Claim and handle one batch of due rows for ``consumer``; return how many were handled."""
+async def dispatch(
+    ctx: AppContext, consumer: Consumer, *, limit: int = CLAIM_BATCH, at: datetime | None = None
+) -> int:
+    """Claim and handle one batch of rows due by ``at`` (default now) for ``consumer``; return how
+    many were handled. A billing run at a future ``at`` passes it, so that what it emitted is due."""
     table = OutboxEvent.__table__
-    now = ctx.clock.now()
+    now = max(at, ctx.clock.now()) if at is not None else ctx.clock.now()
     due = sa.and_(
         table.c.consumer == consumer.name,
         table.c.processed_at.is_(None),
@@ -147,21 +150,23 @@ async def dispatch(ctx: AppContext, consumer: Consumer, *, limit: int = CLAIM_BA
         )
     # UPDATE ... RETURNING gives no order on PostgreSQL: handle the oldest first.
     for row in sorted(rows, key=lambda r: (r.available_at, r.id)):
-        await _handle_row(ctx, consumer, row, token)
+        await _handle_row(ctx, consumer, row, token, now)
     return len(rows)
 
 
-async def _handle_row(ctx: AppContext, consumer: Consumer, row: sa.Row[Any], token: str) -> None:
+async def _handle_row(
+    ctx: AppContext, consumer: Consumer, row: sa.Row[Any], token: str, now: datetime
+) -> None:
     message = Message(row.event_id, row.tenant_id, row.topic, row.payload, row.created_at, row.attempts + 1)
     outcome: dict[str, Any]
     try:
         await consumer.handle(ctx, message)
     except Exception as exc:
         log.warning("outbox_handler_failed", consumer=consumer.name, event_id=row.event_id, exc_info=exc)
-        outcome = _failure(ctx.clock.now(), message.attempt, f"{type(exc).__name__}: {exc}")
+        outcome = _failure(now, message.attempt, f"{type(exc).__name__}: {exc}")
         OUTBOX_RESULTS.labels(consumer.name, "failed" if "failed_at" in outcome else "retry").inc()
     else:
-        outcome = {"processed_at": ctx.clock.now(), "attempts": message.attempt, "last_error": None}
+        outcome = {"processed_at": now, "attempts": message.attempt, "last_error": None}
         OUTBOX_RESULTS.labels(consumer.name, "processed").inc()
     async with ctx.database.transaction() as session:
         if not await finish_claim(session, OutboxEvent.__table__, row.id, token, **outcome):
@@ -178,7 +183,12 @@ def _failure(now: datetime, attempt: int, error: str) -> dict[str, Any]:
 
 
 @tick("outbox", every_seconds=5)
-async def dispatch_all(ctx: AppContext) -> None:
+async def outbox_tick(ctx: AppContext) -> None:
+    await dispatch_all(ctx)
+
+
+async def dispatch_all(ctx: AppContext, *, at: datetime | None = None) -> None:
+    """Handle everything due by ``at`` (default now), consumer by consumer."""
     for consumer in list(_CONSUMERS.values()):
-        while await dispatch(ctx, consumer) == CLAIM_BATCH:
+        while await dispatch(ctx, consumer, at=at) == CLAIM_BATCH:
             pass

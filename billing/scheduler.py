@@ -20,7 +20,15 @@ from billing.context import AppContext
 
 TickFunction = Callable[[AppContext], Awaitable[None]]
 # Modules whose import registers their ticks.
-TICK_MODULES: tuple[str, ...] = ("billing.invoicing.run", "billing.outbox", "billing.payments.reconcile")
+TICK_MODULES: tuple[str, ...] = (
+    "billing.invoicing.run",
+    "billing.notifications.dispatch",
+    "billing.outbox",
+    "billing.payments.reconcile",
+    "billing.dunning.run",
+    "billing.stripe_events.process",
+    "billing.webhooks.dispatcher",
+)
 
 TICK_RUNS = Counter("billing_tick_runs_total", "Tick runs by tick and outcome", ["tick", "outcome"])
 TICK_SECONDS = Histogram("billing_tick_duration_seconds", "Tick duration", ["tick"])

@@ -1,19 +1,25 @@
 """Card lifecycle notices: a card about to expire, a card removed.
 
-Stripe reports both for legacy cards and sources (see billing/stripe_events). Each notice is
-queued once per card and expiry month (expiring) or per card (removed), whatever the number of
-events that report it.
+Stripe reports both for legacy cards and sources (see billing/stripe_events); an hourly scan of
+the cards customers have on file covers PaymentMethod cards, which Stripe never reports as
+expiring. Each notice is queued once per card and expiry month (expiring) or per card (removed),
+whatever the number of events or scans that find it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.context import AppContext
 from billing.dunning.policy import get_policy
 from billing.metering.models import Customer
 from billing.notifications.queue import queue_notification
 from billing.outbox import Message
+from billing.scheduler import tick
 
 
 def _card(payload: dict[str, Any]) -> dict[str, Any]:
@@ -27,18 +33,60 @@ async def on_card_expiring(ctx: AppContext, message: Message) -> None:
         return
     async with ctx.database.transaction() as session:
         customer = await session.get(Customer, message.payload["customer_id"])
-        if customer is None or not (await get_policy(session, customer.tenant_id)).expiring_card_notice:
-            return
-        month = f"{int(card['exp_year']):04d}-{int(card['exp_month']):02d}"
-        await queue_notification(
-            session,
-            tenant_id=customer.tenant_id,
-            customer_id=customer.id,
-            kind="card_expiring",
-            dedupe_key=f"card_expiring:{customer.id}:{card['id']}:{month}",
-            data={"card": card},
-            at=message.created_at,
-        )
+        if customer is not None and (await get_policy(session, customer.tenant_id)).expiring_card_notice:
+            await card_expiring(session, customer, card, at=message.created_at)
+
+
+async def card_expiring(
+    session: AsyncSession, customer: Customer, card: dict[str, Any], *, at: datetime
+) -> bool:
+    """Queue the expiry notice of ``card``; once per card and expiry month, whoever reports it."""
+    month = f"{int(card['exp_year']):04d}-{int(card['exp_month']):02d}"
+    return await queue_notification(
+        session,
+        tenant_id=customer.tenant_id,
+        customer_id=customer.id,
+        kind="card_expiring",
+        dedupe_key=f"card_expiring:{customer.id}:{card['id']}:{month}",
+        data={"card": card},
+        at=at,
+    )
+
+
+async def scan_expiring_cards(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
+    """Notify customers whose stored card expires at the end of this month or the next: Stripe
+    never reports PaymentMethod cards as expiring. Tenants whose policy turns notices off are skipped."""
+    month = at.year * 12 + at.month - 1
+    expiry = Customer.card_exp_year * 12 + Customer.card_exp_month - 1
+    query = sa.select(Customer).where(Customer.card_id.is_not(None), expiry.in_((month, month + 1)))
+    if tenant_id is not None:
+        query = query.where(Customer.tenant_id == tenant_id)
+    queued = 0
+    async with ctx.database.transaction() as session:
+        policies: dict[str, bool] = {}
+        for customer in await session.scalars(query.order_by(Customer.id)):
+            if customer.tenant_id not in policies:
+                policies[customer.tenant_id] = (
+                    await get_policy(session, customer.tenant_id)
+                ).expiring_card_notice
+            if policies[customer.tenant_id]:
+                queued += await card_expiring(session, customer, _stored_card(customer), at=at)
+    return queued
+
+
+def _stored_card(customer: Customer) -> dict[str, Any]:
+    return {
+        "id": customer.card_id,
+        "brand": customer.card_brand,
+        "last4": customer.card_last4,
+        "exp_month": customer.card_exp_month,
+        "exp_year": customer.card_exp_year,
+    }
+
+
+@tick("card_scan", every_seconds=3600)
+async def card_scan_tick(ctx: AppContext) -> None:
+    await scan_expiring_cards(ctx, at=ctx.clock.now())
 
 
 async def on_card_removed(ctx: AppContext, message: Message) -> None:

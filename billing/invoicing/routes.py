@@ -34,8 +34,10 @@ from billing.invoicing.schemas import (
 from billing.invoicing.upcoming import upcoming_invoice
 from billing.metering.customers import get_customer
 from billing.metering.usage_routes import timestamp_param
+from billing.notifications.dispatch import dispatch_notifications
 from billing.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.tenants.service import get_tenant
+from billing.webhooks.dispatcher import deliver_all
 
 CustomerFilter = Annotated[
     str | None, QueryParameter(max_length=128, description="Customer id or external_id")
@@ -283,5 +285,7 @@ class BillingRunController(Controller):
                 "at", "is in the future; set BILLING_ALLOW_TIME_TRAVEL=1 to allow it"
             )
         result = await run_billing(ctx, at=at, tenant_id=principal.tenant_id, actor=_actor(principal))
-        await outbox.dispatch_all(ctx)
+        await outbox.dispatch_all(ctx, at=at)
+        await dispatch_notifications(ctx, at=at)
+        await deliver_all(ctx, at=at, tenant_id=principal.tenant_id)
         return result

@@ -18,6 +18,8 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.context import AppContext
+from billing.dunning.cards import scan_expiring_cards
+from billing.dunning.run import run_dunning
 from billing.invoicing.close import close_periods
 from billing.invoicing.finalize import finalize
 from billing.invoicing.invoices import SCHEDULER
@@ -44,6 +46,8 @@ async def run_billing(
     finalized = await _finalize_due(ctx, at, tenant_id, actor)
     reconciled = await reconcile_due(ctx, at=at, tenant_id=tenant_id)
     charged = await charge_due(ctx, at=at, tenant_id=tenant_id)
+    dunning = await run_dunning(ctx, at=at, tenant_id=tenant_id)
+    await scan_expiring_cards(ctx, at=at, tenant_id=tenant_id)
     return BillingRunOut(
         at=at,
         invoices_created=created,
@@ -51,6 +55,7 @@ async def run_billing(
         invoices_finalized=finalized,
         payments_attempted=charged,
         payments_reconciled=reconciled,
+        dunning_steps=dunning,
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from billing.payments.schemas import PaymentOut, RefundOut
-from msgspec import UNSET, UnsetType
 
 # Decimal strings on the wire; JSON numbers are accepted too and read exactly (never as floats).
 DecimalText = str | int
@@ -170,3 +170,4 @@ class BillingRunOut(msgspec.Struct):
     invoices_finalized: int
     payments_attempted: int
     payments_reconciled: int
+    dunning_steps: int

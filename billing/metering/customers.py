@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from babel import Locale, UnknownLocaleError
@@ -20,7 +21,7 @@ from billing.db import find_by_id_or_key, insert_row_ignore
 from billing.errors import Conflict, NotFound, ValidationFailed
 from billing.ids import new_id
 from billing.metering.models import Customer
-from billing.metering.schemas import CustomerCreate, CustomerOut, CustomerPatch
+from billing.metering.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch
 from billing.pagination import PageRequest, fetch_page
 from billing.tenants.service import get_tenant
 
@@ -58,6 +59,7 @@ async def create_customer(
         provider_customer_id=_provider_reference("provider_customer_id", data.provider_customer_id),
         default_payment_method=_provider_reference("default_payment_method", data.default_payment_method),
         metadata_=metadata("metadata", data.metadata or {}),
+        **card_columns(data.card),
         payment_status="ok",
         created_at=now,
         updated_at=now,
@@ -136,6 +138,8 @@ async def update_customer(
         changes["default_payment_method"] = _provider_reference(
             "default_payment_method", patch.default_payment_method
         )
+    if patch.card is not UNSET:
+        changes |= card_columns(patch.card)
     if patch.metadata is not UNSET:
         changes["metadata_"] = metadata("metadata", patch.metadata or {})
     for attribute, value in changes.items():
@@ -145,7 +149,7 @@ async def update_customer(
     return customer
 
 
-def customer_out(customer: Customer) -> CustomerOut:
+def customer_out(customer: Customer, dunning: dict[str, Any] | None = None) -> CustomerOut:
     return CustomerOut(
         id=customer.id,
         external_id=customer.external_id,
@@ -156,9 +160,10 @@ def customer_out(customer: Customer) -> CustomerOut:
         locale=customer.locale,
         provider_customer_id=customer.provider_customer_id,
         default_payment_method=customer.default_payment_method,
+        card=card_of(customer),
         metadata=dict(customer.metadata_),
         payment_status=customer.payment_status,
-        dunning=None,
+        dunning=dunning,
         created_at=customer.created_at,
         updated_at=customer.updated_at,
     )
@@ -221,3 +226,25 @@ def _timezone(value: str | None) -> str | None:
 
 def _provider_reference(field: str, value: str | None) -> str | None:
     return None if value is None else reference(field, value, max_length=PROVIDER_REFERENCE_MAX_LENGTH)
+
+
+def card_columns(card: Card | None) -> dict[str, Any]:
+    return {
+        "card_id": card and card.id,
+        "card_brand": card and card.brand,
+        "card_last4": card and card.last4,
+        "card_exp_month": card and card.exp_month,
+        "card_exp_year": card and card.exp_year,
+    }
+
+
+def card_of(customer: Customer) -> Card | None:
+    if customer.card_id is None:
+        return None
+    return Card(
+        id=customer.card_id,
+        brand=customer.card_brand or "",
+        last4=customer.card_last4 or "",
+        exp_month=customer.card_exp_month or 1,
+        exp_year=customer.card_exp_year or 2000,
+    )

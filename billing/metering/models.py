@@ -31,6 +31,12 @@ class Customer(Base):
     locale: Mapped[str] = mapped_column(sa.String(16), default="en")
     provider_customer_id: Mapped[str | None] = mapped_column(sa.String(255))
     default_payment_method: Mapped[str | None] = mapped_column(sa.String(255))
+    # The default card, when the tenant tells us: expiry notices for cards the provider never reports.
+    card_id: Mapped[str | None] = mapped_column(sa.String(255))
+    card_brand: Mapped[str | None] = mapped_column(sa.String(32))
+    card_last4: Mapped[str | None] = mapped_column(sa.String(4))
+    card_exp_month: Mapped[int | None] = mapped_column(sa.Integer)
+    card_exp_year: Mapped[int | None] = mapped_column(sa.Integer)
     # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
     payment_status: Mapped[str] = mapped_column(sa.String(20), default="ok")
@@ -42,6 +48,7 @@ class Customer(Base):
         # Lists page newest first within a tenant.
         sa.Index("ix_customers_tenant_id_id", "tenant_id", "id"),
         sa.Index("ix_customers_tenant_id_provider_customer_id", "tenant_id", "provider_customer_id"),
+        sa.Index("ix_customers_card_expiry", "card_exp_year", "card_exp_month"),
         sa.CheckConstraint(_one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
     )
 

@@ -9,6 +9,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from billing.auth import ADMIN, READ, scopes
 from billing.context import Caller, Ctx
+from billing.dunning.cases import payment_method_changed
+from billing.dunning.summary import customers_out
 from billing.metering import customers, meters
 from billing.metering.schemas import (
     CustomerCreate,
@@ -50,7 +52,7 @@ class CustomerController(Controller):
                 email=email,
                 external_id=external_id,
             )
-        return Page([customers.customer_out(row) for row in rows], has_more)
+            return Page(await customers_out(session, rows), has_more)
 
     @post(opt=scopes(ADMIN), summary="Create a customer (409 if the external_id is taken)")
     async def create_customer(
@@ -65,9 +67,8 @@ class CustomerController(Controller):
     @get("/{customer_id:str}", opt=scopes(READ), summary="Get a customer by id or external_id")
     async def get_customer(self, ctx: Ctx, principal: Caller, customer_id: FromPath[str]) -> CustomerOut:
         async with ctx.database.read() as session:
-            return customers.customer_out(
-                await customers.get_customer(session, principal.tenant_id, customer_id)
-            )
+            customer = await customers.get_customer(session, principal.tenant_id, customer_id)
+            return (await customers_out(session, [customer]))[0]
 
     @patch("/{customer_id:str}", opt=scopes(ADMIN), summary="Update a customer by id or external_id")
     async def update_customer(
@@ -75,8 +76,11 @@ class CustomerController(Controller):
     ) -> CustomerOut:
         async with ctx.database.transaction() as session:
             customer = await customers.get_customer(session, principal.tenant_id, customer_id)
+            previous_method = customer.default_payment_method
             await customers.update_customer(session, customer, data, now=ctx.clock.now())
-            return customers.customer_out(customer)
+            if customer.default_payment_method not in (None, previous_method):
+                await payment_method_changed(session, customer.id, at=ctx.clock.now())
+            return (await customers_out(session, [customer]))[0]
 
 
 class MeterController(Controller):

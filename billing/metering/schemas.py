@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest"]
+
+
+class Card(msgspec.Struct, forbid_unknown_fields=True):
+    """The customer's default card as the provider describes it, for expiry notices."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    brand: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    last4: Annotated[str, msgspec.Meta(pattern="^[0-9]{4}$")]
+    exp_month: Annotated[int, msgspec.Meta(ge=1, le=12)]
+    exp_year: Annotated[int, msgspec.Meta(ge=2000, le=2200)]
 
 
 class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -22,6 +32,7 @@ class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
     locale: str | None = None
     provider_customer_id: str | None = None
     default_payment_method: str | None = None
+    card: Card | None = None
     metadata: dict[str, str] | None = None
 
 
@@ -37,6 +48,7 @@ class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     locale: str | UnsetType = UNSET
     provider_customer_id: str | UnsetType | None = UNSET
     default_payment_method: str | UnsetType | None = UNSET
+    card: Card | UnsetType | None = UNSET
     metadata: dict[str, str] | UnsetType | None = UNSET
 
 
@@ -50,6 +62,7 @@ class CustomerOut(msgspec.Struct):
     locale: str
     provider_customer_id: str | None
     default_payment_method: str | None
+    card: Card | None
     metadata: dict[str, str]
     payment_status: str
     # The open dunning case, summarised; filled in once dunning exists.

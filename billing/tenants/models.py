@@ -24,6 +24,10 @@ class Tenant(Base):
     stripe_secret_key_encrypted: Mapped[str | None] = mapped_column(sa.Text)
     stripe_webhook_secrets_encrypted: Mapped[list[str]] = mapped_column(JSONType, default=list)
     stripe_livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    # Opt-in: also act on payment_method.detached / payment_method.automatically_updated.
+    stripe_payment_method_events: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     update_payment_method_url: Mapped[str | None] = mapped_column(sa.String(2048))
     email_from: Mapped[str | None] = mapped_column(sa.String(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -23,6 +23,7 @@ class TenantOut(msgspec.Struct):
     stripe_secret_key_set: bool
     stripe_webhook_secrets_count: int
     stripe_livemode: bool
+    stripe_payment_method_events: bool
     update_payment_method_url: str | None
     email_from: str | None
     created_at: datetime
@@ -41,6 +42,7 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     stripe_secret_key: str | UnsetType | None = UNSET
     stripe_webhook_secrets: list[str] | UnsetType | None = UNSET
     stripe_livemode: bool | UnsetType = UNSET
+    stripe_payment_method_events: bool | UnsetType = UNSET
     update_payment_method_url: str | UnsetType | None = UNSET
     email_from: str | UnsetType | None = UNSET
 

@@ -38,6 +38,7 @@ async def create_tenant(session: AsyncSession, *, name: str, currency: str, now:
         payment_provider="sandbox",
         stripe_webhook_secrets_encrypted=[],
         stripe_livemode=False,
+        stripe_payment_method_events=False,
         created_at=now,
         updated_at=now,
     )
@@ -148,6 +149,8 @@ def _apply_provider(tenant: Tenant, patch: TenantPatch, box: SecretBox) -> None:
         ]
     if patch.stripe_livemode is not UNSET:
         tenant.stripe_livemode = patch.stripe_livemode
+    if patch.stripe_payment_method_events is not UNSET:
+        tenant.stripe_payment_method_events = patch.stripe_payment_method_events
     if patch.payment_provider is not UNSET:
         tenant.payment_provider = patch.payment_provider
     if tenant.payment_provider == "stripe" and tenant.stripe_secret_key_encrypted is None:
@@ -185,6 +188,7 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         stripe_secret_key_set=tenant.stripe_secret_key_encrypted is not None,
         stripe_webhook_secrets_count=len(tenant.stripe_webhook_secrets_encrypted),
         stripe_livemode=tenant.stripe_livemode,
+        stripe_payment_method_events=tenant.stripe_payment_method_events,
         update_payment_method_url=tenant.update_payment_method_url,
         email_from=tenant.email_from,
         created_at=tenant.created_at,

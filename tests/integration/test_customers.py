@@ -40,6 +40,7 @@ OUTPUT_FIELDS = {
     "locale",
     "provider_customer_id",
     "default_payment_method",
+    "card",
     "metadata",
     "payment_status",
     "dunning",

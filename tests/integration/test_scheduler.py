@@ -118,7 +118,7 @@ def test_registered_ticks_include_the_outbox_dispatcher() -> None:
     ticks = {t.name: t for t in registered_ticks()}
 
     assert "outbox" in ticks
-    assert ticks["outbox"].run is outbox.dispatch_all
+    assert ticks["outbox"].run is outbox.outbox_tick
     assert ticks["outbox"].every_seconds == 5
     assert [t.name for t in registered_ticks()] == sorted(ticks)
 

@@ -18,8 +18,11 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
+from billing import outbox
 from billing.auth import Scope
 from billing.context import AppContext
+from billing.dunning.models import DunningCase
+from billing.ids import new_id
 from billing.invoicing import plans, subscriptions
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.run import run_billing
@@ -27,7 +30,11 @@ from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import customers, ingest, meters
 from billing.metering.schemas import CustomerCreate, MeterCreate
 from billing.payments.models import Payment
+from billing.stripe_events.models import StripeEvent
 from billing.tenants import service
+from billing.webhooks import endpoints as webhook_endpoints
+from billing.webhooks.models import WebhookDelivery
+from billing.webhooks.schemas import EndpointCreate
 from tests.conftest import TenantHandle
 
 IdMaker = Callable[[AppContext, TenantHandle], Awaitable[str]]
@@ -101,6 +108,37 @@ async def _payment(ctx: AppContext, owner: TenantHandle) -> str:
         return (await session.scalars(sa.select(Payment.id).where(Payment.tenant_id == owner.id))).one()
 
 
+async def _case(ctx: AppContext, owner: TenantHandle) -> str:
+    """The dunning case the failed charge of ``_payment`` opened."""
+    await _payment(ctx, owner)
+    await outbox.dispatch_all(ctx, at=datetime(2026, 11, 3, tzinfo=UTC))
+    async with ctx.database.read() as session:
+        return (
+            await session.scalars(sa.select(DunningCase.id).where(DunningCase.tenant_id == owner.id))
+        ).one()
+
+
+async def _stored_stripe_event(ctx: AppContext, owner: TenantHandle) -> str:
+    """A failed Stripe event, so that reprocessing it is allowed."""
+    now = ctx.clock.now()
+    row = StripeEvent(
+        id=new_id("ste"),
+        tenant_id=owner.id,
+        stripe_event_id="evt_victim",
+        type="customer.source.expiring",
+        livemode=False,
+        created_at=now,
+        payload=b"{}",
+        status="failed",
+        attempts=10,
+        received_at=now,
+        next_attempt_at=now,
+    )
+    async with ctx.database.transaction() as session:
+        session.add(row)
+    return row.id
+
+
 async def _meter(ctx: AppContext, owner: TenantHandle) -> str:
     async with ctx.database.transaction() as session:
         meter = await meters.create_meter(
@@ -124,6 +162,38 @@ async def _event(ctx: AppContext, owner: TenantHandle) -> str:
     return "victim-event"
 
 
+async def _webhook_endpoint(ctx: AppContext, owner: TenantHandle) -> str:
+    """An endpoint nobody listens on (its retry route fails fast, connection refused)."""
+    data = EndpointCreate(url="http://127.0.0.1:9/victim", events=["*"])
+    async with ctx.database.transaction() as session:
+        endpoint, _ = await webhook_endpoints.create_endpoint(
+            session, owner.id, data, box=ctx.box, now=ctx.clock.now(), production=False
+        )
+    return endpoint.id
+
+
+async def _webhook_delivery(ctx: AppContext, owner: TenantHandle) -> str:
+    endpoint_id = await _webhook_endpoint(ctx, owner)
+    now = ctx.clock.now()
+    delivery = WebhookDelivery(
+        id=f"whd_victim{endpoint_id[4:]}",
+        tenant_id=owner.id,
+        endpoint_id=endpoint_id,
+        event_id="evt_victim",
+        event_type="invoice.paid",
+        body="{}",
+        status="failed",
+        attempt_count=1,
+        created_at=now,
+        next_attempt_at=now,
+        retry_until=now,
+        failed_at=now,
+    )
+    async with ctx.database.transaction() as session:
+        session.add(delivery)
+    return delivery.id
+
+
 # How to create, in the owner's tenant, the object that each path parameter names.
 ID_MAKERS: dict[str, IdMaker] = {
     "key_id": _api_key,
@@ -134,7 +204,13 @@ ID_MAKERS: dict[str, IdMaker] = {
     "subscription_id": _subscription,
     "invoice_id": _invoice,
     "payment_id": _payment,
+    "case_id": _case,
+    "stored_event_id": _stored_stripe_event,
+    "endpoint_id": _webhook_endpoint,
+    "delivery_id": _webhook_delivery,
 }
+# Path parameters that name no object of a tenant (the same for every tenant): not walked.
+NOT_IDS = frozenset({"kind"})  # /v1/notifications/preview/{kind}
 # A valid body for routes that need one, so that validation cannot answer before the lookup.
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/customers/{customer_id:str}"): {"name": "Renamed"},
@@ -142,6 +218,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
     ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
+    ("PATCH", "/v1/webhook-endpoints/{endpoint_id:str}"): {"description": "Renamed"},
+    ("POST", "/v1/webhook-endpoints/{endpoint_id:str}/rotate-secret"): {"expire_previous_in_seconds": 0},
 }
 # Query parameters for routes that require some.
 QUERIES: dict[tuple[str, str], dict[str, str]] = {
@@ -171,7 +249,7 @@ def id_routes(app: Litestar) -> list[IdRoute]:
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith("/v1/"):
             continue
-        params = tuple(route.path_parameters)
+        params = tuple(p for p in route.path_parameters if p not in NOT_IDS)
         if not params:
             continue
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):

@@ -1,0 +1,40 @@
+"""The ``dunning`` summary a customer carries: its open case, if any."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.dunning.models import DunningCase
+from billing.metering.customers import customer_out
+from billing.metering.models import Customer
+from billing.metering.schemas import CustomerOut
+
+
+async def open_cases(session: AsyncSession, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each customer's active case (the oldest, when several invoices are unpaid), summarised."""
+    query = (
+        sa.select(DunningCase)
+        .where(DunningCase.customer_id.in_(customer_ids), DunningCase.status == "active")
+        .order_by(DunningCase.id.desc())
+    )
+    summaries = {}
+    for case in await session.scalars(query):
+        summaries[case.customer_id] = {
+            "id": case.id,
+            "invoice": case.invoice_id,
+            "status": case.status,
+            "failures": case.failures,
+            "retries": case.retries,
+            "next_action": case.next_action,
+            "next_action_at": case.next_action_at,
+        }
+    return summaries
+
+
+async def customers_out(session: AsyncSession, customers: Sequence[Customer]) -> list[CustomerOut]:
+    cases = await open_cases(session, [customer.id for customer in customers])
+    return [customer_out(customer, cases.get(customer.id)) for customer in customers]

@@ -1,0 +1,62 @@
+"""Sample data for previews: what each email looks like with the caller's own branding."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from billing import money
+from billing.invoicing.models import Invoice
+from billing.metering.models import Customer
+from billing.notifications import content
+from billing.notifications.queue import TENANT_KINDS
+from billing.tenants.models import Tenant
+
+SAMPLE_AMOUNT = Decimal("123.45")
+
+
+def sample_context(kind: str, tenant: Tenant, now: datetime, locale: str | None) -> dict[str, Any]:
+    if kind in TENANT_KINDS:
+        data = {"endpoint_id": "whe_sample", "url": "https://example.com/webhooks/billing"}
+        return content.tenant_context(kind, tenant, data, now)
+    customer = Customer(
+        id="cus_sample",
+        name="Jane Doe",
+        email="jane.doe@example.com",
+        locale=locale or content.DEFAULT_LOCALE,
+        timezone=None,
+        currency=tenant.currency,
+    )
+    amount = money.to_minor_units(SAMPLE_AMOUNT, tenant.currency)
+    # The month that just ended, in the tenant's timezone, as invoice periods are.
+    local_now = now.astimezone(content.parse_timezone(tenant.billing_timezone))
+    period_end = local_now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    invoice = Invoice(
+        id="inv_sample",
+        number=f"{tenant.invoice_prefix}-000042",
+        currency=tenant.currency,
+        total=amount,
+        amount_due=amount,
+        amount_paid=amount if kind == "payment_recovered" else 0,
+        period_start=(period_end - timedelta(days=1)).replace(day=1),
+        period_end=period_end,
+        due_at=now,
+    )
+    data = {
+        "invoice_id": invoice.id,
+        "attempt": 1,
+        "next_attempt_at": now + timedelta(days=3),
+        "failure_class": "soft",
+        "decline_code": "insufficient_funds",
+        "final_action": "mark_uncollectible",
+        "final_attempt_at": now + timedelta(days=4),
+        "card": {
+            "id": "card_sample",
+            "brand": "visa",
+            "last4": "4242",
+            "exp_month": 12,
+            "exp_year": now.year,
+        },
+    }
+    return content.customer_context(kind, tenant, customer, invoice, data)

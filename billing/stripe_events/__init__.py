@@ -1,0 +1,1 @@
+"""Stripe webhooks: verify, filter, store-then-acknowledge, and process asynchronously."""

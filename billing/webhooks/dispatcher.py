@@ -1,0 +1,296 @@
+"""The delivery dispatcher: a tick claims due deliveries, signs and POSTs them, records each attempt.
+
+At least once: the claim is a lease, and the outcome is written only while the lease is held. A
+process that dies between sending and writing leaves the delivery claimed until the lease runs
+out; then another dispatcher sends it again, with the same body and ``webhook-id``. A 2xx answer
+within the timeout delivers; anything else is retried (see :mod:`billing.webhooks.backoff`) until
+three days after the event. An endpoint whose attempts have failed for three days is disabled.
+
+``at`` is the business time (``POST /v1/billing/run`` may travel in time); leases follow the clock,
+and ``webhook-timestamp`` is the wall clock, which is what receivers check it against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import billing.webhooks.consumer  # noqa: F401 (registers the outbox consumer wherever deliveries go out)
+from billing import outbox
+from billing.clock import monotonic_ns, wall_time_ns
+from billing.context import AppContext
+from billing.crypto import SecretDecryptionError
+from billing.db import claim_rows, finish_claim
+from billing.scheduler import tick
+from billing.webhooks import backoff, metrics, signing
+from billing.webhooks.endpoints import set_enabled, signing_secrets
+from billing.webhooks.events import ENDPOINT_DISABLED
+from billing.webhooks.models import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from billing.webhooks.targets import DestinationRefused, refuse_private_destination
+
+TIMEOUT_SECONDS = 10.0
+CLAIM_BATCH = 20
+CONCURRENCY = 10
+# Long enough for a whole batch: CLAIM_BATCH / CONCURRENCY rounds of at most TIMEOUT_SECONDS each.
+LEASE = timedelta(minutes=2)
+DISABLE_AFTER = timedelta(days=3)
+USER_AGENT = "billing-webhooks/1.0"
+MAX_ERROR = 500
+TABLE: sa.Table = WebhookDelivery.__table__  # type: ignore[assignment]
+log = structlog.get_logger("billing.webhooks")
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+class _ClaimLost(Exception):
+    pass
+
+
+async def deliver_due(
+    ctx: AppContext,
+    *,
+    at: datetime | None = None,
+    tenant_id: str | None = None,
+    only: str | None = None,
+    limit: int = CLAIM_BATCH,
+) -> int:
+    """Claim and attempt one batch of deliveries due by ``at`` (default now); return how many."""
+    token, rows = await _claim(ctx, at or ctx.clock.now(), tenant_id, only, limit)
+    if not rows:
+        return 0
+    targets = await _targets(ctx, {row.endpoint_id for row in rows}, at or ctx.clock.now())
+    gate = asyncio.Semaphore(CONCURRENCY)
+    async with _client() as client:
+
+        async def one(row: sa.Row[Any]) -> None:
+            if row.endpoint_id not in targets:
+                return  # deleted since the claim, and its deliveries with it
+            async with gate:
+                await _deliver(ctx, client, row, targets[row.endpoint_id], token, at)
+
+        await asyncio.gather(*(one(row) for row in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))))
+    return len(rows)
+
+
+@tick("webhooks", every_seconds=5)
+async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id: str | None = None) -> None:
+    """Everything due by ``at``; what fails now waits at least 10 s, so this loop ends."""
+    while await deliver_due(ctx, at=at, tenant_id=tenant_id) == CLAIM_BATCH:
+        pass
+
+
+def _client() -> httpx.AsyncClient:
+    # No proxies from the environment: the destination checks must hold for the real connection.
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(TIMEOUT_SECONDS),
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+    )
+
+
+async def _claim(
+    ctx: AppContext, at: datetime, tenant_id: str | None, only: str | None, limit: int
+) -> tuple[str, list[sa.Row[Any]]]:
+    enabled = sa.select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True))
+    due = sa.and_(TABLE.c.status == PENDING, TABLE.c.next_attempt_at <= at, TABLE.c.endpoint_id.in_(enabled))
+    if tenant_id is not None:
+        due = sa.and_(due, TABLE.c.tenant_id == tenant_id)
+    if only is not None:
+        due = sa.and_(due, TABLE.c.id == only)
+    async with ctx.database.transaction() as session:
+        return await claim_rows(
+            session,
+            TABLE,
+            due=due,
+            order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
+            limit=limit,
+            now=ctx.clock.now(),
+            lease=LEASE,
+        )
+
+
+async def _targets(ctx: AppContext, endpoint_ids: set[str], at: datetime) -> dict[str, Target | None]:
+    """Each endpoint's URL and signing secrets; None for one whose secret cannot be decrypted."""
+    async with ctx.database.read() as session:
+        endpoints = await session.scalars(
+            sa.select(WebhookEndpoint).where(WebhookEndpoint.id.in_(endpoint_ids))
+        )
+        found: dict[str, Target | None] = {}
+        for endpoint in endpoints:
+            try:
+                found[endpoint.id] = Target(
+                    endpoint.url, tuple(signing_secrets(endpoint, box=ctx.box, at=at))
+                )
+            except SecretDecryptionError:
+                log.error("webhook_secret_undecryptable", endpoint=endpoint.id)
+                found[endpoint.id] = None
+    return found
+
+
+async def _deliver(
+    ctx: AppContext,
+    client: httpx.AsyncClient,
+    row: sa.Row[Any],
+    target: Target | None,
+    token: str,
+    at: datetime | None,
+) -> None:
+    attempted_at = at or ctx.clock.now()
+    if target is None:
+        outcome = Outcome(attempted_at, 0, error="the endpoint's signing secret cannot be decrypted")
+    else:
+        outcome = await send(client, target, row.event_id, row.body, attempted_at, ctx.settings.production)
+    try:
+        final = await _record(ctx, row, token, outcome)
+    except _ClaimLost:
+        log.warning("webhook_claim_lost", delivery=row.id)
+        return
+    except Exception as exc:
+        # The lease still holds the row: another dispatcher sends it again once it runs out.
+        log.error("webhook_record_failed", delivery=row.id, exc_info=exc)
+        return
+    _count(row, outcome, final)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    target: Target,
+    msg_id: str,
+    body: str,
+    attempted_at: datetime,
+    production: bool,
+) -> Outcome:
+    """POST ``body`` signed for ``target``; never raises for what the network or the receiver does."""
+    started = monotonic_ns()
+    headers = signing.headers(target.secrets, msg_id, wall_time_ns() // 1_000_000_000, body)
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            if production:
+                await refuse_private_destination(target.url)
+            request = client.build_request("POST", target.url, content=body.encode(), headers=headers)
+            response = await client.send(request, stream=True)  # the answer's body is never read
+            await response.aclose()
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except (TimeoutError, httpx.TimeoutException):
+        error = f"timed out after {TIMEOUT_SECONDS:g} s"
+    except DestinationRefused as exc:
+        error = f"destination refused: {exc}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    duration_ms = (monotonic_ns() - started) // 1_000_000
+    return Outcome(attempted_at, duration_ms, status_code, error[:MAX_ERROR] if error else None)
+
+
+async def _record(ctx: AppContext, row: sa.Row[Any], token: str, outcome: Outcome) -> str | None:
+    """Write the attempt and the delivery's new state under our claim; return the final status, if any."""
+    number = row.attempt_count + 1
+    values, final = _next_state(row, number, outcome)
+    async with ctx.database.transaction() as session:
+        if not await finish_claim(session, TABLE, row.id, token, **values):
+            raise _ClaimLost()
+        session.add(
+            WebhookAttempt(
+                delivery_id=row.id,
+                number=number,
+                attempted_at=outcome.attempted_at,
+                succeeded=outcome.succeeded,
+                status_code=outcome.status_code,
+                duration_ms=outcome.duration_ms,
+                error=outcome.error,
+            )
+        )
+        disabled = await _endpoint_health(session, row.endpoint_id, outcome)
+    if disabled:
+        metrics.DISABLED.inc()
+    return final
+
+
+def _next_state(row: sa.Row[Any], number: int, outcome: Outcome) -> tuple[dict[str, Any], str | None]:
+    values: dict[str, Any] = {
+        "attempt_count": number,
+        "last_attempt_at": outcome.attempted_at,
+        "last_status_code": outcome.status_code,
+        "last_error": outcome.error,
+    }
+    if outcome.succeeded:
+        return values | {"status": DELIVERED, "delivered_at": outcome.attempted_at}, DELIVERED
+    retry_at = backoff.next_attempt_at(outcome.attempted_at, number, row.retry_until, backoff.random_jitter())
+    if retry_at is None:
+        return values | {"status": FAILED, "failed_at": outcome.attempted_at}, FAILED
+    return values | {"next_attempt_at": retry_at}, None
+
+
+async def _endpoint_health(session: AsyncSession, endpoint_id: str, outcome: Outcome) -> bool:
+    """A success clears the endpoint's failing streak; three days of failures disable it (True)."""
+    table = WebhookEndpoint.__table__
+    at = outcome.attempted_at
+    if outcome.succeeded:
+        await session.execute(
+            sa.update(table)
+            .where(table.c.id == endpoint_id, table.c.failing_since.is_not(None))
+            .values(failing_since=None)
+        )
+        return False
+    await session.execute(
+        sa.update(table)
+        .where(table.c.id == endpoint_id, table.c.failing_since.is_(None))
+        .values(failing_since=at)
+    )
+    query = sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.id == endpoint_id,
+        WebhookEndpoint.enabled.is_(True),
+        WebhookEndpoint.failing_since <= at - DISABLE_AFTER,
+    )
+    endpoint = (await session.scalars(query.with_for_update())).first()
+    if endpoint is None:
+        return False
+    since = endpoint.failing_since
+    set_enabled(endpoint, False, now=at, reason=f"every attempt failed since {since:%Y-%m-%dT%H:%M:%SZ}")
+    endpoint.updated_at = at
+    payload = {"endpoint_id": endpoint.id, "url": endpoint.url}
+    await outbox.emit(session, tenant_id=endpoint.tenant_id, topic=ENDPOINT_DISABLED, payload=payload, now=at)
+    log.warning("webhook_endpoint_disabled", endpoint=endpoint.id, tenant=endpoint.tenant_id)
+    return True
+
+
+def _count(row: sa.Row[Any], outcome: Outcome, final: str | None) -> None:
+    result = "success" if outcome.succeeded else "failure"
+    metrics.ATTEMPTS.labels(row.endpoint_id, row.event_type, result).inc()
+    metrics.DURATION.labels(result).observe(outcome.duration_ms / 1000)
+    if final is not None:
+        metrics.DELIVERIES.labels(row.endpoint_id, row.event_type, final).inc()

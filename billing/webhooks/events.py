@@ -1,0 +1,46 @@
+"""The event types a tenant can subscribe an endpoint to, and where each one comes from."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+INVOICE_TOPICS: Final = (
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.uncollectible",
+    "invoice.voided",
+)
+CARD_TOPICS: Final = (
+    "customer.payment_method_expiring",
+    "customer.payment_method_removed",
+    "customer.payment_method_updated",
+)
+# Emitted by dunning: the customer for customer.*, the unpaid invoice for dunning.*.
+DUNNING_CUSTOMER_TOPICS: Final = ("customer.suspended",)
+DUNNING_INVOICE_TOPICS: Final = ("dunning.recovered", "dunning.exhausted")
+TOPICS: Final = frozenset(INVOICE_TOPICS + CARD_TOPICS + DUNNING_CUSTOMER_TOPICS + DUNNING_INVOICE_TOPICS)
+ALL = "*"
+# The outbox topic that tells the notifications work to email the tenant's support address.
+ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+
+EventType = Literal[
+    "*",
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.uncollectible",
+    "invoice.voided",
+    "customer.payment_method_expiring",
+    "customer.payment_method_removed",
+    "customer.payment_method_updated",
+    "customer.suspended",
+    "dunning.recovered",
+    "dunning.exhausted",
+]
+
+
+def subscribed(events: list[str], topic: str) -> bool:
+    return topic in events or ALL in events
