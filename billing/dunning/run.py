@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import Counter
 
 from billing import outbox
 from billing.context import AppContext
@@ -32,6 +33,9 @@ from billing.scheduler import tick
 
 CLAIM_BATCH = 50
 log = structlog.get_logger("billing.dunning")
+FAILURES = Counter(
+    "billing_dunning_step_failures_total", "Dunning steps that failed and wait for their claim to lapse"
+)
 
 
 async def _locked_invoice(session: Any, invoice_id: str) -> Invoice | None:
@@ -100,6 +104,7 @@ async def run_dunning(ctx: AppContext, *, at: datetime, tenant_id: str | None = 
                 await _step(ctx, row.id, token, at)
             except Exception:
                 log.exception("dunning step failed; retried when its claim lapses", case=row.id)
+                FAILURES.inc()
         done += len(rows)
         if len(rows) < CLAIM_BATCH:
             return done

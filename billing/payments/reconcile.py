@@ -33,6 +33,9 @@ REPEAT_WINDOW = timedelta(hours=23)
 STALE_AFTER = timedelta(days=1)
 CLAIM_BATCH = 50
 log = structlog.get_logger("billing.payments.reconcile")
+FAILURES = Counter(
+    "billing_reconciliation_failures_total", "Reconciliations that failed and wait for their claim to lapse"
+)
 FLAGGED = Counter("billing_payments_flagged_total", "Charges and refunds still pending after a day", ["kind"])
 NOT_FOUND = ChargeResult(
     Outcome.DECLINED,
@@ -94,6 +97,7 @@ async def _guarded(ctx: AppContext, resolve: Resolver, row: sa.Row[Any], token: 
     except Exception:
         # The claim expires and the next tick tries again.
         log.exception("reconciliation failed", row=row.id)
+        FAILURES.inc()
 
 
 async def _resolve_payment(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:
