@@ -14,19 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
 
 import billing.models  # noqa: F401  (every table, for foreign keys)
-from bench.ingest import Server, create_postgres_database, drop_postgres_database, free_port
+from bench.ingest import (
+    Server,
+    bench_database,
+    drop_postgres_database,
+    free_port,
+    server_env,
+)
 from billing.db import Database
 from billing.ids import new_id
 from billing.invoicing.models import Invoice, Plan, Subscription
@@ -239,19 +242,8 @@ async def main() -> None:
     args = parser.parse_args()
     customers = args.customers or (10_000 if args.database == "postgresql" else 1000)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="billing-bench-"))
-    url = (
-        await create_postgres_database()
-        if args.database == "postgresql"
-        else f"sqlite+aiosqlite:///{data_dir}/billing.db"
-    )
-    env = {
-        **os.environ,
-        "BILLING_DATA_DIR": str(data_dir),
-        "BILLING_DATABASE_URL": url,
-        "BILLING_SCHEDULER": "off",
-        "BILLING_LOG_LEVEL": "warning",
-    }
+    data_dir, url = await bench_database(args.database)
+    env = server_env(data_dir, url)
     server = Server(env, free_port())
     try:
         server.start()

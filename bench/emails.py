@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from asyncio.subprocess import PIPE
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import create_postgres_database, drop_postgres_database, free_port  # noqa: E402
+from bench.ingest import bench_database, drop_postgres_database, free_port  # noqa: E402
 from billing.clock import FrozenClock  # noqa: E402
 from billing.context import AppContext  # noqa: E402
 from billing.ids import new_id  # noqa: E402
@@ -280,12 +279,7 @@ async def main() -> None:
     parser.add_argument("--emails", type=int, default=10_000)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="billing-bench-"))
-    url = (
-        await create_postgres_database()
-        if args.database == "postgresql"
-        else f"sqlite+aiosqlite:///{data_dir}/billing.db"
-    )
+    data_dir, url = await bench_database(args.database)
     sink = Sink()
     await sink.start()
     settings = Settings(

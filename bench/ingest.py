@@ -70,6 +70,25 @@ async def create_postgres_database() -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
+async def bench_database(database: str, prefix: str = "billing-bench-") -> tuple[Path, str]:
+    """A fresh data dir, and a fresh database of ``database``'s dialect to go with it."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    if database == "postgresql":
+        return data_dir, await create_postgres_database()
+    return data_dir, f"sqlite+aiosqlite:///{data_dir}/billing.db"
+
+
+def server_env(data_dir: Path, url: str) -> dict[str, str]:
+    """The environment of a ``billing serve`` under benchmark: no scheduler, quiet logs."""
+    return {
+        **os.environ,
+        "BILLING_DATA_DIR": str(data_dir),
+        "BILLING_DATABASE_URL": url,
+        "BILLING_SCHEDULER": "off",
+        "BILLING_LOG_LEVEL": "warning",
+    }
+
+
 async def drop_postgres_database(url: str) -> None:
     admin = make_url(POSTGRES_ADMIN_URL)
     connection = await asyncpg.connect(
@@ -295,19 +314,8 @@ async def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=100_000)
     args = parser.parse_args()
 
-    data_dir = Path(tempfile.mkdtemp(prefix="billing-bench-"))
-    url = (
-        await create_postgres_database()
-        if args.database == "postgresql"
-        else f"sqlite+aiosqlite:///{data_dir}/billing.db"
-    )
-    env = {
-        **os.environ,
-        "BILLING_DATA_DIR": str(data_dir),
-        "BILLING_DATABASE_URL": url,
-        "BILLING_SCHEDULER": "off",
-        "BILLING_LOG_LEVEL": "warning",
-    }
+    data_dir, url = await bench_database(args.database)
+    env = server_env(data_dir, url)
     port = free_port()
     server = Server(env, port)
     start = datetime(2026, 11, 1, tzinfo=UTC)

@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.ingest import Server, create_postgres_database, drop_postgres_database, free_port  # noqa: E402
+from bench.ingest import Server, bench_database, drop_postgres_database, free_port, server_env  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
 SECRETS = ["whsec_bench_old_0123456789abcdefghijklmnopqrst", "whsec_bench_new_0123456789abcdefghijklmnopqrst"]
@@ -208,19 +206,8 @@ def _line(name: str, result: dict[str, Any]) -> str:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="billing-bench-webhooks-"))
-    url = (
-        await create_postgres_database()
-        if args.database == "postgresql"
-        else f"sqlite+aiosqlite:///{data_dir}/billing.db"
-    )
-    env = {
-        **os.environ,
-        "BILLING_DATA_DIR": str(data_dir),
-        "BILLING_DATABASE_URL": url,
-        "BILLING_SCHEDULER": "off",
-        "BILLING_LOG_LEVEL": "warning",
-    }
+    data_dir, url = await bench_database(args.database, prefix="billing-bench-webhooks-")
+    env = server_env(data_dir, url)
     port = free_port()
     server = BenchServer(env, port)
     try:

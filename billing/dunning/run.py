@@ -10,7 +10,6 @@ like any other charge's.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -24,6 +23,7 @@ from billing.dunning.cards import on_card_expiring, on_card_removed
 from billing.dunning.decide import at_waiting_slot
 from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
+from billing.invoicing.invoices import lock_invoice
 from billing.invoicing.models import Invoice
 from billing.outbox import Message
 from billing.payments.attempts import call_lease
@@ -38,30 +38,22 @@ FAILURES = Counter(
 )
 
 
-async def _locked_invoice(session: Any, invoice_id: str) -> Invoice | None:
-    query = sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update()
-    return (await session.scalars(query)).first()
-
-
 async def on_payment_failed(ctx: AppContext, message: Message) -> None:
     async with ctx.database.transaction() as session:
-        invoice = await _locked_invoice(session, message.payload["invoice_id"])
-        if invoice is not None:
-            await cases.record_failure(session, invoice, message.payload["payment"], at=message.created_at)
+        invoice = await lock_invoice(session, message.payload["invoice_id"])
+        await cases.record_failure(session, invoice, message.payload["payment"], at=message.created_at)
 
 
 async def on_invoice_paid(ctx: AppContext, message: Message) -> None:
     async with ctx.database.transaction() as session:
-        invoice = await _locked_invoice(session, message.payload["invoice_id"])
-        if invoice is not None:
-            await cases.record_payment(session, invoice, at=message.created_at)
+        invoice = await lock_invoice(session, message.payload["invoice_id"])
+        await cases.record_payment(session, invoice, at=message.created_at)
 
 
 async def on_invoice_closed(ctx: AppContext, message: Message) -> None:
     async with ctx.database.transaction() as session:
-        invoice = await _locked_invoice(session, message.payload["invoice_id"])
-        if invoice is not None:
-            await cases.cancel(session, invoice, at=message.created_at)
+        invoice = await lock_invoice(session, message.payload["invoice_id"])
+        await cases.cancel(session, invoice, at=message.created_at)
 
 
 HANDLERS = {

@@ -138,6 +138,18 @@ async def get_invoice(
     return invoice
 
 
+async def lock_invoice(session: AsyncSession, invoice_id: str) -> Invoice:
+    """The invoice by id, locked until the caller commits (for work already scoped to its tenant)."""
+    query = sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update()
+    return (await session.scalars(query)).one()
+
+
+async def pending_payment(session: AsyncSession, invoice_id: str) -> str | None:
+    """The id of a payment of the invoice whose outcome is not known yet, if any."""
+    query = sa.select(Payment.id).where(Payment.invoice_id == invoice_id, Payment.status == "pending")
+    return await session.scalar(query.limit(1))
+
+
 def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice]]:
     stmt = sa.select(Invoice).where(Invoice.tenant_id == tenant_id)
     if filters.status is not None:
@@ -160,9 +172,7 @@ async def list_invoices(
 async def void(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
     if invoice.status not in ("draft", "open"):
         raise Conflict(f"A {invoice.status} invoice cannot be voided", code="invalid_transition")
-    pending = await session.scalar(
-        sa.select(Payment.id).where(Payment.invoice_id == invoice.id, Payment.status == "pending").limit(1)
-    )
+    pending = await pending_payment(session, invoice.id)
     if pending is not None:
         raise Conflict(
             f"Payment {pending} of this invoice is pending; void it once its outcome is known",

@@ -18,11 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import outbox
 from billing.db import insert_ignore, new_claim_token
 from billing.ids import new_id
-from billing.invoicing.invoices import event_payload, record_status
+from billing.invoicing.invoices import event_payload, lock_invoice, record_status
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
 from billing.payments.declines import FailureClass, classify
-from billing.payments.models import Payment
+from billing.payments.models import Payment, Refund
 from billing.payments.provider import ChargeRequest, ChargeResult, Outcome
 from billing.settings import Settings
 from billing.tenants.models import Tenant
@@ -135,16 +135,14 @@ async def record_outcome(
     success and queues ``invoice.paid`` or ``invoice.payment_failed``.
     """
     payment = await session.get_one(Payment, payment_id)
-    invoice = (
-        await session.scalars(sa.select(Invoice).where(Invoice.id == payment.invoice_id).with_for_update())
-    ).one()
+    invoice = await lock_invoice(session, payment.invoice_id)
     await session.refresh(payment)
     if payment.status != "pending":
         return False
     payment.provider_payment_id = result.provider_payment_id or payment.provider_payment_id
     payment.updated_at = at
     if result.outcome not in _STATUS:
-        return _reschedule(payment, result, at=at, token=token)
+        return reschedule_check(payment, result.message or result.outcome.value, at=at, token=token)
     payment.status = _STATUS[result.outcome]
     payment.completed_at = at
     payment.claimed_by = payment.claim_expires_at = None
@@ -157,19 +155,21 @@ async def record_outcome(
     return True
 
 
-def _reschedule(payment: Payment, result: ChargeResult, *, at: datetime, token: str | None) -> bool:
-    if token is not None and payment.claimed_by != token:
+def reschedule_check(row: Payment | Refund, error: str, *, at: datetime, token: str | None) -> bool:
+    """Leave a charge or refund pending and release it until its next check, while the caller's
+    claim (``token``; None for callers without one) still holds it."""
+    if token is not None and row.claimed_by != token:
         return False
-    payment.claimed_by = None
-    payment.claim_expires_at = at + retry_delay(payment.checks)
-    payment.checks += 1
-    payment.last_error = (result.message or result.outcome.value)[:500]
+    row.claimed_by = None
+    row.claim_expires_at = at + retry_delay(row.checks)
+    row.checks += 1
+    row.last_error = error[:500]
     log.warning(
-        "payment_outcome_unknown",
-        payment=payment.id,
-        outcome=result.outcome.value,
-        checks=payment.checks,
-        next_check_at=payment.claim_expires_at.isoformat(),
+        "outcome_unknown",
+        id=row.id,
+        error=row.last_error,
+        checks=row.checks,
+        next_check_at=row.claim_expires_at,
     )
     return True
 

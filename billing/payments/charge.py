@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.context import AppContext
 from billing.errors import Conflict
-from billing.invoicing.invoices import get_invoice
+from billing.invoicing.invoices import get_invoice, lock_invoice, pending_payment
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
 from billing.payments.attempts import (
@@ -95,9 +95,7 @@ async def charge_invoice(
     """Open attempt ``attempt`` (default: the next one) and charge it. None if that attempt exists or
     the invoice cannot be charged now (not open, or another attempt pending); ``strict`` raises instead."""
     async with ctx.database.transaction() as session:
-        invoice = (
-            await session.scalars(sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update())
-        ).one()
+        invoice = await lock_invoice(session, invoice_id)
         if not await _chargeable(session, invoice, strict=strict):
             return None
         tenant = await session.get_one(Tenant, invoice.tenant_id)
@@ -124,11 +122,7 @@ async def charge_invoice(
 
 async def _chargeable(session: AsyncSession, invoice: Invoice, *, strict: bool) -> bool:
     if invoice.status == "open" and invoice.amount_due > 0:
-        pending = await session.scalar(
-            sa.select(Payment.id)
-            .where(Payment.invoice_id == invoice.id, Payment.status == "pending")
-            .limit(1)
-        )
+        pending = await pending_payment(session, invoice.id)
         if pending is None:
             return True
         if strict:
@@ -141,13 +135,17 @@ async def _chargeable(session: AsyncSession, invoice: Invoice, *, strict: bool) 
 
 
 async def call_provider(
-    ctx: AppContext, tenant: Tenant, payment: Payment, invoice_number: str | None
+    ctx: AppContext, tenant: Tenant, payment: Payment, invoice_number: str | None, *, lookup: bool = False
 ) -> ChargeResult:
-    """Charge through the provider the payment was opened with; a failure to even try is an unknown."""
+    """Charge through the provider the payment was opened with, or with ``lookup`` ask it what
+    became of the charge; a failure to even try is an unknown."""
     if payment.payment_method is None:
         return NO_PAYMENT_METHOD
+    request = charge_request(payment, invoice_number)
     try:
         async with open_provider(ctx, tenant, payment.provider) as provider:
-            return await provider.charge(charge_request(payment, invoice_number))
+            if lookup:
+                return await provider.retrieve(request, payment.provider_payment_id)
+            return await provider.charge(request)
     except ProviderUnavailable as exc:
         return ChargeResult(Outcome.UNKNOWN, message=f"provider unavailable: {exc}")

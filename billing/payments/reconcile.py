@@ -20,12 +20,13 @@ from prometheus_client import Counter
 from billing.context import AppContext
 from billing.db import claim_rows
 from billing.invoicing.models import Invoice
-from billing.payments.attempts import NO_PAYMENT_METHOD, call_lease, charge_request, record_outcome
+from billing.payments.attempts import call_lease, record_outcome
+from billing.payments.charge import call_provider
 from billing.payments.declines import FailureClass
 from billing.payments.models import Payment, Refund
-from billing.payments.provider import ChargeResult, Outcome, PaymentProvider
+from billing.payments.provider import ChargeResult, Outcome
 from billing.payments.refunds import record_refund_outcome, refund_request
-from billing.payments.registry import ProviderUnavailable, open_provider
+from billing.payments.registry import open_provider
 from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
@@ -105,23 +106,13 @@ async def _resolve_payment(ctx: AppContext, row: sa.Row[Any], token: str, at: da
         payment = await session.get_one(Payment, row.id)
         tenant = await session.get_one(Tenant, payment.tenant_id)
         number = await session.scalar(sa.select(Invoice.number).where(Invoice.id == payment.invoice_id))
-    request = charge_request(payment, number)
-    try:
-        async with open_provider(ctx, tenant, payment.provider) as provider:
-            result = await _ask(provider, payment, request, at)
-    except ProviderUnavailable as exc:
-        result = ChargeResult(Outcome.UNKNOWN, message=f"provider unavailable: {exc}")
+    result = await call_provider(
+        ctx, tenant, payment, number, lookup=at - payment.created_at >= REPEAT_WINDOW
+    )
+    if result.outcome is Outcome.NOT_FOUND:
+        result = NOT_FOUND
     async with ctx.database.transaction() as session:
         await record_outcome(session, payment.id, result, at=at, token=token, source="reconciliation")
-
-
-async def _ask(provider: PaymentProvider, payment: Payment, request: Any, at: datetime) -> ChargeResult:
-    if payment.payment_method is None:
-        return NO_PAYMENT_METHOD
-    if at - payment.created_at < REPEAT_WINDOW:
-        return await provider.charge(request)
-    result = await provider.retrieve(request, payment.provider_payment_id)
-    return NOT_FOUND if result.outcome is Outcome.NOT_FOUND else result
 
 
 async def _resolve_refund(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:

@@ -17,9 +17,9 @@ from billing.context import AppContext
 from billing.db import new_claim_token
 from billing.errors import Conflict, FieldError, ValidationFailed
 from billing.ids import new_id
-from billing.invoicing.invoices import get_invoice
+from billing.invoicing.invoices import get_invoice, lock_invoice
 from billing.invoicing.models import Invoice
-from billing.payments.attempts import call_lease, retry_delay
+from billing.payments.attempts import call_lease, reschedule_check
 from billing.payments.models import Payment, Refund
 from billing.payments.provider import Outcome, RefundRequest, RefundResult
 from billing.payments.registry import open_provider
@@ -153,9 +153,7 @@ async def record_refund_outcome(
 ) -> bool:
     """Write ``result`` on a refund still pending; a success counts on the invoice."""
     refund = await session.get_one(Refund, refund_id)
-    invoice = (
-        await session.scalars(sa.select(Invoice).where(Invoice.id == refund.invoice_id).with_for_update())
-    ).one()
+    invoice = await lock_invoice(session, refund.invoice_id)
     await session.refresh(refund)
     if refund.status != "pending":
         return False
@@ -163,13 +161,7 @@ async def record_refund_outcome(
     refund.updated_at = at
     status = _STATUS.get(result.outcome)
     if status is None:
-        if token is not None and refund.claimed_by != token:
-            return False
-        refund.claimed_by = None
-        refund.claim_expires_at = at + retry_delay(refund.checks)
-        refund.checks += 1
-        refund.last_error = (result.message or result.outcome.value)[:500]
-        return True
+        return reschedule_check(refund, result.message or result.outcome.value, at=at, token=token)
     refund.status = status
     refund.completed_at = at
     refund.claimed_by = refund.claim_expires_at = None
