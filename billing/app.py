@@ -17,6 +17,7 @@ from billing.clock import Clock
 from billing.context import AppContext, provide_context, provide_principal
 from billing.dunning.routes import DunningController
 from billing.errors import EXCEPTION_HANDLERS
+from billing.finance.routes import finance_router
 from billing.health import HealthController
 from billing.invoicing.routes import (
     BillingRunController,
@@ -30,6 +31,7 @@ from billing.metering.event_routes import EventController
 from billing.metering.routes import CustomerController, MeterController
 from billing.metering.usage_routes import UsageController
 from billing.notifications.routes import NotificationController
+from billing.openapi import document_problems
 from billing.payments.routes import InvoicePaymentController, PaymentController
 from billing.request_context import request_context_middleware
 from billing.scheduler import Scheduler
@@ -108,7 +110,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: boo
     )
     metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])
     app = Litestar(
-        route_handlers=[api, HealthController, MetricsController, StripeWebhookController],
+        route_handlers=[api, finance_router(), HealthController, MetricsController, StripeWebhookController],
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],
@@ -118,6 +120,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: boo
         debug=False,
         logging_config=None,
     )
+    document_problems(app)
     # Outermost, so that errors raised by any middleware (401s) and unrouted paths get an id too.
     app.asgi_handler = request_context_middleware(app.asgi_handler)
     app.state.ctx = ctx

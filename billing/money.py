@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
     ROUND_HALF_UP,
     Context,
     Decimal,
@@ -82,6 +84,22 @@ def exponent(currency: str) -> int:
         return CURRENCY_EXPONENTS[currency]
     except KeyError:
         raise UnknownCurrency(f"unknown currency code {currency!r}") from None
+
+
+def currencies_by_exponent() -> dict[int, list[str]]:
+    """Currency codes grouped by their number of minor-unit digits."""
+    groups: dict[int, list[str]] = {}
+    for code, places in CURRENCY_EXPONENTS.items():
+        groups.setdefault(places, []).append(code)
+    return groups
+
+
+def minor_units_bound(amount: Decimal, places: int, *, lower: bool) -> int:
+    """The integer minor-unit bound of a range edge given in major units: a lower edge rounds up
+    (0.005 USD admits 1 cent, not 0), an upper edge rounds down."""
+    with localcontext(_exact_context()):
+        scaled = amount.scaleb(places)
+        return int(scaled.to_integral_value(rounding=ROUND_CEILING if lower else ROUND_FLOOR))
 
 
 def is_currency(code: str) -> bool:

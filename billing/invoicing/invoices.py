@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,9 @@ class InvoiceFilters:
     customer_id: str | None = None
     period_start_gte: datetime | None = None
     period_start_lt: datetime | None = None
+    # In major units of each invoice's own currency (10 means $10.00 and ¥10).
+    total_min: Decimal | None = None
+    total_max: Decimal | None = None
 
 
 def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, object]]:
@@ -160,7 +164,25 @@ def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice
         stmt = stmt.where(Invoice.period_start >= filters.period_start_gte)
     if filters.period_start_lt is not None:
         stmt = stmt.where(Invoice.period_start < filters.period_start_lt)
+    if filters.total_min is not None:
+        stmt = stmt.where(_total_bound(filters.total_min, lower=True))
+    if filters.total_max is not None:
+        stmt = stmt.where(_total_bound(filters.total_max, lower=False))
     return stmt
+
+
+def _total_bound(amount: Decimal, *, lower: bool) -> sa.ColumnElement[bool]:
+    """``total`` on the right side of ``amount``, converted per currency exponent."""
+    return sa.or_(
+        *(
+            sa.and_(
+                Invoice.currency.in_(codes),
+                Invoice.total >= bound if lower else Invoice.total <= bound,
+            )
+            for places, codes in money.currencies_by_exponent().items()
+            for bound in [money.minor_units_bound(amount, places, lower=lower)]
+        )
+    )
 
 
 async def list_invoices(

@@ -15,9 +15,8 @@ from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.clock import ensure_utc
 from billing.context import AppContext, Caller, Ctx
 from billing.errors import ValidationFailed
-from billing.invoicing import invoices, plans, subscriptions
+from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
-from billing.invoicing.finalize import finalize, void_draft_events
 from billing.invoicing.models import Subscription
 from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import (
@@ -36,7 +35,6 @@ from billing.metering.customers import get_customer
 from billing.metering.usage_routes import timestamp_param
 from billing.notifications.dispatch import dispatch_notifications
 from billing.pagination import Limit, Page, PageRequest, StartingAfter
-from billing.tenants.service import get_tenant
 from billing.webhooks.dispatcher import deliver_all
 
 CustomerFilter = Annotated[
@@ -200,7 +198,12 @@ class InvoiceController(Controller):
             )
             return Page(await invoices.invoices_out(session, rows), has_more)
 
-    @get("/export.csv", opt=scopes(READ), summary="Invoice lines as CSV, with the list's filters")
+    @get(
+        "/export.csv",
+        opt=scopes(READ),
+        media_type="text/csv",
+        summary="Invoice lines as CSV, with the list's filters",
+    )
     async def export_invoices(
         self,
         ctx: Ctx,
@@ -215,38 +218,23 @@ class InvoiceController(Controller):
         )
         return Stream(
             export_rows(ctx.database, principal.tenant_id, filters),
-            media_type="text/csv; charset=utf-8",
+            media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="invoices.csv"'},
         )
 
     @get("/{invoice_id:str}", opt=scopes(READ), summary="Get an invoice")
     async def get_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        async with ctx.database.read() as session:
-            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
-            return (await invoices.invoices_out(session, [invoice]))[0]
+        return await actions.read_invoice(ctx, principal.tenant_id, invoice_id)
 
     @post("/{invoice_id:str}/finalize", opt=scopes(FINANCE), status_code=200, summary="Finalize a draft now")
     async def finalize_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        async with ctx.database.transaction() as session:
-            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
-            tenant = await get_tenant(session, principal.tenant_id)
-            await finalize(session, tenant, invoice, at=ctx.clock.now(), actor=_actor(principal))
-            return (await invoices.invoices_out(session, [invoice]))[0]
+        return await actions.finalize_now(ctx, principal.tenant_id, invoice_id, actor=_actor(principal))
 
     @post(
         "/{invoice_id:str}/void", opt=scopes(FINANCE), status_code=200, summary="Void a draft or open invoice"
     )
     async def void_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        async with ctx.database.transaction() as session:
-            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id)
-            sub = await subscriptions.get_subscription(
-                session, principal.tenant_id, invoice.subscription_id, lock=True
-            )
-            await session.refresh(invoice)
-            if invoice.status == "draft":
-                await void_draft_events(session, sub, invoice)
-            await invoices.void(session, invoice, at=ctx.clock.now(), actor=_actor(principal))
-            return (await invoices.invoices_out(session, [invoice]))[0]
+        return await actions.void_now(ctx, principal.tenant_id, invoice_id, actor=_actor(principal))
 
     @post(
         "/{invoice_id:str}/mark-uncollectible",
@@ -255,10 +243,9 @@ class InvoiceController(Controller):
         summary="Give up collecting an open invoice",
     )
     async def mark_uncollectible(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        async with ctx.database.transaction() as session:
-            invoice = await invoices.get_invoice(session, principal.tenant_id, invoice_id, lock=True)
-            await invoices.mark_uncollectible(session, invoice, at=ctx.clock.now(), actor=_actor(principal))
-            return (await invoices.invoices_out(session, [invoice]))[0]
+        return await actions.mark_uncollectible_now(
+            ctx, principal.tenant_id, invoice_id, actor=_actor(principal)
+        )
 
 
 class UpcomingInvoiceController(Controller):

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from billing.auth import ADMIN, FINANCE, READ, scopes
 from billing.context import Caller, Ctx
 from billing.errors import NotFound
-from billing.invoicing import invoices
+from billing.invoicing.actions import read_invoice
 from billing.invoicing.schemas import InvoiceOut
 from billing.metering.customers import get_customer
 from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
@@ -28,20 +28,14 @@ class InvoicePaymentController(Controller):
     @post("/pay", opt=scopes(FINANCE), status_code=200, summary="Charge an open invoice now")
     async def pay(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
         await pay_now(ctx, principal.tenant_id, invoice_id)
-        return await _invoice(ctx, principal.tenant_id, invoice_id)
+        return await read_invoice(ctx, principal.tenant_id, invoice_id)
 
     @post("/refund", opt=scopes(ADMIN), status_code=200, summary="Refund a paid invoice, fully or in part")
     async def refund(
         self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str], data: JSONBody[RefundIn]
     ) -> InvoiceOut:
         await refund_invoice(ctx, principal.tenant_id, invoice_id, data.amount, actor=principal.key_id)
-        return await _invoice(ctx, principal.tenant_id, invoice_id)
-
-
-async def _invoice(ctx: Ctx, tenant_id: str, invoice_id: str) -> InvoiceOut:
-    async with ctx.database.read() as session:
-        invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
-        return (await invoices.invoices_out(session, [invoice]))[0]
+        return await read_invoice(ctx, principal.tenant_id, invoice_id)
 
 
 PaymentStatus = Annotated[

@@ -1,0 +1,93 @@
+"""Everything the invoice page shows: the invoice, its customer, dunning case and emails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from billing.context import AppContext
+from billing.dunning.models import DunningCase
+from billing.dunning.routes import cases_out
+from billing.dunning.schemas import CaseOut
+from billing.invoicing import invoices
+from billing.invoicing.schemas import InvoiceOut
+from billing.metering.models import Customer
+from billing.notifications.models import Notification
+from billing.tenants.models import ApiKey
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    label: str
+    allowed_from: tuple[str, ...]
+    warning: str
+
+
+ACTIONS = {
+    action.name: action
+    for action in (
+        Action(
+            "finalize",
+            "Finalize",
+            ("draft",),
+            "Finalizing numbers the invoice, freezes its lines and starts collecting payment.",
+        ),
+        Action(
+            "pay",
+            "Retry charge",
+            ("open",),
+            "The customer's saved payment method is charged now for the amount due.",
+        ),
+        Action(
+            "void",
+            "Void",
+            ("draft", "open"),
+            "A void invoice is never collected. This cannot be undone.",
+        ),
+        Action(
+            "mark-uncollectible",
+            "Mark uncollectible",
+            ("open",),
+            "Collection stops, dunning ends, and the amount is written off. This cannot be undone.",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    invoice: InvoiceOut
+    customer: Customer
+    case: CaseOut | None
+    notifications: list[Notification]
+    key_names: dict[str, str]
+
+    def actor(self, actor: str) -> str:
+        """Who changed the status, as a person reads it: the scheduler, or which API key."""
+        if actor == invoices.SCHEDULER:
+            return "the scheduler"
+        return self.key_names.get(actor, actor)
+
+    @property
+    def actions(self) -> list[Action]:
+        return [action for action in ACTIONS.values() if self.invoice.status in action.allowed_from]
+
+
+async def load(ctx: AppContext, tenant_id: str, invoice_id: str) -> InvoicePage:
+    async with ctx.database.read() as session:
+        invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
+        out = (await invoices.invoices_out(session, [invoice]))[0]
+        customer = await session.get_one(Customer, invoice.customer_id)
+        case = await session.scalar(sa.select(DunningCase).where(DunningCase.invoice_id == invoice.id))
+        case_out = (await cases_out(session, [case]))[0] if case is not None else None
+        notes = await session.scalars(
+            sa.select(Notification).where(Notification.invoice_id == invoice.id).order_by(Notification.id)
+        )
+        actors = {change.actor for change in out.status_transitions}
+        keys = await session.execute(
+            sa.select(ApiKey.id, ApiKey.scope, ApiKey.name).where(ApiKey.id.in_(actors))
+        )
+        names = {key_id: f"{scope} key “{name or key_id}” ({key_id})" for key_id, scope, name in keys}
+        return InvoicePage(out, customer, case_out, list(notes), names)
