@@ -18,6 +18,7 @@ from billing.money import (
     format_money,
     from_minor_units,
     is_currency,
+    minor_units_bound,
     multiply_to_minor_units,
     parse_decimal,
     round_half_up,
@@ -359,7 +360,6 @@ def test_multiply_to_minor_units_rounds_the_exact_product_once() -> None:
     st.integers(0, MAX_FRACTION_DIGITS),
     st.integers(-(10**27), 10**27),
     st.integers(0, MAX_FRACTION_DIGITS),
-    currencies_by_exponent,
 )
 def test_multiply_to_minor_units_matches_integer_arithmetic(
     quantity_units: int, quantity_places: int, price_units: int, price_places: int, currency: str
@@ -418,3 +418,28 @@ def test_format_money_rejects_unknown_currencies() -> None:
 def test_format_money_ignores_a_low_precision_global_context() -> None:
     with localcontext(prec=3):
         assert format_money(123456, "USD") == "$1,234.56"
+
+
+@pytest.mark.parametrize(
+    ("amount", "places", "lower", "expected"),
+    [
+        ("12.5", 2, True, 1250),
+        ("12.501", 2, True, 1251),  # a lower edge rounds up: 12.50 is below 12.501
+        ("12.509", 2, False, 1250),  # an upper edge rounds down
+        ("10", 0, True, 10),
+        ("0.5", 0, True, 1),
+        ("1.2345", 3, False, 1234),
+        ("-0.005", 2, True, 0),
+        ("-0.005", 2, False, -1),
+    ],
+)
+def test_a_range_edge_in_major_units_becomes_the_tightest_minor_unit_bound(
+    amount: str, places: int, lower: bool, expected: int
+) -> None:
+    assert minor_units_bound(Decimal(amount), places, lower=lower) == expected
+
+
+def test_currencies_by_exponent_covers_the_table_once() -> None:
+    groups = currencies_by_exponent()
+    assert sorted(code for codes in groups.values() for code in codes) == sorted(CURRENCY_EXPONENTS)
+    assert "JPY" in groups[0] and "USD" in groups[2] and "BHD" in groups[3]
