@@ -7,6 +7,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from billing import money
 from billing.money import (
     CURRENCY_EXPONENTS,
     MAX_FRACTION_DIGITS,
@@ -440,6 +441,6 @@ def test_a_range_edge_in_major_units_becomes_the_tightest_minor_unit_bound(
 
 
 def test_currencies_by_exponent_covers_the_table_once() -> None:
-    groups = currencies_by_exponent()
+    groups = money.currencies_by_exponent()
     assert sorted(code for codes in groups.values() for code in codes) == sorted(CURRENCY_EXPONENTS)
     assert "JPY" in groups[0] and "USD" in groups[2] and "BHD" in groups[3]
