@@ -361,6 +361,7 @@ def test_multiply_to_minor_units_rounds_the_exact_product_once() -> None:
     st.integers(0, MAX_FRACTION_DIGITS),
     st.integers(-(10**27), 10**27),
     st.integers(0, MAX_FRACTION_DIGITS),
+    currencies_by_exponent,
 )
 def test_multiply_to_minor_units_matches_integer_arithmetic(
     quantity_units: int, quantity_places: int, price_units: int, price_places: int, currency: str
