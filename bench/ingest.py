@@ -178,7 +178,7 @@ def batches(total: int, start: datetime, seed: int = 7) -> list[bytes]:
     return out
 
 
-async def setup(base: str, key: str) -> None:
+async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") -> None:
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
         for meter, aggregation in METERS:
@@ -200,7 +200,7 @@ async def setup(base: str, key: str) -> None:
                 subscription = {
                     "customer": body["external_id"],
                     "plan": "metered",
-                    "starts_at": "2026-01-01T00:00:00Z",
+                    "starts_at": starts_at,
                 }
                 (await client.post("/v1/subscriptions", json=subscription)).raise_for_status()
 
