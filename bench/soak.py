@@ -5,9 +5,9 @@ latency and memory over time.
     .venv/bin/python bench/soak.py --database postgresql --minutes 30   # BILLING_BENCH_POSTGRES_URL
 
 Starts ``billing serve`` with its scheduler on (billing runs, dunning, dispatch all tick as in
-production) on a fresh database with 1000 customers subscribed since the start of the month. The mix, per operation: 45% a
-batch of 100 usage events (5% of them resent), 15% a single event, 15% a usage query, 10% an
-invoice list, 15% a signed Stripe webhook. First the mix runs closed-loop from 16 clients for
+production) on a fresh database with 1000 customers subscribed since the start of the month.
+The mix, per operation: 45% a batch of 100 usage events (5% of them resent), 15% a single
+event, 15% a usage query, 10% an invoice list, 15% a signed Stripe webhook. First the mix runs closed-loop from 16 clients for
 ``--calibrate-seconds`` to find the peak operations/s; then it runs open-loop (arrivals on a
 fixed schedule, whatever the answers) at half that rate for ``--minutes``. Every minute it
 prints operations, errors (any answer but the expected 2xx, or a transport error), p50/p99
