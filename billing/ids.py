@@ -24,6 +24,7 @@ PREFIXES = frozenset(
         "whe",
         "whd",
         "key",
+        "fses",
         "ten",
         "evt",
         "obx",

@@ -2,6 +2,7 @@
 
 from billing.db import Base
 from billing.dunning.models import DunningCase, DunningPolicy
+from billing.finance.models import FinanceSession
 from billing.invoicing.models import (
     Invoice,
     InvoiceLine,
@@ -26,6 +27,7 @@ __all__ = [
     "Customer",
     "DunningCase",
     "DunningPolicy",
+    "FinanceSession",
     "Invoice",
     "InvoiceLine",
     "InvoiceSequence",

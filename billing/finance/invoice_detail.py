@@ -56,6 +56,11 @@ ACTIONS = {
 }
 
 
+CHARGE_NOW = Action(
+    "pay", "Charge now", ("open",), "The customer's saved payment method is charged now for the amount due."
+)
+
+
 @dataclass(frozen=True)
 class InvoicePage:
     invoice: InvoiceOut
@@ -68,11 +73,17 @@ class InvoicePage:
         """Who changed the status, as a person reads it: the scheduler, or which API key."""
         if actor == invoices.SCHEDULER:
             return "the scheduler"
+        kind, _, payment_id = actor.partition(":")
+        if kind == "payment" and payment_id:
+            return f"payment {payment_id}"
         return self.key_names.get(actor, actor)
 
     @property
     def actions(self) -> list[Action]:
-        return [action for action in ACTIONS.values() if self.invoice.status in action.allowed_from]
+        allowed = [action for action in ACTIONS.values() if self.invoice.status in action.allowed_from]
+        if not self.invoice.payments:  # nothing to retry yet
+            allowed = [CHARGE_NOW if action.name == "pay" else action for action in allowed]
+        return allowed
 
 
 async def load(ctx: AppContext, tenant_id: str, invoice_id: str) -> InvoicePage:

@@ -1,4 +1,5 @@
-"""``/finance``: log in and out, the invoice list, an invoice, its actions and the CSV export."""
+"""``/finance``: log in and out, the overview, customers, the invoice list, an invoice, its actions
+and the CSV export."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from litestar.response import Stream
 
 from billing.context import AppContext, Ctx
 from billing.errors import ApiError, NotFound
-from billing.finance import invoice_detail, invoice_list, pages
+from billing.finance import customers, invoice_detail, invoice_list, overview, overview_charts, pages
 from billing.finance.session import (
     CSRF_FIELD,
     LOGIN_COOKIE,
@@ -20,6 +21,7 @@ from billing.finance.session import (
     SESSION_SECONDS,
     current_user,
     log_in,
+    log_out,
     login_token,
     login_token_matches,
     session_cookie,
@@ -81,8 +83,9 @@ class SessionPages(Controller):
         )
 
     @post("/logout", dependencies=USER_DEPENDENCY)
-    async def logout(self, request: Request[Any, Any, Any], user: User) -> Response[Any]:
+    async def logout(self, ctx: Ctx, request: Request[Any, Any, Any], user: User) -> Response[Any]:
         await checked_form(request, user)
+        await log_out(ctx, user)
         return see_other("/finance/login", cookies=[expired_cookie(request, SESSION_COOKIE)])
 
     @get("/static/finance.css")
@@ -126,6 +129,7 @@ class InvoicePages(Controller):
             "invoices.html",
             status_code=400 if query.errors else 200,
             user=user,
+            section="invoices",
             query=query,
             statuses=invoice_list.STATUSES,
             totals=totals,
@@ -159,11 +163,11 @@ class InvoicePages(Controller):
     async def confirm(
         self, ctx: Ctx, user: User, invoice_id: FromPath[str], action: FromPath[str]
     ) -> Response[Any]:
-        chosen = invoice_detail.ACTIONS.get(action)
-        if chosen is None:
+        if action not in invoice_detail.ACTIONS:
             raise NotFound(f"No action {action}")
         page = await invoice_detail.load(ctx, user.tenant_id, invoice_id)
-        return pages.render("confirm.html", user=user, page=page, action=chosen)
+        chosen = next((a for a in page.actions if a.name == action), invoice_detail.ACTIONS[action])
+        return pages.render("confirm.html", user=user, section="invoices", page=page, action=chosen)
 
     @post("/{invoice_id:str}/{action:str}")
     async def act(
@@ -197,7 +201,15 @@ async def _invoice_page(
     status: int = 200,
 ) -> Response[Any]:
     page = await invoice_detail.load(ctx, user.tenant_id, invoice_id)
-    return pages.render("invoice.html", status_code=status, user=user, page=page, notice=notice, error=error)
+    return pages.render(
+        "invoice.html",
+        status_code=status,
+        user=user,
+        section="invoices",
+        page=page,
+        notice=notice,
+        error=error,
+    )
 
 
 async def _pay(ctx: AppContext, tenant_id: str, invoice_id: str, actor: str) -> InvoiceOut:
@@ -230,13 +242,47 @@ class HomePage(Controller):
 
     @get("/")
     async def home(self, user: User) -> Response[Any]:
-        return see_other("/finance/invoices")
+        return see_other("/finance/overview")
+
+
+class OverviewPage(Controller):
+    path = "/overview"
+    dependencies = USER_DEPENDENCY
+
+    @get()
+    async def overview(self, ctx: Ctx, user: User) -> Response[Any]:
+        page = await overview.load(ctx, user.tenant_id)
+        charts = overview_charts.charts_of(page)
+        return pages.render("overview.html", user=user, section="overview", page=page, charts=charts)
+
+
+class CustomerPages(Controller):
+    path = "/customers"
+    dependencies = USER_DEPENDENCY
+
+    @get()
+    async def customer_list(self, ctx: Ctx, request: Request[Any, Any, Any], user: User) -> Response[Any]:
+        page = await customers.load_list(ctx, user.tenant_id, request.query_params)
+        return pages.render(
+            "customers.html",
+            status_code=400 if page.query.errors else 200,
+            user=user,
+            section="customers",
+            page=page,
+            payment_statuses=customers.PAYMENT_STATUSES,
+            dunning_filters=customers.DUNNING_FILTERS,
+        )
+
+    @get("/{customer_id:str}")
+    async def customer(self, ctx: Ctx, user: User, customer_id: FromPath[str]) -> Response[Any]:
+        page = await customers.load(ctx, user.tenant_id, customer_id)
+        return pages.render("customer.html", user=user, section="customers", page=page)
 
 
 def finance_router() -> Router:
     return Router(
         path=HOME_PATH,
-        route_handlers=[SessionPages, InvoicePages, HomePage],
+        route_handlers=[SessionPages, InvoicePages, OverviewPage, CustomerPages, HomePage],
         exception_handlers=EXCEPTION_HANDLERS,
         include_in_schema=False,
     )

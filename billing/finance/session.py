@@ -1,9 +1,10 @@
 """Finance sessions: log in once with a ``finance`` or ``admin`` API key, then a cookie.
 
-The cookie is a Fernet token (encrypted and authenticated with a key derived from
-``BILLING_SECRET_KEY`` for this purpose only) holding the key's id, its tenant and the session's
-CSRF token. Every request checks again that the key is still active, so revoking a key ends its
-sessions at once. Forms carry the session's CSRF token; the login form, which has no session
+Each login is a row (``finance_sessions``); the cookie is a Fernet token (encrypted and
+authenticated with a key derived from ``BILLING_SECRET_KEY`` for this purpose only) holding the
+session's id and its CSRF token. Every request checks that the session has not ended and that
+its key is still active, so logging out, or revoking the key, ends a session for good, even for
+someone who copied the cookie. Forms carry the session's CSRF token; the login form, which has no session
 yet, carries a token that must equal a short-lived cookie (double submit).
 """
 
@@ -14,6 +15,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +23,8 @@ import sqlalchemy as sa
 from billing.auth import FINANCE, KEY_PREFIX, Scope, hash_key
 from billing.context import AppContext
 from billing.crypto import SecretBox, SecretDecryptionError
+from billing.finance.models import FinanceSession
+from billing.ids import new_id
 from billing.tenants.models import ApiKey, Tenant
 
 SESSION_COOKIE = "billing_finance"
@@ -33,6 +37,7 @@ _PURPOSE = b"billing:finance-session:v1"
 
 @dataclass(frozen=True)
 class FinanceUser:
+    session_id: str
     tenant_id: str
     tenant_name: str
     key_id: str
@@ -55,24 +60,47 @@ def _box_for(secret_keys: tuple[str, ...]) -> SecretBox:
 
 
 async def log_in(ctx: AppContext, plaintext_key: str) -> FinanceUser | None:
-    """The session for an active finance or admin key; None for anything else."""
+    """A new session for an active finance or admin key; None for anything else."""
     key = plaintext_key.strip()
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    return await _load(ctx, ApiKey.key_hash == hash_key(key), csrf_token=secrets.token_urlsafe(32))
+    async with ctx.database.transaction() as session:
+        row = (await session.execute(_KEYS.where(ApiKey.key_hash == hash_key(key)))).first()
+        if row is None:
+            return None
+        started = FinanceSession(
+            id=new_id("fses"), tenant_id=row.tenant_id, api_key_id=row.id, created_at=ctx.clock.now()
+        )
+        session.add(started)
+    return _user(started.id, row, secrets.token_urlsafe(32))
+
+
+async def log_out(ctx: AppContext, user: FinanceUser) -> None:
+    async with ctx.database.transaction() as session:
+        await session.execute(
+            sa.update(FinanceSession)
+            .where(FinanceSession.id == user.session_id, FinanceSession.ended_at.is_(None))
+            .values(ended_at=ctx.clock.now())
+        )
 
 
 def session_cookie(ctx: AppContext, user: FinanceUser) -> str:
-    data = {"k": user.key_id, "t": user.tenant_id, "x": user.csrf_token}
+    data = {"s": user.session_id, "x": user.csrf_token}
     return _box(ctx).encrypt_at(json.dumps(data), ctx.clock.now())
 
 
 async def current_user(ctx: AppContext, cookie: str | None) -> FinanceUser | None:
     data = _open(ctx, cookie, SESSION_SECONDS)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("k", "t", "x")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("s", "x")):
         return None
-    user = await _load(ctx, ApiKey.id == data["k"], csrf_token=data["x"])
-    return user if user is not None and user.tenant_id == data["t"] else None
+    query = _KEYS.join(FinanceSession, FinanceSession.api_key_id == ApiKey.id).where(
+        FinanceSession.id == data["s"],
+        FinanceSession.ended_at.is_(None),
+        FinanceSession.created_at > ctx.clock.now() - timedelta(seconds=SESSION_SECONDS),
+    )
+    async with ctx.database.read() as session:
+        row = (await session.execute(query)).first()
+    return None if row is None else _user(data["s"], row, data["x"])
 
 
 def login_token(ctx: AppContext) -> tuple[str, str]:
@@ -100,14 +128,14 @@ def _open(ctx: AppContext, token: str | None, max_age_seconds: int) -> Any:
         return None
 
 
-async def _load(ctx: AppContext, which: sa.ColumnElement[bool], *, csrf_token: str) -> FinanceUser | None:
-    query = (
-        sa.select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.tenant_id, Tenant.name.label("tenant_name"))
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(which, ApiKey.revoked_at.is_(None))
+_KEYS = (
+    sa.select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.tenant_id, Tenant.name.label("tenant_name"))
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.revoked_at.is_(None), ApiKey.scope.in_([scope.value for scope in FINANCE]))
+)
+
+
+def _user(session_id: str, row: sa.Row[Any], csrf_token: str) -> FinanceUser:
+    return FinanceUser(
+        session_id, row.tenant_id, row.tenant_name, row.id, row.name, Scope(row.scope), csrf_token
     )
-    async with ctx.database.read() as session:
-        row = (await session.execute(query)).first()
-    if row is None or Scope(row.scope) not in FINANCE:
-        return None
-    return FinanceUser(row.tenant_id, row.tenant_name, row.id, row.name, Scope(row.scope), csrf_token)

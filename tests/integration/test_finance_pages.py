@@ -114,11 +114,28 @@ async def test_login_never_redirects_off_the_finance_pages(
     assert response.headers["location"] == "/finance"
 
 
-async def test_logging_out_ends_the_session(browser: FinanceBrowser, client: httpx.AsyncClient) -> None:
+async def test_logging_out_ends_the_session_even_for_a_copied_cookie(
+    browser: FinanceBrowser, client: httpx.AsyncClient
+) -> None:
     await browser.get("/finance/invoices")
+    copied = client.cookies["billing_finance"]
     response = await browser.submit("/finance/logout")
     assert (response.status_code, response.headers["location"]) == (303, "/finance/login")
     assert (await client.get("/finance/invoices")).status_code == 303
+    client.cookies.set("billing_finance", copied, path="/finance")
+    assert (await client.get("/finance/invoices")).status_code == 303
+
+
+async def test_each_login_is_its_own_session(client: httpx.AsyncClient, app, tenant: TenantHandle) -> None:
+    other_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    async with other_client:
+        first, second = FinanceBrowser(client), FinanceBrowser(other_client)
+        for page in (first, second):
+            assert (await page.log_in(tenant.keys[Scope.FINANCE])).status_code == 303
+            await page.get("/finance/invoices")
+        await first.submit("/finance/logout")
+        assert (await client.get("/finance/invoices")).status_code == 303
+        assert (await other_client.get("/finance/invoices")).status_code == 200
 
 
 async def test_revoking_the_key_ends_its_sessions(
@@ -238,8 +255,14 @@ async def test_an_invoice_page_shows_lines_late_usage_payments_and_the_audit_tra
     assert 'href="/finance/invoices/' + invoices["c3-2026-10"]["id"] + '/finalize"' in page
     paid = (await browser.get(f"/finance/invoices/{invoices['c1-2026-09']['id']}")).text
     assert invoices["c1-2026-09"]["number"] in paid and "succeeded" in paid and "pm_card_visa" not in paid
+    assert f"by payment {invoices['c1-2026-09']['payments'][0]['id']}" in " ".join(paid.split())
     opened = (await browser.get(f"/finance/invoices/{invoices['c4-2026-10']['id']}")).text
-    assert "Retry charge" in opened and "Mark uncollectible" in opened and "/finalize" not in opened
+    assert (
+        "Charge now" in opened
+        and "Retry charge" not in opened
+        and "Mark uncollectible" in opened
+        and "/finalize" not in opened
+    )
 
 
 async def test_finalizing_a_draft_asks_for_confirmation_then_records_who_did_it(
