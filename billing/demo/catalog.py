@@ -1,0 +1,98 @@
+"""What the demo tenant sells: four meters and three plans that use all four price models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.invoicing.plans import create_plan
+from billing.invoicing.schemas import PlanCreate, PriceIn, TierIn
+from billing.metering.meters import create_meter
+from billing.metering.schemas import MeterCreate
+from billing.tenants.schemas import TenantPatch
+
+API_CALLS, STORAGE, SEATS, EXPORTS = "api_calls", "storage_gb_hours", "seats", "exports"
+
+METERS = [
+    MeterCreate(key=API_CALLS, name="API calls", aggregation="sum", unit="call"),
+    MeterCreate(key=STORAGE, name="Storage", aggregation="sum", unit="GB-hour"),
+    MeterCreate(key=SEATS, name="Seats", aggregation="max", unit="seat"),
+    MeterCreate(key=EXPORTS, name="Report exports", aggregation="count", unit="export"),
+]
+
+_EXPORT_PACKS = PriceIn(meter=EXPORTS, model="package", package_size="50", package_amount=500)
+_STORAGE_TIERS = PriceIn(
+    meter=STORAGE,
+    model="graduated",
+    tiers=[
+        TierIn(up_to="1000", unit_amount="0"),
+        TierIn(up_to="25000", unit_amount="0.004"),
+        TierIn(up_to=None, unit_amount="0.0025"),
+    ],
+)
+_SEAT_VOLUME = PriceIn(
+    meter=SEATS,
+    model="volume",
+    tiers=[
+        TierIn(up_to="10", unit_amount="12"),
+        TierIn(up_to="50", unit_amount="10"),
+        TierIn(up_to=None, unit_amount="8", flat_amount=5000),
+    ],
+)
+
+PLANS = [
+    PlanCreate(
+        code="starter",
+        name="Starter",
+        base_fee=1900,
+        prices=[PriceIn(meter=API_CALLS, model="per_unit", unit_amount="0.0002"), _EXPORT_PACKS],
+    ),
+    PlanCreate(
+        code="growth",
+        name="Growth",
+        base_fee=4900,
+        prices=[
+            PriceIn(meter=API_CALLS, model="per_unit", unit_amount="0.00012"),
+            _STORAGE_TIERS,
+            _SEAT_VOLUME,
+            _EXPORT_PACKS,
+        ],
+    ),
+    PlanCreate(
+        code="scale",
+        name="Scale",
+        base_fee=29900,
+        prices=[
+            PriceIn(
+                meter=API_CALLS,
+                model="graduated",
+                tiers=[
+                    TierIn(up_to="1000000", unit_amount="0"),
+                    TierIn(up_to="10000000", unit_amount="0.00008", flat_amount=2500),
+                    TierIn(up_to=None, unit_amount="0.00005"),
+                ],
+            ),
+            _STORAGE_TIERS,
+            _SEAT_VOLUME,
+        ],
+    ),
+]
+
+# The meters each plan's customers send usage for.
+PLAN_METERS = {plan.code: [price.meter for price in plan.prices] for plan in PLANS}
+
+TENANT_NAME = "Demo"  # the invoice numbers' prefix comes from the name the tenant is created with
+TENANT_SETTINGS = TenantPatch(
+    name="Demo Cloud",
+    support_email="support@demo-cloud.example.com",
+    email_from="billing@demo-cloud.example.com",
+    update_payment_method_url="https://demo-cloud.example.com/account/billing",
+)
+
+
+async def create_catalog(session: AsyncSession, tenant_id: str, *, now: datetime) -> None:
+    for meter in METERS:
+        await create_meter(session, tenant_id, meter, now=now)
+    for plan in PLANS:
+        await create_plan(session, tenant_id, plan, now=now)

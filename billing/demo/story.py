@@ -1,0 +1,222 @@
+"""Three months of the demo tenant's life, replayed through the service's own verbs.
+
+A clock of its own walks from the start of the history to now: customers sign up, their usage
+is ingested as it happens, the billing run closes, finalizes and charges each day, dunning
+retries, finance steps in, and queued emails are sent, each at the time it would have happened.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from billing import outbox
+from billing.clock import FrozenClock
+from billing.context import AppContext
+from billing.demo import roster
+from billing.demo.roster import Persona
+from billing.demo.usage import Event, customer_events, late_event
+from billing.dunning.cases import payment_method_changed
+from billing.dunning.models import DunningCase
+from billing.invoicing import invoices, periods
+from billing.invoicing.finalize import void_draft_events
+from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.run import run_billing
+from billing.invoicing.schemas import SubscriptionCreate
+from billing.invoicing.subscriptions import cancel_subscription, create_subscription, get_subscription
+from billing.metering.customers import create_customer, get_customer, update_customer
+from billing.metering.ingest import MAX_BATCH, ingest
+from billing.metering.schemas import CustomerCreate, CustomerPatch
+from billing.notifications.dispatch import dispatch_notifications
+from billing.webhooks.dispatcher import deliver_all
+
+DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
+Action = Callable[[datetime], Awaitable[None]]
+
+
+class DemoError(RuntimeError):
+    """The replay produced something the service refused: a bug in the demo, not in the data."""
+
+
+class Story:
+    def __init__(
+        self, ctx: AppContext, tenant_id: str, finance_key_id: str, *, start: datetime, now: datetime
+    ) -> None:
+        self.clock = FrozenClock(start)
+        self.ctx = replace(ctx, clock=self.clock)
+        self.tenant_id = tenant_id
+        self.finance_key_id = finance_key_id
+        self.start, self.now = start, now
+        self._actions: list[tuple[datetime, int, Action]] = []
+        self._events: list[tuple[datetime, int, bytes]] = []
+        self._order = itertools.count()
+
+    async def play(self, personas: list[Persona]) -> None:
+        for persona in personas:
+            signup = self.start + timedelta(days=persona.signup_day, minutes=persona.signup_minute)
+            self._at(signup, self._signup(persona))
+            if persona.story == roster.LEAVES_FAILING:
+                self._at(self.now - timedelta(days=12), self._change_card(persona, roster.FAILING_LATER))
+        day = self.start + DAILY_RUN
+        while day < self.now:
+            self._at(day, self._daily_run)
+            day += timedelta(days=1)
+        self._at(self.now, self.tick)
+        while self._actions:
+            when, _, action = heapq.heappop(self._actions)
+            self.clock.set(when)
+            await action(when)
+
+    def _at(self, when: datetime, action: Action) -> None:
+        if when <= self.now:
+            heapq.heappush(self._actions, (when, next(self._order), action))
+
+    async def tick(self, at: datetime) -> None:
+        """The usage sent until ``at``, then what the scheduler does at ``at``."""
+        await self._ingest_until(at)
+        await self._bill(at)
+
+    async def _daily_run(self, at: datetime) -> None:
+        await self._ingest_until(at)
+        if await self._billing_due(at):
+            await self._bill(at)
+
+    async def _bill(self, at: datetime) -> None:
+        """In the order of ``POST /v1/billing/run``."""
+        await run_billing(self.ctx, at=at, tenant_id=self.tenant_id)
+        await outbox.dispatch_all(self.ctx, at=at)
+        await dispatch_notifications(self.ctx, at=at)
+        await deliver_all(self.ctx, at=at, tenant_id=self.tenant_id)
+
+    async def _billing_due(self, at: datetime) -> bool:
+        """Whether the billing run has anything to do at ``at``. On most days it has not, and
+        asking it anyway would make the demo several times slower."""
+        tenant = self.tenant_id
+        checks = [
+            sa.select(Subscription.id).where(
+                Subscription.tenant_id == tenant,
+                sa.or_(Subscription.next_period_end <= at, Subscription.usage_changed_at.is_not(None)),
+            ),
+            sa.select(Invoice.id).where(
+                Invoice.tenant_id == tenant, Invoice.status == "draft", Invoice.grace_ends_at <= at
+            ),
+            sa.select(DunningCase.id).where(
+                DunningCase.tenant_id == tenant,
+                DunningCase.status == "active",
+                DunningCase.next_action_at <= at,
+            ),
+        ]
+        async with self.ctx.database.read() as session:
+            for check in checks:
+                if await session.scalar(check.limit(1)) is not None:
+                    return True
+        return False
+
+    async def _ingest_until(self, at: datetime) -> None:
+        due: list[bytes] = []
+        while self._events and self._events[0][0] < at:
+            due.append(heapq.heappop(self._events)[2])
+        for first in range(0, len(due), MAX_BATCH):
+            await self._ingest(due[first : first + MAX_BATCH], at)
+
+    async def _ingest(self, raw: list[bytes], at: datetime) -> None:
+        result = await ingest(self.ctx.database, self.tenant_id, raw, now=at)
+        refused = [r for r in result.results if r.status not in ("accepted", "duplicate")]
+        if refused:
+            raise DemoError(f"{len(refused)} demo events were refused, e.g. {refused[0].message}")
+
+    def _queue_events(self, events: list[Event]) -> None:
+        for event in events:
+            heapq.heappush(self._events, (event.timestamp, next(self._order), event.raw))
+
+    # --- what the customers and finance do ----------------------------------------------------
+
+    def _signup(self, persona: Persona) -> Action:
+        async def act(at: datetime) -> None:
+            customer = CustomerCreate(
+                external_id=persona.external_id,
+                email=persona.email,
+                name=persona.name,
+                timezone=persona.timezone,
+                locale=persona.locale,
+                default_payment_method=persona.payment_method,
+                card=persona.card,
+                metadata={"source": "demo"},
+            )
+            subscription = SubscriptionCreate(customer=persona.external_id, plan=persona.plan, starts_at=at)
+            async with self.ctx.database.transaction() as session:
+                await create_customer(session, self.tenant_id, customer, now=at)
+                sub = await create_subscription(session, self.tenant_id, subscription, now=at)
+            leaves = roster.LEAVES.get(persona.story or "")
+            until = self.now - leaves if leaves else self.now
+            self._queue_events(customer_events(persona, at, until, origin=self.start))
+            if leaves:
+                self._at(until, self._leave(sub.id))
+            end = sub.next_period_end
+            if end is not None:
+                if end - at < timedelta(days=2):  # too short a first period to tell a story with
+                    end = periods.next_month_start(end, sub.timezone)
+                self._follow_up(persona, sub.id, end)
+
+        return act
+
+    def _follow_up(self, persona: Persona, subscription_id: str, end: datetime) -> None:
+        """The story's turn once its first (long enough) period has ended at ``end``."""
+        if persona.story == roster.RECOVERS_SOFT:
+            self._at(end + timedelta(days=5, hours=10), self._change_card(persona, "pm_card_visa"))
+        elif persona.story == roster.RECOVERS_HARD:
+            self._at(end + timedelta(days=3, hours=2), self._change_card(persona, "pm_card_mastercard"))
+        elif persona.story == roster.VOIDED:
+            self._at(end + timedelta(hours=6), self._void_draft(subscription_id, end))
+        elif persona.story == roster.LATE_SYNC:
+            offline = late_event(persona, end - timedelta(hours=12))
+            self._at(end + timedelta(days=3, hours=4), self._late_upload(offline))
+
+    def _change_card(self, persona: Persona, method: str) -> Action:
+        """The customer saves another card; open dunning cases retry it at once."""
+
+        async def act(at: datetime) -> None:
+            rng = roster.seeded(f"{persona.external_id}:{method}")
+            card = roster.card(rng, method, now=self.now, months_left=rng.randint(24, 48))
+            async with self.ctx.database.transaction() as session:
+                customer = await get_customer(session, self.tenant_id, persona.external_id)
+                patch = CustomerPatch(default_payment_method=method, card=card)
+                await update_customer(session, customer, patch, now=at)
+                await payment_method_changed(session, customer.id, at=at)
+
+        return act
+
+    def _leave(self, subscription_id: str) -> Action:
+        async def act(at: datetime) -> None:
+            async with self.ctx.database.transaction() as session:
+                sub = await get_subscription(session, self.tenant_id, subscription_id, lock=True)
+                await cancel_subscription(session, sub, None, now=at)
+
+        return act
+
+    def _void_draft(self, subscription_id: str, period_end: datetime) -> Action:
+        """Finance voids an invoice while it is a draft (a goodwill gesture)."""
+
+        async def act(at: datetime) -> None:
+            await self.tick(at)
+            async with self.ctx.database.transaction() as session:
+                sub = await get_subscription(session, self.tenant_id, subscription_id, lock=True)
+                query = sa.select(Invoice).where(
+                    Invoice.subscription_id == sub.id, Invoice.period_end == period_end
+                )
+                draft = (await session.scalars(query)).one()
+                await void_draft_events(session, sub, draft)
+                await invoices.void(session, draft, at=at, actor=self.finance_key_id)
+
+        return act
+
+    def _late_upload(self, event: Event) -> Action:
+        async def act(at: datetime) -> None:
+            await self._ingest([event.raw], at)
+
+        return act
