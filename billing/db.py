@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -30,6 +32,10 @@ NAMING_CONVENTION = {
 }
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "billing_read_only"
+# SQLSTATEs of a server that cannot be reached, is going away or is not up yet: class 08
+# (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+_DRIVER_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.")
 M = TypeVar("M")
 
 
@@ -254,6 +260,38 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database cannot be reached right now: refused,
+    lost, shutting down or starting up, or no pooled connection came free in time. A statement the
+    database rejected is not unavailability."""
+    link: BaseException | None = exc
+    for _ in range(8):  # the chain is short: ours, SQLAlchemy's, the adapter's, the driver's
+        if link is None:
+            return False
+        if _unreachable(link):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool's, not a statement's
+        return True
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state.startswith(UNAVAILABLE_SQLSTATES):
+        return True
+    if isinstance(exc, OSError | TimeoutError):
+        # A refused or timed-out connect comes out of the driver unwrapped: tell it from other
+        # network errors by where it was raised.
+        modules = (
+            str(frame.f_globals.get("__name__", "")) for frame, _ in traceback.walk_tb(exc.__traceback__)
+        )
+        return any(module.startswith(_DRIVER_MODULES) for module in modules)
+    return False
 
 
 def _dialect_insert(session: AsyncSession, table: sa.Table) -> Any:

@@ -15,15 +15,26 @@ from litestar import Request, Response
 from litestar.exceptions import (
     ClientException,
     HTTPException,
+    InternalServerException,
     SerializationException,
     ValidationException,
 )
 from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError
+
+from billing.db import database_unavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+# character_not_in_repertoire (a NUL in text), untranslatable_character (a \u0000 in jsonb)
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+_CLIENT_DISCONNECTED = "client disconnected prematurely"  # what Litestar raises when the body is cut
 log = structlog.get_logger("billing.errors")
 UNHANDLED_ERRORS = Counter("billing_unhandled_errors_total", "Requests that failed with an unexpected error")
+DATABASE_UNAVAILABLE = Counter(
+    "billing_database_unavailable_total", "Requests answered 503 because the database could not be reached"
+)
+RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -187,6 +198,17 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
             title=MalformedJson.title,
             detail="The request body is not valid JSON",
         )
+    if type(exc) is InternalServerException and exc.detail == _CLIENT_DISCONNECTED:
+        # The client hung up (or was cut off as too slow) before sending its whole body: no one
+        # reads this answer, and it is not our error.
+        log.info("client_disconnected", path=request.url.path)
+        return problem_response(
+            request,
+            status=400,
+            code="client_disconnected",
+            title="Client disconnected",
+            detail=_CLIENT_DISCONNECTED,
+        )
     status = exc.status_code
     code, title = _CODES_BY_STATUS.get(status, ("http_error", "HTTP error"))
     if status >= 500:
@@ -196,7 +218,24 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     )
 
 
+def handle_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The database is away (restarting, failing over, unreachable): a 503 that says to retry,
+    not a 500, since the request may well succeed a moment later."""
+    DATABASE_UNAVAILABLE.inc()
+    log.warning("database_unavailable", path=request.url.path, error_type=type(exc).__name__)
+    return problem_response(
+        request,
+        status=503,
+        code="database_unavailable",
+        title="Service unavailable",
+        detail="The database is unavailable; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if database_unavailable(exc):
+        return handle_database_unavailable(request, exc)
     UNHANDLED_ERRORS.inc()
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return problem_response(
@@ -208,9 +247,27 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
+def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
+    """Text PostgreSQL cannot store (NUL, U+0000) is the request's fault; anything else is ours."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    if sqlstate not in _UNSTORABLE_TEXT:
+        return handle_unexpected(request, exc)
+    message = "text may not contain the NUL character (U+0000)"
+    return problem_response(
+        request,
+        status=422,
+        code="validation_error",
+        title="Validation failed",
+        detail=message,
+        errors=[FieldError("body", message)],
+    )
+
+
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ApiError: handle_api_error,
     ValidationException: handle_validation,
     HTTPException: handle_http_exception,
+    DBAPIError: handle_database_error,
     Exception: handle_unexpected,
 }

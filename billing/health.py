@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from billing.context import Ctx
 from billing.errors import ServiceUnavailable
+from billing.openapi import problem
 
 READY_TIMEOUT_SECONDS = 3
 log = structlog.get_logger("billing.health")
@@ -18,12 +19,13 @@ log = structlog.get_logger("billing.health")
 class HealthController(Controller):
     path = "/health"
     tags = ["Operations"]
+    security = [{}]  # public: probes carry no API key
 
     @get("/live", summary="The process is up")
     async def live(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/ready", summary="The database answers a round trip")
+    @get("/ready", summary="The database answers a round trip", responses={503: problem(503)})
     async def ready(self, ctx: Ctx) -> dict[str, str]:
         try:
             await asyncio.wait_for(ctx.database.ping(), READY_TIMEOUT_SECONDS)

@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 
 from billing.clock import monotonic_ns
 from billing.context import AppContext
+from billing.db import database_unavailable
 
 TickFunction = Callable[[AppContext], Awaitable[None]]
 # Modules whose import registers their ticks.
@@ -67,6 +68,10 @@ async def run_tick(ctx: AppContext, item: Tick) -> bool:
     try:
         await item.run(ctx)
     except Exception as exc:
+        if database_unavailable(exc):  # a restart or failover: expected, and the next tick retries
+            TICK_RUNS.labels(item.name, "database_unavailable").inc()
+            log.warning("database_unavailable", tick=item.name, error_type=type(exc).__name__)
+            return False
         TICK_RUNS.labels(item.name, "error").inc()
         log.error("tick_failed", tick=item.name, error_type=type(exc).__name__, exc_info=exc)
         return False

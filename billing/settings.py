@@ -38,6 +38,8 @@ class Settings:
     scheduler: bool = True
     allow_time_travel: bool = False
     max_body_bytes: int = 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -151,6 +153,8 @@ class _Reader:
             scheduler=self.flag("SCHEDULER", True),
             allow_time_travel=time_travel,
             max_body_bytes=self.integer("MAX_BODY_BYTES", 1024 * 1024),
+            header_timeout_seconds=self.seconds("HEADER_TIMEOUT_SECONDS", "10"),
+            body_timeout_seconds=self.seconds("BODY_TIMEOUT_SECONDS", "60"),
             log_level=self.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
             log_format=self.choice("LOG_FORMAT", "json", ("json", "console")),
         )

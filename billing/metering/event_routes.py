@@ -11,10 +11,20 @@ from billing.context import Caller, Ctx
 from billing.errors import FieldError, MalformedJson, ValidationFailed
 from billing.metering import events, ingest
 from billing.metering.ingest import MAX_BATCH, IngestResult
+from billing.openapi import raw_json_body, struct_schema
 
 # A full batch may carry 1000 events with 4 KiB of properties each.
 BATCH_BODY_LIMIT = 6 * 1024 * 1024
 _batch_decoder = msgspec.json.Decoder(ingest.BatchIn)
+# Documented for clients; the handlers decode it themselves so that a bad event is rejected alone.
+_VALUE = {"anyOf": [{"type": "string"}, {"type": "number"}], "description": 'A decimal, default "1"'}
+EVENT_SCHEMA = struct_schema(ingest.EventIn, value=_VALUE)
+BATCH_SCHEMA = {
+    "type": "object",
+    "properties": {"events": {"type": "array", "items": EVENT_SCHEMA, "minItems": 1, "maxItems": MAX_BATCH}},
+    "required": ["events"],
+    "additionalProperties": False,
+}
 
 
 def _batch_events(body: bytes) -> list[bytes]:
@@ -45,13 +55,19 @@ class EventController(Controller):
         opt=scopes(INGEST),
         status_code=200,
         request_max_body_size=BATCH_BODY_LIMIT,
+        operation_class=raw_json_body(BATCH_SCHEMA, "1 to 1000 usage events"),
         summary="Post 1 to 1000 usage events; one result per event, in order",
     )
     async def post_batch(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _batch_events(await request.body())
         return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
 
-    @post(opt=scopes(INGEST), status_code=202, summary="Post one usage event")
+    @post(
+        opt=scopes(INGEST),
+        status_code=202,
+        operation_class=raw_json_body(EVENT_SCHEMA, "One usage event"),
+        summary="Post one usage event",
+    )
     async def post_event(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _single_event(await request.body())
         return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())

@@ -186,7 +186,21 @@ def _decode(raw: bytes, now: datetime) -> EventIn:
         raise Rejection("timestamp_in_future", "timestamp is more than 5 minutes ahead of the server's clock")
     if event.properties is not None and len(msgspec.json.encode(event.properties)) > MAX_PROPERTIES_BYTES:
         raise Rejection("invalid_event", f"properties exceed {MAX_PROPERTIES_BYTES} bytes")
+    # JSON can only carry a NUL escaped, so raw bytes without the escape need no walk.
+    if b"\\u0000" in raw and _has_nul((event.id, event.customer, event.meter, event.properties)):
+        # PostgreSQL stores no NUL in text or jsonb: refuse it on both databases, per event.
+        raise Rejection("invalid_event", "text may not contain the NUL character (U+0000)")
     return event
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _raw_id(raw: bytes) -> str | None:

@@ -17,6 +17,7 @@ from billing.notifications.queue import ALL_KINDS
 from billing.notifications.render import render
 from billing.notifications.samples import sample_context
 from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out
+from billing.openapi import alternative_contents, struct_schema
 from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.tenants.models import Tenant
 
@@ -82,6 +83,9 @@ class NotificationController(Controller):
         opt=scopes(READ),
         summary="Render an email with sample data and the caller's branding",
         media_type=MediaType.HTML,
+        operation_class=alternative_contents(
+            200, {MediaType.JSON: struct_schema(PreviewOut), MediaType.TEXT: {"type": "string"}}
+        ),
     )
     async def preview(
         self,

@@ -45,6 +45,8 @@ from billing.webhooks.targets import DestinationRefused, refuse_private_destinat
 TIMEOUT_SECONDS = 10.0
 CLAIM_BATCH = 20
 CONCURRENCY = 10
+# One slow endpoint may hold at most this many deliveries in flight, so it cannot take every slot.
+PER_ENDPOINT_CONCURRENCY = 4
 # Long enough for a whole batch: CLAIM_BATCH / CONCURRENCY rounds of at most TIMEOUT_SECONDS each.
 LEASE = timedelta(minutes=2)
 DISABLE_AFTER = timedelta(days=3)
@@ -104,8 +106,11 @@ async def deliver_due(
 
 @tick("webhooks", every_seconds=5)
 async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id: str | None = None) -> None:
-    """Everything due by ``at``; what fails now waits at least 10 s, so this loop ends."""
-    while await deliver_due(ctx, at=at, tenant_id=tenant_id) == CLAIM_BATCH:
+    """Everything due by ``at``; what fails now waits at least 10 s, so this loop ends.
+
+    A batch may be short of CLAIM_BATCH while more is due (the per-endpoint cap), so only an
+    empty claim ends it."""
+    while await deliver_due(ctx, at=at, tenant_id=tenant_id):
         pass
 
 
@@ -128,16 +133,36 @@ async def _claim(
         due = sa.and_(due, TABLE.c.tenant_id == tenant_id)
     if only is not None:
         due = sa.and_(due, TABLE.c.id == only)
+    now = ctx.clock.now()
     async with ctx.database.transaction() as session:
         return await claim_rows(
             session,
             TABLE,
-            due=due,
+            due=sa.and_(due, _within_endpoint_cap(due, now)),
             order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
             limit=limit,
-            now=ctx.clock.now(),
+            now=now,
             lease=LEASE,
         )
+
+
+def _within_endpoint_cap(due: sa.ColumnElement[bool], now: datetime) -> sa.ColumnElement[bool]:
+    """Each endpoint's earliest due rows, no more than PER_ENDPOINT_CONCURRENCY less those it has in
+    flight under live claims (other batches, manual retries, other replicas). Two claims racing on
+    PostgreSQL may each see the other's rows as not yet in flight: the cap then holds per claim."""
+    free = sa.or_(TABLE.c.claim_expires_at.is_(None), TABLE.c.claim_expires_at <= now)
+    rank = sa.func.row_number().over(
+        partition_by=TABLE.c.endpoint_id, order_by=[TABLE.c.next_attempt_at, TABLE.c.id]
+    )
+    ranked = sa.select(TABLE.c.id, TABLE.c.endpoint_id, rank.label("rank")).where(due, free).subquery()
+    flying = TABLE.alias("in_flight")
+    in_flight = (
+        sa.select(sa.func.count())
+        .where(flying.c.endpoint_id == ranked.c.endpoint_id, flying.c.claim_expires_at > now)
+        .scalar_subquery()
+    )
+    allowed = sa.select(ranked.c.id).where(ranked.c.rank + in_flight <= PER_ENDPOINT_CONCURRENCY)
+    return TABLE.c.id.in_(allowed)
 
 
 async def _targets(ctx: AppContext, endpoint_ids: set[str], at: datetime) -> dict[str, Target | None]:

@@ -116,10 +116,14 @@ class Process:
 
 
 class Server(Process):
-    def __init__(self, data_dir: Path, name: str = "serve") -> None:
-        self.port = free_port()
+    def __init__(
+        self, data_dir: Path, name: str = "serve", *, port: int | None = None, **extra_env: str
+    ) -> None:
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        super().__init__(data_dir, name, "serve", "--host", "127.0.0.1", "--port", str(self.port))
+        super().__init__(
+            data_dir, name, "serve", "--host", "127.0.0.1", "--port", str(self.port), **extra_env
+        )
 
     def wait_ready(self) -> None:
         def ready() -> bool:

@@ -472,3 +472,21 @@ async def test_customers_by_reference_maps_ids_and_external_ids_in_one_query(
         c["id"]: c["id"],
     }
     assert empty == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/customers/c%00", None),
+        ("GET", "/v1/customers?external_id=c%00", None),
+        ("POST", "/v1/customers", {"external_id": "c1", "name": "Acme\u0000"}),
+        ("PATCH", "/v1/tenant", {"name": "Acme\u0000"}),
+    ],
+)
+async def test_a_nul_character_in_text_is_never_a_server_error(
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext, method: str, path: str, body: Any
+) -> None:
+    response = await client.request(method, path, headers=tenant.headers(), json=body)
+    assert response.status_code < 500, response.text
+    if ctx.database.dialect == "postgresql":  # SQLite stores NUL; PostgreSQL cannot
+        assert_problem(response, 422, "validation_error")

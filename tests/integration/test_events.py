@@ -374,3 +374,17 @@ async def test_concurrent_batches_on_the_same_rollups_lose_no_update(
     assert sum(b["accepted"] for b in bodies) == 8 * 200 + 50
     totals = [total(await usage(client, metered, customer=f"acme-{c}")) for c in (1, 2, 3)]
     assert sum(totals) == Decimal("1.25") * 8 * 200 + 50
+
+
+async def test_an_event_with_a_nul_character_is_rejected_alone(
+    client: httpx.AsyncClient, metered: TenantHandle
+) -> None:
+    events = [
+        event("nul-customer", customer="c\u0000"),
+        event("nul-property", properties={"user\u0000": ["u\u0000"]}),
+        event("nul-id\u0000"),
+        event("fine"),
+    ]
+    body = await post_batch(client, metered, events)
+    assert [r["status"] for r in body["results"]] == ["rejected", "rejected", "rejected", "accepted"]
+    assert {r["code"] for r in body["results"][:3]} == {"invalid_event"}

@@ -493,7 +493,10 @@ async def test_two_dispatchers_never_send_a_delivery_twice(
     settings: Settings,
     clock: FrozenClock,
     receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # One endpoint here: lift its in-flight cap, or one dispatcher holds all it allows and the rest idle.
+    monkeypatch.setattr(dispatcher, "PER_ENDPOINT_CONCURRENCY", 60)
     customer = await new_customer(client, tenant)
     endpoint = await endpoint_for(client, tenant, receiver, ["customer.payment_method_expiring"])
     receiver.default = Answer(200, delay=0.01)

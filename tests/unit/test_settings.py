@@ -42,6 +42,7 @@ def test_defaults_describe_a_development_service_under_dot_var(
     assert settings.scheduler is True
     assert settings.allow_time_travel is False
     assert settings.max_body_bytes == 1024 * 1024
+    assert (settings.header_timeout_seconds, settings.body_timeout_seconds) == (10.0, 60.0)
     assert settings.smtp_url is None
     assert settings.stripe_api_base == STRIPE_API_BASE
     assert settings.log_level == "INFO"
@@ -81,6 +82,8 @@ def test_explicit_values_are_read(env: dict[str, str]) -> None:
             "BILLING_MAX_BODY_BYTES": "4096",
             "BILLING_STRIPE_TIMEOUT_SECONDS": "2.5",
             "BILLING_STRIPE_MAX_NETWORK_RETRIES": "0",
+            "BILLING_HEADER_TIMEOUT_SECONDS": "2.5",
+            "BILLING_BODY_TIMEOUT_SECONDS": "30",
             "BILLING_LOG_LEVEL": "debug",
             "BILLING_LOG_FORMAT": "console",
         }
@@ -95,6 +98,7 @@ def test_explicit_values_are_read(env: dict[str, str]) -> None:
     assert settings.allow_time_travel is True
     assert settings.max_body_bytes == 4096
     assert (settings.stripe_timeout_seconds, settings.stripe_max_network_retries) == (2.5, 0)
+    assert (settings.header_timeout_seconds, settings.body_timeout_seconds) == (2.5, 30.0)
     assert settings.log_level == "DEBUG"
     assert settings.log_format == "console"
 
@@ -145,6 +149,9 @@ INVALID = [
     ("BILLING_STRIPE_TIMEOUT_SECONDS", "0"),
     ("BILLING_STRIPE_TIMEOUT_SECONDS", "-1"),
     ("BILLING_STRIPE_TIMEOUT_SECONDS", "1e3"),
+    ("BILLING_HEADER_TIMEOUT_SECONDS", "0"),
+    ("BILLING_HEADER_TIMEOUT_SECONDS", "ten"),
+    ("BILLING_BODY_TIMEOUT_SECONDS", "-1"),
     ("BILLING_STRIPE_MAX_NETWORK_RETRIES", "-1"),
     ("BILLING_STRIPE_MAX_NETWORK_RETRIES", "two"),
     ("BILLING_LOG_LEVEL", "verbose"),
