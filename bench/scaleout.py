@@ -1,0 +1,251 @@
+"""Scale-out benchmark: ingestion through one API replica against two, on one PostgreSQL database.
+
+    .venv/bin/python bench/scaleout.py --events 60000   # BILLING_BENCH_POSTGRES_URL, default local
+
+Starts two ``billing serve`` replicas (scheduler off, one secret key) on a fresh PostgreSQL
+database, and sets up what bench/ingest.py sets up (1000 customers, 5 meters, batches of 1000
+events with 5% duplicates). Then the same load generator posts in alternating turns, one replica
+then two, ...: in a "one" turn every connection goes to the first replica; in a "two" turn half
+the connections go to each, all taking batches from one queue (a least-busy balancer). Each turn
+posts fresh events. It prints events/s for both (median of the turns), the ratio, and where the
+CPU went: each replica, the database backends serving this database, the load generator and the
+whole machine, since on a small machine the replicas compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ingest import (  # noqa: E402
+    BATCH,
+    DUPLICATE_SHARE,
+    Server,
+    bench_database,
+    drop_postgres_database,
+    free_port,
+    make_event,
+    server_env,
+    setup,
+)
+
+SECRET_KEY = "bench-scaleout-secret-key-0123456789abcdef"
+TURN_STRIDE = 10**8  # event numbers of turn k start at k * TURN_STRIDE: every turn posts new events
+TICK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+class Counts(msgspec.Struct):
+    accepted: int
+    duplicates: int
+
+
+_counts = msgspec.json.Decoder(Counts)
+
+
+def turn_batches(turn: int, events: int, start: datetime) -> list[bytes]:
+    """Batches of fresh events for ``turn``; 5% of each batch repeats events sent earlier in it."""
+    rng = random.Random(turn)
+    fresh = int(BATCH * (1 - DUPLICATE_SHARE))
+    first, out = turn * TURN_STRIDE, []
+    for sent in range(0, events, fresh):
+        numbers = [first + sent + k for k in range(fresh)]
+        numbers += [first + rng.randrange(sent + fresh) for _ in range(BATCH - fresh)]
+        out.append(json.dumps({"events": [make_event(n, start) for n in numbers]}).encode())
+    return out
+
+
+def request(port: int, key: str, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/events/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def connection(port: int, key: str, queue: list[bytes], posted: list[int]) -> None:
+    """One keep-alive connection posting batches from ``queue`` until it is empty (raw HTTP/1.1:
+    lighter than an HTTP library, so that the load generator takes little of the machine)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while queue:
+            writer.write(request(port, key, queue.pop()))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
+            )
+            body = await reader.readexactly(length)
+            if head[9:12] != b"200":
+                raise RuntimeError(f"batch answered {head[9:12].decode()}: {body[:300]!r}")
+            counts = _counts.decode(body)
+            posted.append(counts.accepted + counts.duplicates)
+    finally:
+        writer.close()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used by ``pid`` so far; 0 once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def backends(database: str) -> list[int]:
+    """PostgreSQL backends connected to ``database`` (the process title names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / TICK, sum(values) / TICK
+
+
+@dataclass
+class Turn:
+    replicas: int
+    events_per_s: float
+    cpu: dict[str, float]  # share of one core, by process or group
+    machine_cores_busy: float
+
+
+async def run_turn(
+    servers: list[Server], key: str, payloads: list[bytes], connections: int, database: str
+) -> Turn:
+    queue = list(reversed(payloads))
+    posted: list[int] = []
+    pg_before = {pid: process_cpu(pid) for pid in backends(database)}
+    servers_before = [server.cpu_seconds() for server in servers]
+    own_before, (busy_before, total_before) = time.process_time(), machine_busy()
+    started = time.perf_counter()
+    ports = [servers[n % len(servers)].port for n in range(connections)]
+    await asyncio.gather(*(connection(port, key, queue, posted) for port in ports))
+    elapsed = time.perf_counter() - started
+    busy, total = machine_busy()
+    pg_after = {pid: process_cpu(pid) for pid in backends(database)}
+    cpu = {
+        f"replica {n + 1}": (server.cpu_seconds() - before) / elapsed
+        for n, (server, before) in enumerate(zip(servers, servers_before, strict=True))
+    }
+    cpu["database"] = sum(pg_after[pid] - pg_before.get(pid, 0.0) for pid in pg_after) / elapsed
+    cpu["load generator"] = (time.process_time() - own_before) / elapsed
+    return Turn(
+        len(servers), sum(posted) / elapsed, cpu, (busy - busy_before) / (total - total_before) * CORES
+    )
+
+
+def describe(turns: list[Turn]) -> str:
+    rate = statistics.median(t.events_per_s for t in turns)
+    shares = {name: statistics.median(t.cpu[name] for t in turns) for name in turns[0].cpu}
+    used = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+    busy = statistics.median(t.machine_cores_busy for t in turns)
+    return f"{rate:>9,.0f} events/s   CPU (of one core): {used}; machine {busy:.2f} of {CORES} cores busy"
+
+
+def cost_per_event(turns: list[Turn], *names: str) -> float:
+    """Median CPU seconds per event spent by the processes whose names start with one of ``names``."""
+    return statistics.median(
+        sum(share for name, share in t.cpu.items() if name.startswith(names)) / t.events_per_s for t in turns
+    )
+
+
+def capacity(turns: list[Turn], replicas: int) -> float:
+    """The rate this machine could carry at the CPU cost measured in ``turns``, if nothing else ran
+    on it: a replica is one Python process (one core at most), and all processes share the cores."""
+    replica_cost = cost_per_event(turns, "replica")
+    total_cost = cost_per_event(turns, "replica", "database", "load generator")
+    return min(replicas / replica_cost, CORES / total_cost)
+
+
+def costs(turns: list[Turn]) -> str:
+    return ", ".join(
+        f"{name} {cost_per_event(turns, name) * 1e6:.0f} ms"
+        for name in ("replica", "database", "load generator")
+    )
+
+
+async def bench(args: argparse.Namespace) -> None:
+    data_dir, url = await bench_database("postgresql", prefix="billing-bench-scaleout-")
+    database = url.rsplit("/", 1)[1]
+    env = {**server_env(data_dir, url), "BILLING_SECRET_KEY": SECRET_KEY}
+    servers = [Server(env, free_port()), Server(env, free_port())]
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    one: list[Turn] = []
+    two: list[Turn] = []
+    try:
+        for server in servers:
+            server.start()
+        key = json.loads(servers[0].run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
+        await setup(f"http://127.0.0.1:{servers[0].port}", key)
+        # Warm both replicas (their customer and meter caches) before measuring.
+        await run_turn(servers, key, turn_batches(0, 20 * BATCH, start), args.connections, database)
+        for turn in range(1, 2 * args.turns + 1):
+            payloads = turn_batches(turn, args.events // args.turns, start)
+            if turn % 2:
+                one.append(await run_turn(servers[:1], key, payloads, args.connections, database))
+            else:
+                two.append(await run_turn(servers, key, payloads, args.connections, database))
+    finally:
+        for server in servers:
+            server.stop()
+        await drop_postgres_database(url)
+
+    ratio = statistics.median(t.events_per_s for t in two) / statistics.median(t.events_per_s for t in one)
+    print("database:        PostgreSQL (a fresh database on BILLING_BENCH_POSTGRES_URL's server)")
+    print(
+        f"load:            {args.events:,} events per configuration in {args.turns} turns each, "
+        f"batches of {BATCH} ({DUPLICATE_SHARE:.0%} duplicates), {args.connections} connections"
+    )
+    print(f"one replica:     {describe(one)}")
+    print(f"two replicas:    {describe(two)}")
+    print(f"ratio:           {ratio:.2f}x one replica (target 1.6x)")
+    # The same costs (all turns) for both: what two cores allow, whatever else ran meanwhile.
+    best_one, best_two = capacity(one + two, 1), capacity(one + two, 2)
+    print(f"CPU per 1000:    {costs(one + two)} (all turns; replicas together)")
+    print(
+        f"at that cost:    one replica at most {best_one:,.0f} events/s (one core), two at most "
+        f"{best_two:,.0f} events/s ({CORES} cores shared with the database): {best_two / best_one:.2f}x "
+        "with nothing else running"
+    )
+    print("(events/s, CPU shares: median of the turns; 'database' counts this database's backends only)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=60_000, help="events per configuration, all turns")
+    parser.add_argument("--turns", type=int, default=3, help="turns per configuration, alternating")
+    parser.add_argument("--connections", type=int, default=8)
+    asyncio.run(bench(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
