@@ -19,11 +19,19 @@ $(VENV)/.installed-dev: pyproject.toml
 
 run: $(VENV)/.installed-run
 	$(BIN)/billing migrate
-	$(BIN)/billing dev-tenant
+	$(BIN)/billing demo --host $(HOST) --port $(PORT)
 	$(BIN)/billing serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+# Debian's Chromium drives the browser tests (tests/browser); Playwright never downloads a browser.
+CHROMIUM := /usr/bin/chromium
+SUDO = $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null; then echo sudo; fi)
+APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+test: $(VENV)/.installed-dev $(if $(filter 1,$(BILLING_SKIP_BROWSER)),,$(CHROMIUM))
 	$(BIN)/python -m pytest
+
+$(CHROMIUM):
+	$(APT_INSTALL) || { $(SUDO) apt-get update && $(APT_INSTALL); }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check billing tests migrations bench

@@ -7,11 +7,12 @@ latency and memory over time.
 Starts ``billing serve`` with its scheduler on (billing runs, dunning, dispatch all tick as in
 production) on a fresh database with 1000 customers subscribed since the start of the month.
 The mix, per operation: 45% a batch of 100 usage events (5% of them resent), 15% a single
-event, 15% a usage query, 10% an invoice list, 15% a signed Stripe webhook. First the mix runs closed-loop from 16 clients for
-``--calibrate-seconds`` to find the peak operations/s; then it runs open-loop (arrivals on a
-fixed schedule, whatever the answers) at half that rate for ``--minutes``. Every minute it
-prints operations, errors (any answer but the expected 2xx, or a transport error), p50/p99
-latency and the server's RSS; at the end, the totals and the RSS trend.
+event, 15% a usage query, 10% an invoice list, 15% a signed Stripe webhook. First the mix
+runs closed-loop from 16 clients for ``--calibrate-seconds`` to find the peak operations/s;
+then it runs open-loop (arrivals on a fixed schedule, whatever the answers) at half that rate
+for ``--minutes``. Every minute it prints operations, errors (any answer but the expected 2xx,
+or a transport error), p50/p99 latency and the server's RSS; at the end, the totals and the
+RSS trend.
 """
 
 from __future__ import annotations

@@ -76,6 +76,7 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from billing.app import create_app
+    from billing.slow_clients import deadline_protocol
 
     settings = _settings()
     if settings.dialect == "sqlite":
@@ -88,6 +89,11 @@ def serve(host: str, port: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
         limit_concurrency=2048,
+        # Slow clients: a head over 16 KiB answers 400; an idle keep-alive connection closes after
+        # 5 s; a head or a body that takes longer than its deadline closes the connection.
+        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_keep_alive=5,
     )
 
 
@@ -182,6 +188,31 @@ def dev_tenant() -> None:
         raise click.ClickException("dev-tenant is for development only")
     info = _with_context(settings, devtenant.ensure)
     click.echo(devtenant.banner(info))
+
+
+@main.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Host of the printed URLs")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the printed URLs")
+@click.option("--customers", default=36, show_default=True, type=int, help="Size of a new demo")
+def demo_tenant(host: str, port: int, customers: int) -> None:
+    """Build the demo tenant on first run (customers, usage, invoices, dunning, emails); print its
+    keys on every run."""
+    from billing import demo  # builds on most of the service: imported only when asked for
+
+    settings = _settings()
+    if settings.production:
+        raise click.ClickException("demo is for development only")
+    if not demo.MIN_CUSTOMERS <= customers <= demo.MAX_CUSTOMERS:
+        raise click.BadParameter(
+            f"must be {demo.MIN_CUSTOMERS} to {demo.MAX_CUSTOMERS}", param_hint="--customers"
+        )
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run(ctx: AppContext) -> dict[str, Any]:
+        return await demo.ensure(ctx, customers=customers, progress=lambda line: click.echo(line, err=True))
+
+    info = _with_context(settings, run)
+    click.echo(demo.banner(info, f"http://{host}:{port}"))
 
 
 if __name__ == "__main__":
