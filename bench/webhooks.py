@@ -75,18 +75,12 @@ def serve(port: int) -> None:
 
     from billing.app import create_app
     from billing.settings import Settings
+    from billing.slow_clients import server_options
 
-    app = create_app(Settings.from_env())
+    settings = Settings.from_env()
+    app = create_app(settings)
     app.register(bare)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=2048,
-    )
+    uvicorn.run(app, host="127.0.0.1", port=port, **server_options(settings))
 
 
 def stripe_event(n: int, created: int) -> str:

@@ -76,25 +76,12 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from billing.app import create_app
-    from billing.slow_clients import deadline_protocol
+    from billing.slow_clients import server_options
 
     settings = _settings()
     if settings.dialect == "sqlite":
         upgrade(settings.database_url)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=2048,
-        # Slow clients: a head over 16 KiB answers 400; an idle keep-alive connection closes after
-        # 5 s; a head or a body that takes longer than its deadline closes the connection.
-        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
-        h11_max_incomplete_event_size=16 * 1024,
-        timeout_keep_alive=5,
-    )
+    uvicorn.run(create_app(settings), host=host, port=port, **server_options(settings))
 
 
 @main.command()
