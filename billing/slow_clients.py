@@ -1,11 +1,12 @@
 """Deadlines for clients that send a request slowly (slowloris), for ``billing serve``.
 
-uvicorn bounds the size of an incomplete request head (``h11_max_incomplete_event_size``) and the
-idle time between requests (``timeout_keep_alive``), but not how long a client may take to send
-its head or its body: a client that opens a connection and sends one byte every few seconds holds
-it, and a slot of ``limit_concurrency``, forever. This protocol closes the connection when the
-head has not arrived within ``header_seconds`` of the first chance to send it (the connection
-opening, or the previous response ending), or the body within ``body_seconds`` of the head.
+uvicorn bounds the idle time between requests (``timeout_keep_alive``), but not how long a client
+may take to send its head or its body, nor (with httptools, its fast C parser) how large a head
+may grow: a client that opens a connection and sends one byte every few seconds holds it, and a
+slot of ``limit_concurrency``, forever. This protocol answers 400 to a head over 16 KiB, and
+closes the connection when the head has not arrived within ``header_seconds`` of the connection
+opening or of its first byte (the keep-alive timeout bounds the wait for that byte on a kept-alive
+connection), or the body within ``body_seconds`` of the head.
 
 It lives at the HTTP protocol because the head arrives before any ASGI code runs.
 """
@@ -15,24 +16,35 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h11
 import structlog
 from prometheus_client import Counter
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from billing.settings import Settings
 
 CLOSED = Counter("billing_slow_clients_closed_total", "Connections closed for sending too slowly", ["phase"])
 log = structlog.get_logger("billing.slow_clients")
+MAX_HEAD_BYTES = 16 * 1024
 
 
-class DeadlineH11Protocol(H11Protocol):
+class HeadTooLarge(Exception):
+    pass
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines for the request head and body, and a bound on
+    the size of a head (httptools has none: it would buffer an endless header line)."""
+
     header_seconds: float = 10.0
     body_seconds: float = 60.0
+    max_head_bytes: int = MAX_HEAD_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._phase: str | None = None
+        self._phase: str | None = None  # the deadline that runs now
+        self._parsing: str | None = None  # what the parser waits for: "headers", "body" or None
+        self._head_bytes = 0  # received while the head is incomplete
+        self._parsed_head_bytes = 0  # of the URL and headers parsed so far
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -41,16 +53,47 @@ class DeadlineH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        state = self.conn.their_state
-        self._enter("headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None)
+        if self.transport.is_closing():
+            return
+        if self._parsing == "headers":
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._enter(None)
+                self.send_400_response("Request head too large.")
+                return
+        # A request that arrived whole leaves nothing to wait for: no timer is set at all.
+        self._enter(self._parsing)
 
-    def on_response_complete(self) -> None:
-        self._enter(None)  # until the next request starts, the keep-alive timeout applies
-        super().on_response_complete()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsing, self._head_bytes, self._parsed_head_bytes = "headers", 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._parsing = "body"
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._parsing = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter(None)
         super().connection_lost(exc)
+
+    def _count_head(self, size: int) -> None:
+        """A head that arrives whole is counted as it is parsed: raising here makes the parser
+        fail, and uvicorn answer 400 and close."""
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.max_head_bytes:
+            raise HeadTooLarge(f"request head over {self.max_head_bytes} bytes")
 
     def _enter(self, phase: str | None) -> None:
         if phase == self._phase:
@@ -72,11 +115,11 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def deadline_protocol(header_seconds: float, body_seconds: float) -> type[H11Protocol]:
+def deadline_protocol(header_seconds: float, body_seconds: float) -> type[DeadlineProtocol]:
     """The protocol class for ``uvicorn.run(http=...)`` with these deadlines."""
     return type(
-        "DeadlineH11Protocol",
-        (DeadlineH11Protocol,),
+        "DeadlineProtocol",
+        (DeadlineProtocol,),
         {"header_seconds": header_seconds, "body_seconds": body_seconds},
     )
 
@@ -93,6 +136,5 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": 10,
         "limit_concurrency": 2048,
         "http": deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
-        "h11_max_incomplete_event_size": 16 * 1024,
         "timeout_keep_alive": 5,
     }

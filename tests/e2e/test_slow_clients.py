@@ -140,6 +140,17 @@ def test_an_incomplete_request_head_over_16_kib_answers_400(target: SlowTarget) 
     served_quickly(target)
 
 
+def test_a_whole_request_head_over_16_kib_answers_400_and_one_under_is_served(target: SlowTarget) -> None:
+    auth = f"Authorization: Bearer {target.admin_key}\r\n".encode()
+    for padding, status in ((17 * 1024, b"400"), (14 * 1024, b"200")):
+        head = b"GET /v1/tenant HTTP/1.1\r\nHost: billing\r\n" + auth
+        head += b"X-Padding: " + b"a" * padding + b"\r\nConnection: close\r\n\r\n"
+        with target.connect() as sock:
+            sock.sendall(head)
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:80]
+
+
 def test_a_normal_request_on_a_kept_alive_connection_is_unaffected(target: SlowTarget) -> None:
     with httpx.Client(base_url=target.server.base_url, headers=_auth(target), timeout=5) as client:
         first = client.get("/v1/tenant")
