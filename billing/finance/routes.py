@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from billing.context import AppContext, Ctx
-from billing.errors import ApiError, NotFound
+from billing.errors import ApiError, BadRequest, NotFound
 from billing.finance import customers, invoice_detail, invoice_list, overview, overview_charts, pages
 from billing.finance.session import (
     CSRF_FIELD,
@@ -41,7 +41,6 @@ from billing.finance.web import (
 )
 from billing.invoicing import actions
 from billing.invoicing.export import export_rows
-from billing.invoicing.schemas import InvoiceOut
 from billing.payments.charge import pay_now
 
 DONE = {
@@ -143,7 +142,7 @@ class InvoicePages(Controller):
         async with ctx.database.read() as session:
             query = await invoice_list.read_query(session, user.tenant_id, request.query_params)
         if query.errors:
-            raise NotFound("The filter is not valid; correct it on the invoice list first")
+            raise BadRequest("The filter is not valid; correct it on the invoice list first")
         return Stream(
             export_rows(ctx.database, user.tenant_id, query.filters),
             media_type="text/csv; charset=utf-8",
@@ -212,28 +211,18 @@ async def _invoice_page(
     )
 
 
-async def _pay(ctx: AppContext, tenant_id: str, invoice_id: str, actor: str) -> InvoiceOut:
-    await pay_now(ctx, tenant_id, invoice_id)
-    return await actions.read_invoice(ctx, tenant_id, invoice_id)
-
-
-async def _finalize(ctx: AppContext, tenant_id: str, invoice_id: str, actor: str) -> InvoiceOut:
-    return await actions.finalize_now(ctx, tenant_id, invoice_id, actor=actor)
-
-
-async def _void(ctx: AppContext, tenant_id: str, invoice_id: str, actor: str) -> InvoiceOut:
-    return await actions.void_now(ctx, tenant_id, invoice_id, actor=actor)
-
-
-async def _write_off(ctx: AppContext, tenant_id: str, invoice_id: str, actor: str) -> InvoiceOut:
-    return await actions.mark_uncollectible_now(ctx, tenant_id, invoice_id, actor=actor)
-
-
-_RUNNERS: dict[str, Callable[[AppContext, str, str, str], Awaitable[InvoiceOut]]] = {
-    "finalize": _finalize,
-    "pay": _pay,
-    "void": _void,
-    "mark-uncollectible": _write_off,
+# Each action as the invoice page runs it: (ctx, tenant id, invoice id, actor).
+_RUNNERS: dict[str, Callable[[AppContext, str, str, str], Awaitable[object]]] = {
+    "finalize": lambda ctx, tenant_id, invoice_id, actor: actions.finalize_now(
+        ctx, tenant_id, invoice_id, actor=actor
+    ),
+    "pay": lambda ctx, tenant_id, invoice_id, actor: pay_now(ctx, tenant_id, invoice_id),
+    "void": lambda ctx, tenant_id, invoice_id, actor: actions.void_now(
+        ctx, tenant_id, invoice_id, actor=actor
+    ),
+    "mark-uncollectible": lambda ctx, tenant_id, invoice_id, actor: actions.mark_uncollectible_now(
+        ctx, tenant_id, invoice_id, actor=actor
+    ),
 }
 
 

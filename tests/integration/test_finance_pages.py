@@ -241,6 +241,8 @@ async def test_the_csv_export_of_a_filter_is_the_api_export_of_the_same_filter(
     api = await client.get("/v1/invoices/export.csv", params={"status": "draft"}, headers=tenant.headers())
     assert exported.text == api.text
     assert exported.text.count("\n") == 1 + 4  # header; one usage line each, and c3's late line
+    refused = await client.get("/finance/invoices/export.csv", params={"total_min": "ten"})
+    assert refused.status_code == 400 and "correct it on the invoice list" in refused.text
 
 
 # An invoice and its actions
