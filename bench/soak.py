@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -60,6 +61,7 @@ MIX: list[tuple[str, int]] = [("batch", 45), ("event", 15), ("usage", 15), ("inv
 class Minute:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # "operation answer", for errors
     rss_mib: float = 0.0
     cpu: float = 0.0
 
@@ -133,11 +135,13 @@ async def one(traffic: Traffic, minute: Minute) -> None:
     started = time.perf_counter()
     try:
         response = await operation()
-        ok = 200 <= response.status_code < 300
-    except httpx.HTTPError:
-        ok = False
+        answer = str(response.status_code)
+    except httpx.HTTPError as exc:
+        answer = type(exc).__name__
     minute.latencies.append(time.perf_counter() - started)
-    minute.errors += 0 if ok else 1
+    if not answer.startswith("2"):
+        minute.errors += 1
+        minute.failures[f"{operation.__name__} {answer}"] += 1
 
 
 async def calibrate(traffic: Traffic, seconds: float) -> float:
@@ -190,6 +194,7 @@ def _minute_line(index: int, minute: Minute) -> str:
         f"p50 {_percentile(minute.latencies, 0.5):7.1f} ms, "
         f"p99 {_percentile(minute.latencies, 0.99):7.1f} ms, "
         f"RSS {minute.rss_mib:6.1f} MiB, server CPU {minute.cpu:4.0%}"
+        + (f"; errors: {dict(minute.failures)}" if minute.failures else "")
     )
 
 
