@@ -6,11 +6,13 @@ so that ``ORDER BY id`` pages in creation order and ids never collide across rep
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 from billing.clock import wall_time_ns
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 PREFIXES = frozenset(
     {
         "cus",
@@ -38,11 +40,10 @@ def new_id(prefix: str) -> str:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
     value = (wall_time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # 26 digits are 130 bits: shifted by 6, the value's bits lead 17 bytes, and base32 takes
+    # them 5 at a time from the left, so its first 26 letters are the digits, most significant first.
+    digits = base64.b32encode((value << 6).to_bytes(17, "big"))[:26]
+    return f"{prefix}_{digits.translate(_FROM_RFC4648).decode()}"
 
 
 def has_prefix(value: str, prefix: str) -> bool:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billing import outbox
 from billing.db import insert_ignore, insert_rows
@@ -22,29 +23,37 @@ from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
+from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.subscriptions import next_period_end
-from billing.metering import usage
 from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent
 from billing.tenants.models import Tenant
 
 
 async def close_periods(
-    session: AsyncSession, tenant: Tenant, subscriptions: Sequence[Subscription], *, at: datetime, actor: str
+    session: AsyncSession,
+    tenant: Tenant,
+    subscriptions: Sequence[Subscription],
+    *,
+    at: datetime,
+    actor: str,
+    tallies: RunTallies,
 ) -> int:
     """Create the drafts of every period of these (locked) subscriptions that ended by ``at``."""
     catalog = await load_catalog(session, {s.plan_id for s in subscriptions})
+    with_late = await _with_unbilled_history(session, tenant.id, subscriptions)
     work: dict[periods.Period, list[Subscription]] = defaultdict(list)
     for sub in subscriptions:
         for period in periods.ended_periods(
             sub.starts_at, sub.cancel_at, sub.timezone, after=sub.billed_through, until=at
         ):
             work[period].append(sub)
-            sub.billed_through = period.end  # in order: ends at the last one
-    with_late = await _with_unbilled_history(session, tenant.id, subscriptions)
+            # In order, so it ends at the last one. _advance writes it for the whole batch at
+            # once: the ORM must not also flush an UPDATE per subscription.
+            set_committed_value(sub, "billed_through", period.end)
     drafts: list[tuple[dict[str, object], list[lines.LineDraft]]] = []
     for period in sorted(work):
-        drafts += await _draft_period(session, tenant, catalog, period, work[period], with_late, at)
+        drafts += await _draft_period(session, tenant, catalog, period, work[period], with_late, tallies, at)
     created = await insert_drafts(session, drafts, actor, at)
     await _advance(session, subscriptions, at)
     return created
@@ -55,7 +64,7 @@ async def _advance(session: AsyncSession, subscriptions: Sequence[Subscription],
     pair (usually one for a whole batch), not one per subscription."""
     groups: dict[tuple[datetime | None, datetime | None], list[str]] = defaultdict(list)
     for sub in subscriptions:
-        sub.next_period_end = next_period_end(sub)
+        set_committed_value(sub, "next_period_end", next_period_end(sub))
         groups[(sub.billed_through, sub.next_period_end)].append(sub.id)
     table = Subscription.__table__
     for (billed_through, next_end), ids in groups.items():
@@ -73,12 +82,13 @@ async def _draft_period(
     period: periods.Period,
     subscriptions: list[Subscription],
     with_late: set[str],
+    run_tallies: RunTallies,
     at: datetime,
 ) -> list[tuple[dict[str, object], list[lines.LineDraft]]]:
     meters: dict[str, Meter] = {}
     for sub in subscriptions:
         meters.update(catalog.meters_of(catalog.plans[sub.plan_id]))
-    tallies = await usage.period_tallies(
+    tallies = await run_tallies.period(
         session,
         tenant.id,
         [s.customer_id for s in subscriptions],
@@ -143,10 +153,7 @@ async def insert_drafts(
     )
     await outbox.emit_many(
         session,
-        [
-            (str(row["tenant_id"]), "invoice.created", invoices.event_payload(Invoice(**row)))
-            for row, _ in new
-        ],
+        [(str(row["tenant_id"]), "invoice.created", invoices.event_payload(row)) for row, _ in new],
         now=at,
     )
     return len(new)
@@ -155,7 +162,8 @@ async def insert_drafts(
 async def _with_unbilled_history(
     session: AsyncSession, tenant_id: str, subscriptions: Sequence[Subscription]
 ) -> set[str]:
-    """Subscriptions with unbilled events before their last closed period's end: maybe late usage."""
+    """Subscriptions with unbilled events before their last closed period's end: maybe late usage
+    (for the periods about to be closed, the draft counts them)."""
     closed = [sub for sub in subscriptions if sub.billed_through is not None]
     if not closed:
         return set()

@@ -8,7 +8,7 @@ outbox event (``invoice.created``, ``invoice.finalized``, ``invoice.paid``, ``in
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -119,17 +119,14 @@ async def record_status(
 _TOPICS = {"open": "finalized", "void": "voided", "draft": "created"}
 
 
-def event_payload(invoice: Invoice) -> dict[str, object]:
-    return {
-        "invoice_id": invoice.id,
-        "customer_id": invoice.customer_id,
-        "subscription_id": invoice.subscription_id,
-        "status": invoice.status,
-        "number": invoice.number,
-        "currency": invoice.currency,
-        "total": invoice.total,
-        "amount_due": invoice.amount_due,
-    }
+_PAYLOAD = ("customer_id", "subscription_id", "status", "number", "currency", "total", "amount_due")
+
+
+def event_payload(invoice: Invoice | Mapping[str, object]) -> dict[str, object]:
+    """The outbox payload of an invoice, from the object or from the row about to be inserted."""
+    if isinstance(invoice, Mapping):
+        return {"invoice_id": invoice["id"]} | {key: invoice[key] for key in _PAYLOAD}
+    return {"invoice_id": invoice.id} | {key: getattr(invoice, key) for key in _PAYLOAD}
 
 
 async def get_invoice(

@@ -25,6 +25,7 @@ from billing.invoicing.finalize import finalize
 from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import recompute
+from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.schemas import BillingRunOut
 from billing.payments.charge import charge_due
 from billing.payments.reconcile import reconcile_due
@@ -63,8 +64,10 @@ Work = Callable[[AsyncSession, Tenant, Sequence[Subscription]], Awaitable[int]]
 
 
 def _closer(at: datetime, actor: str) -> Work:
+    tallies = RunTallies(at)
+
     async def work(session: AsyncSession, tenant: Tenant, subs: Sequence[Subscription]) -> int:
-        return await close_periods(session, tenant, subs, at=at, actor=actor)
+        return await close_periods(session, tenant, subs, at=at, actor=actor, tallies=tallies)
 
     return work
 

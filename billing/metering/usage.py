@@ -55,6 +55,9 @@ class Tally:
                 other.latest_seq,
             )
 
+    def copy(self) -> Tally:
+        return Tally(Partial(**vars(self.partial)) if self.partial else None, set(self.uniques))
+
     def value(self, aggregation: str) -> Decimal | None:
         """The meter's quantity for the range: 0 when nothing happened, except for max and latest."""
         if aggregation == "unique_count":
@@ -201,40 +204,70 @@ def _range_index(starts: list[datetime], ranges: Sequence[Range], at: datetime) 
 
 
 async def period_tallies(
-    session: AsyncSession, tenant_id: str, customer_ids: Sequence[str], meters: Sequence[Meter], period: Range
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
 ) -> dict[SeriesKey, Tally]:
     """One tally per (customer, meter) over one range, for many customers at once.
 
     Sums, counts and maxima of whole hours are aggregated in SQL; only the latest values,
     the distinct values and the events of the hours cut by the range's edges come back as rows.
     """
-    result: dict[SeriesKey, Tally] = defaultdict(Tally)
-    if not customer_ids or not meters:
-        return result
-    whole, cut = _classify_hours([period])
-    if whole:
-        hours = (min(whole), max(whole) + HOUR)
-        await _aggregate_rollups(session, tenant_id, customer_ids, meters, hours, result)
-        await _fold_latest_rollups(session, tenant_id, customer_ids, meters, hours, result)
-        await _collect_uniques(session, tenant_id, customer_ids, meters, hours, result)
-    if cut:
-        await _fold_raw_events(session, tenant_id, customer_ids, meters, period, cut, result)
+    result = await whole_hour_tallies(session, tenant_id, customer_ids, meters, period)
+    await add_cut_hours(session, tenant_id, customer_ids, meters, period, result)
     return result
+
+
+async def whole_hour_tallies(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str] | None,
+    meters: Sequence[Meter],
+    period: Range,
+) -> dict[SeriesKey, Tally]:
+    """The part of ``period_tallies`` that comes from the rollups of the range's whole hours;
+    ``customer_ids`` None means every customer of the tenant (a scan with no membership test
+    per row, for when most of them are wanted)."""
+    result: dict[SeriesKey, Tally] = defaultdict(Tally)
+    whole, _ = _classify_hours([period])
+    if (customer_ids is not None and not customer_ids) or not meters or not whole:
+        return result
+    hours = (min(whole), max(whole) + HOUR)
+    await _aggregate_rollups(session, tenant_id, customer_ids, meters, hours, result)
+    await _fold_latest_rollups(session, tenant_id, customer_ids, meters, hours, result)
+    await _collect_uniques(session, tenant_id, customer_ids, meters, hours, result)
+    return result
+
+
+async def add_cut_hours(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
+    result: dict[SeriesKey, Tally],
+) -> None:
+    """Fold into ``result`` the raw events of the hours the range's edges cut (an offset that is
+    not whole hours): the other part of ``period_tallies``, always for named customers, as the
+    events are indexed by customer."""
+    _, cut = _classify_hours([period])
+    if cut and customer_ids and meters:
+        await _fold_raw_events(session, tenant_id, customer_ids, meters, period, cut, result)
 
 
 def _batch_filter(
     table: sa.Table,
     tenant_id: str,
-    customer_ids: Sequence[str],
+    customer_ids: Sequence[str] | None,
     meters: Sequence[Meter],
     hours: Range | None = None,
 ) -> sa.ColumnElement[bool]:
-    """Rows of these customers' series of these meters, in [hours) when given."""
-    conditions = [
-        table.c.tenant_id == tenant_id,
-        table.c.customer_id.in_(customer_ids),
-        table.c.meter_id.in_([m.id for m in meters]),
-    ]
+    """Rows of these customers' (None: all) series of these meters, in [hours) when given."""
+    conditions = [table.c.tenant_id == tenant_id, table.c.meter_id.in_([m.id for m in meters])]
+    if customer_ids is not None:
+        conditions.append(table.c.customer_id.in_(customer_ids))
     if hours is not None:
         conditions += [table.c.hour >= hours[0], table.c.hour < hours[1]]
     return sa.and_(*conditions)
@@ -243,7 +276,7 @@ def _batch_filter(
 async def _aggregate_rollups(
     session: AsyncSession,
     tenant_id: str,
-    customer_ids: Sequence[str],
+    customer_ids: Sequence[str] | None,
     meters: Sequence[Meter],
     hours: Range,
     result: dict[SeriesKey, Tally],
@@ -264,6 +297,8 @@ async def _aggregate_rollups(
         .where(_batch_filter(table, tenant_id, customer_ids, summed, hours))
         .group_by(table.c.customer_id, table.c.meter_id)
     )
+    if dialect == "postgresql" and customer_ids is None:
+        await session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
     for row in await session.execute(query):
         partial = Partial(int(row.event_count), row.value_sum, row.value_max, row.value_max, _NEVER, 0)
         result[(row.customer_id, row.meter_id)].merge(partial)
@@ -272,7 +307,7 @@ async def _aggregate_rollups(
 async def _fold_latest_rollups(
     session: AsyncSession,
     tenant_id: str,
-    customer_ids: Sequence[str],
+    customer_ids: Sequence[str] | None,
     meters: Sequence[Meter],
     hours: Range,
     result: dict[SeriesKey, Tally],
@@ -293,7 +328,7 @@ async def _fold_latest_rollups(
 async def _collect_uniques(
     session: AsyncSession,
     tenant_id: str,
-    customer_ids: Sequence[str],
+    customer_ids: Sequence[str] | None,
     meters: Sequence[Meter],
     hours: Range,
     result: dict[SeriesKey, Tally],

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from billing.auth import Scope
+from billing.invoicing import run_tallies
 from tests.conftest import TenantHandle
 
 EXPONENTS = {"USD": 2, "JPY": 0, "KWD": 3}
@@ -517,9 +518,16 @@ def agg_event(key: str, name: str, at: datetime, value: str, user: str) -> dict:
 
 
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Kathmandu"])
+@pytest.mark.parametrize("tenant_wide", [True, False], ids=["tenant-wide-read", "batch-read"])
 async def test_max_unique_latest_and_count_meters_are_aggregated_per_period(
-    client: httpx.AsyncClient, make_tenant: MakeTenant, tz: str
+    client: httpx.AsyncClient,
+    make_tenant: MakeTenant,
+    tz: str,
+    tenant_wide: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The run reads a small tenant's whole period at once; a tenant above the limit, per batch.
+    monkeypatch.setattr(run_tallies, "TENANT_WIDE_LIMIT", run_tallies.TENANT_WIDE_LIMIT if tenant_wide else 0)
     tenant = await make_tenant(name="Aggregate", currency="USD")
     response = await client.patch("/v1/tenant", headers=tenant.headers(), json={"grace_period_hours": 744})
     assert response.status_code == 200, response.text

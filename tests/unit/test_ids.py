@@ -90,3 +90,14 @@ def test_any_earlier_millisecond_sorts_first(first: int, gap: int) -> None:
         patch.setattr(billing.ids, "wall_time_ns", lambda: next(times))
         a, b = new_id("cus"), new_id("cus")
     assert a < b
+
+
+@given(st.integers(0, MAX_MS), st.integers(0, 2**80 - 1))
+def test_the_26_characters_are_the_base32_digits_of_time_then_randomness(ms: int, random: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(billing.ids, "wall_time_ns", lambda: ms * 1_000_000)
+        patch.setattr(billing.ids.secrets, "randbits", lambda bits: random)
+        digits = new_id("inv")[4:]
+    assert sum(CROCKFORD_LOWER.index(ch) * 32**place for place, ch in enumerate(reversed(digits))) == (
+        ms << 80 | random
+    )
