@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -207,44 +208,99 @@ async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") ->
         await asyncio.gather(*[customer(n) for n in range(CUSTOMERS)])
 
 
+class Counts(msgspec.Struct):
+    accepted: int
+    duplicates: int
+
+
+_counts = msgspec.json.Decoder(Counts)
+
+
+def batch_request(port: int, key: str, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/events/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def post_batches(
+    port: int, key: str, queue: list[bytes], posted: list[int], latencies: list[float] | None = None
+) -> None:
+    """One keep-alive connection posting batches from ``queue`` until it is empty (raw HTTP/1.1:
+    lighter than an HTTP library, so that the load generator takes little of the machine)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while queue:
+            started = time.perf_counter()
+            writer.write(batch_request(port, key, queue.pop()))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
+            )
+            body = await reader.readexactly(length)
+            if head[9:12] != b"200":
+                raise RuntimeError(f"batch answered {head[9:12].decode()}: {body[:300]!r}")
+            if latencies is not None:
+                latencies.append(time.perf_counter() - started)
+            counts = _counts.decode(body)
+            posted.append(counts.accepted + counts.duplicates)
+    finally:
+        writer.close()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used by ``pid`` so far; 0 once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends(database: str) -> list[int]:
+    """PostgreSQL backends connected to ``database`` (the process title names it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
+    return found
+
+
 async def post_all(
-    base: str, key: str, payloads: list[bytes], clients: int, server: Server
+    port: int, key: str, payloads: list[bytes], clients: int, server: Server, database: str | None
 ) -> dict[str, Any]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for payload in payloads:
-        queue.put_nowait(payload)
+    queue = list(reversed(payloads))
     latencies: list[float] = []
-    accepted = duplicates = 0
+    posted: list[int] = []
     rss_samples: list[float] = []
 
-    async def worker() -> None:
-        nonlocal accepted, duplicates
-        headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
-            while not queue.empty():
-                payload = queue.get_nowait()
-                started = time.perf_counter()
-                response = await client.post("/v1/events/batch", content=payload)
-                latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
-                body = response.json()
-                accepted += body["accepted"]
-                duplicates += body["duplicates"]
-                if len(latencies) % 50 == 0:
-                    rss_samples.append(server.memory_mib("VmRSS"))
+    async def sample_rss() -> None:
+        while True:
+            rss_samples.append(server.memory_mib("VmRSS"))
+            await asyncio.sleep(1)
 
+    sampler = asyncio.create_task(sample_rss())
+    pg_before = {pid: process_cpu(pid) for pid in backends(database)} if database else {}
     started, server_cpu, client_cpu = time.perf_counter(), server.cpu_seconds(), time.process_time()
-    await asyncio.gather(*[worker() for _ in range(clients)])
+    await asyncio.gather(*[post_batches(port, key, queue, posted, latencies) for _ in range(clients)])
     elapsed = time.perf_counter() - started
+    sampler.cancel()
+    pg_after = {pid: process_cpu(pid) for pid in backends(database)} if database else {}
     latencies.sort()
     return {
-        "events_per_s": (accepted + duplicates) / elapsed,
-        "accepted": accepted,
-        "duplicates": duplicates,
+        "events_per_s": sum(posted) / elapsed,
+        "posted": sum(posted),
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "rss_samples": rss_samples,
         "server_cpu": (server.cpu_seconds() - server_cpu) / elapsed,
+        "database_cpu": sum(pg_after[pid] - pg_before.get(pid, 0.0) for pid in pg_after) / elapsed,
         "client_cpu": (time.process_time() - client_cpu) / elapsed,
     }
 
@@ -320,12 +376,12 @@ async def main() -> None:
     server = Server(env, port)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     payloads = batches(args.events, start)
+    database = make_url(url).database if args.database == "postgresql" else None
     try:
         server.start()
         key = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
-        base = f"http://127.0.0.1:{port}"
-        await setup(base, key)
-        result = await post_all(base, key, payloads, args.clients, server)
+        await setup(f"http://127.0.0.1:{port}", key)
+        result = await post_all(port, key, payloads, args.clients, server, database)
         peak = server.memory_mib("VmHWM")
         server.stop()
         baseline_payloads = batches(args.baseline_events, start, seed=11)
@@ -335,20 +391,20 @@ async def main() -> None:
         if args.database == "postgresql":
             await drop_postgres_database(url)
 
-    samples = result["rss_samples"]
+    rss = result["rss_samples"] or [0.0]
+    thirds = [rss[len(rss) // 3], rss[2 * len(rss) // 3], rss[-1]]
     print(f"database:        {args.database}")
-    print(
-        f"events posted:   {result['accepted'] + result['duplicates']} ({result['duplicates']} duplicates), "
-        f"batches of {BATCH}, {args.clients} clients"
-    )
+    print(f"events posted:   {result['posted']:,} (5% duplicates), {BATCH} a batch, {args.clients} clients")
     print(f"throughput:      {result['events_per_s']:,.0f} events/s")
     print(f"batch latency:   p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
     print(
-        f"server RSS:      peak {peak:.0f} MiB; first/last sample {samples[0] if samples else 0:.0f}/"
-        f"{samples[-1] if samples else 0:.0f} MiB"
+        f"server RSS:      peak {peak:.0f} MiB; at 1/3, 2/3 and the end of the run "
+        + " / ".join(f"{value:.0f}" for value in thirds)
+        + " MiB"
     )
+    database_cpu = f", database {result['database_cpu']:.0%}" if database else ""
     print(
-        f"CPU use:         server {result['server_cpu']:.0%} of a core, "
+        f"CPU use:         server {result['server_cpu']:.0%} of a core{database_cpu}, "
         f"load generator {result['client_cpu']:.0%}"
     )
     print(f"raw baseline:    {baseline:,.0f} rows/s (insert-ignore, same driver and unique constraint)")

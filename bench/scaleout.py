@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -36,10 +34,13 @@ from bench.ingest import (  # noqa: E402
     BATCH,
     DUPLICATE_SHARE,
     Server,
+    backends,
     bench_database,
     drop_postgres_database,
     free_port,
     make_event,
+    post_batches,
+    process_cpu,
     server_env,
     setup,
 )
@@ -48,14 +49,6 @@ SECRET_KEY = "bench-scaleout-secret-key-0123456789abcdef"
 TURN_STRIDE = 10**8  # event numbers of turn k start at k * TURN_STRIDE: every turn posts new events
 TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
-
-
-class Counts(msgspec.Struct):
-    accepted: int
-    duplicates: int
-
-
-_counts = msgspec.json.Decoder(Counts)
 
 
 def turn_batches(turn: int, events: int, start: datetime) -> list[bytes]:
@@ -68,57 +61,6 @@ def turn_batches(turn: int, events: int, start: datetime) -> list[bytes]:
         numbers += [first + rng.randrange(sent + fresh) for _ in range(BATCH - fresh)]
         out.append(json.dumps({"events": [make_event(n, start) for n in numbers]}).encode())
     return out
-
-
-def request(port: int, key: str, body: bytes) -> bytes:
-    head = (
-        f"POST /v1/events/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def connection(port: int, key: str, queue: list[bytes], posted: list[int]) -> None:
-    """One keep-alive connection posting batches from ``queue`` until it is empty (raw HTTP/1.1:
-    lighter than an HTTP library, so that the load generator takes little of the machine)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while queue:
-            writer.write(request(port, key, queue.pop()))
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
-            )
-            body = await reader.readexactly(length)
-            if head[9:12] != b"200":
-                raise RuntimeError(f"batch answered {head[9:12].decode()}: {body[:300]!r}")
-            counts = _counts.decode(body)
-            posted.append(counts.accepted + counts.duplicates)
-    finally:
-        writer.close()
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) used by ``pid`` so far; 0 once it has gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def backends(database: str) -> list[int]:
-    """PostgreSQL backends connected to ``database`` (the process title names it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("postgres: ") and f" {database} " in title:
-                found.append(int(entry.name))
-    return found
 
 
 def machine_busy() -> tuple[float, float]:
@@ -146,7 +88,7 @@ async def run_turn(
     own_before, (busy_before, total_before) = time.process_time(), machine_busy()
     started = time.perf_counter()
     ports = [servers[n % len(servers)].port for n in range(connections)]
-    await asyncio.gather(*(connection(port, key, queue, posted) for port in ports))
+    await asyncio.gather(*(post_batches(port, key, queue, posted) for port in ports))
     elapsed = time.perf_counter() - started
     busy, total = machine_busy()
     pg_after = {pid: process_cpu(pid) for pid in backends(database)}

@@ -68,7 +68,8 @@ class ExactDecimal(sa.types.TypeDecorator[Decimal]):
     """Exact decimals on both dialects: NUMERIC on PostgreSQL, canonical text on SQLite.
 
     SQLite has no exact decimal type (its NUMERIC is a float), so arithmetic on these columns
-    goes through :func:`decimal_add` / :func:`decimal_max`, which SQLite runs in Python.
+    goes through our own SQL functions, which SQLite runs in Python: ``dec_add`` and ``dec_max``
+    (``metering.event_store``), and the aggregates of :func:`decimal_sum` / :func:`decimal_greatest`.
     """
 
     impl = sa.Numeric(asdecimal=True)
@@ -88,18 +89,6 @@ class ExactDecimal(sa.types.TypeDecorator[Decimal]):
         if value is None or isinstance(value, Decimal):
             return value
         return Decimal(value)
-
-
-def decimal_add(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    if dialect == "sqlite":
-        return sa.func.dec_add(a, b, type_=ExactDecimal())
-    return sa.func.coalesce(a, 0) + sa.func.coalesce(b, 0)
-
-
-def decimal_max(dialect: str, a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    if dialect == "sqlite":
-        return sa.func.dec_max(a, b, type_=ExactDecimal())
-    return sa.func.greatest(a, b)  # ignores NULLs, like dec_max
 
 
 def decimal_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

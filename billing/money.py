@@ -68,6 +68,8 @@ _DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]
 
 # Enough digits for the exact product of two validated values (27 significant digits each).
 _PRECISION: Final = 100
+_ZERO: Final = Decimal(0)
+_ONE: Final = Decimal(1)
 
 
 class UnknownCurrency(ValueError):
@@ -120,19 +122,22 @@ def parse_decimal(
     number = _to_decimal(value)
     if number.copy_abs() > max_magnitude:
         raise InvalidDecimal(f"{value!r} is larger in magnitude than {format_decimal(max_magnitude)}")
-    fraction_digits = _fraction_digits(number)
-    if fraction_digits > max_fraction_digits:
+    canonical = _canonical(number)
+    if canonical is None or not _has_at_most(canonical, max_fraction_digits):
         raise InvalidDecimal(
-            f"{value!r} has {fraction_digits} fractional digits; at most {max_fraction_digits} are allowed"
+            f"{value!r} has {_fraction_digits(number)} fractional digits; "
+            f"at most {max_fraction_digits} are allowed"
         )
-    return _canonical(number)
+    return canonical
 
 
 def format_decimal(value: Decimal) -> str:
     """Plain notation without exponent or trailing fractional zeros: ``Decimal("1E+3")`` -> ``"1000"``."""
-    sign, digits, exp = _significant_parts(value)
-    if not digits:
-        return "0"
+    _require_finite(value)
+    canonical = _canonical(value)
+    if canonical is not None:
+        return format(canonical, "f")
+    sign, digits, exp = _significant_parts(value)  # beyond the exact context: digit by digit
     if exp >= 0:
         text = digits + "0" * exp
     else:
@@ -195,14 +200,14 @@ def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str
 
 
 def _to_decimal(value: str | int | Decimal) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise InvalidDecimal(f"expected a decimal string, int or Decimal, got {type(value).__name__}")
+    if isinstance(value, Decimal):
+        _require_finite(value)
+        return value
     if isinstance(value, str):
         return _decimal_from_text(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
-    _require_finite(value)
-    return value
+    raise InvalidDecimal(f"expected a decimal string, int or Decimal, got {type(value).__name__}")
 
 
 def _decimal_from_text(text: str) -> Decimal:
@@ -235,23 +240,40 @@ def _fraction_digits(value: Decimal) -> int:
     return max(0, -exp) if digits else 0
 
 
-def _canonical(value: Decimal) -> Decimal:
-    sign, digits, exp = _significant_parts(value)
-    if not digits:
-        return Decimal(0)
-    if exp > 0:
-        digits, exp = digits + "0" * exp, 0
-    return Decimal((sign, tuple(int(digit) for digit in digits), exp))
+def _has_at_most(value: Decimal, fraction_digits: int) -> bool:
+    quantum = _QUANTA.get(fraction_digits) or Decimal((0, (1,), -fraction_digits))
+    try:
+        _SHARED_EXACT.quantize(value, quantum)  # Inexact if digits would be dropped
+    except DecimalException:
+        return False
+    return True
+
+
+def _canonical(value: Decimal) -> Decimal | None:
+    """``value`` without trailing fractional zeros and with an exponent of at most 0 (``1E+3`` ->
+    ``1000``, ``-0.0`` -> ``0``); None when it has more significant digits, or a smaller exponent,
+    than the exact context holds, which no accepted value has."""
+    if value.is_zero():
+        return _ZERO
+    try:
+        # (Context methods: with positional arguments, several times faster than keywords.)
+        reduced = _SHARED_EXACT.normalize(value)
+        # Normalized, an integer has an exponent of 0 or more (1E+3), anything else less than 0.
+        if reduced == _SHARED_EXACT.to_integral_value(reduced):
+            return _SHARED_EXACT.quantize(reduced, _ONE)
+        return reduced
+    except DecimalException:
+        return None
 
 
 def _exact_context() -> Context:
     """Context in which any rounding is an error rather than a silent change of value."""
-    return _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+    return _EXACT.copy()
 
 
 def _rounding_context() -> Context:
     """Context for deliberate rounding; running out of precision is still an error."""
-    return _context(traps=[InvalidOperation, DivisionByZero, Overflow])
+    return _ROUNDING.copy()
 
 
 def _context(traps: list[type[DecimalException]]) -> Context:
@@ -266,3 +288,12 @@ def _context(traps: list[type[DecimalException]]) -> Context:
         flags=[],
         traps=traps,
     )
+
+
+# Built once: a Context takes microseconds to build and a copy a fraction of that.
+_EXACT = _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+_ROUNDING = _context(traps=[InvalidOperation, DivisionByZero, Overflow])
+# For the hot path of ingestion, not even copied: a context's traps decide every result, and
+# the flags that operations leave on it (which threads could share) are never read.
+_SHARED_EXACT = _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
+_QUANTA = {places: Decimal((0, (1,), -places)) for places in range(MAX_FRACTION_DIGITS + 1)}

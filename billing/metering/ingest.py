@@ -3,7 +3,8 @@
 One transaction per request: validate every event on its own, insert the valid ones with
 ON CONFLICT DO NOTHING (the unique constraint decides what is new, never a lookup first), tell
 duplicates from conflicts by the stored payload hash, and fold the new events into the hourly
-rollups. Rows are written in key order so that concurrent batches cannot deadlock.
+rollups (``event_store``). Rows are written in key order so that concurrent batches cannot
+deadlock.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import money
 from billing.clock import format_timestamp
-from billing.db import Database, insert_ignore
+from billing.db import Database
 from billing.invoicing.coverage import Coverage, coverages, covering, flag_late_usage
-from billing.metering import rollups
+from billing.metering import event_store, rollups
 from billing.metering.customers import customers_by_reference
+from billing.metering.event_store import NewEvent
 from billing.metering.meters import meters_by_key
 from billing.metering.usage_models import UNIQUE_VALUE_MAX_LENGTH, UsageEvent
 
@@ -33,7 +35,9 @@ MAX_PROPERTIES_BYTES = 4096
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
-class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+# Untracked by the garbage collector (gc=False): they hold no reference cycles, and a batch makes
+# thousands of them.
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     customer: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     meter: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -46,7 +50,7 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class EventResult(msgspec.Struct, omit_defaults=True):
+class EventResult(msgspec.Struct, omit_defaults=True, gc=False):
     index: int
     id: str | None
     status: str
@@ -64,6 +68,9 @@ class IngestResult(msgspec.Struct):
 
 _event_decoder = msgspec.json.Decoder(EventIn)
 _raw_id_decoder = msgspec.json.Decoder(dict[str, Any])
+# Payload hashes compare what an event means, so properties are hashed with sorted keys.
+_payload_encoder = msgspec.json.Encoder(order="sorted")
+_json = msgspec.json.Encoder()
 
 
 class Rejection(Exception):
@@ -73,18 +80,12 @@ class Rejection(Exception):
         self.message = message
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
-    """A valid event, resolved to its customer and meter, ready to insert."""
+    """A valid event of the batch, resolved to its customer and meter, ready to store."""
 
     index: int
-    event: EventIn
-    customer_id: str
-    meter: MeterSpec
-    value: Decimal
-    timestamp: datetime
-    payload_hash: str
-    unique_value: str | None
+    row: NewEvent
     subscription: Coverage
 
 
@@ -93,10 +94,11 @@ async def ingest(
 ) -> IngestResult:
     """Validate, then store in one write transaction; the answer is sent only after the commit."""
     results: list[EventResult | None] = [None] * len(raw_events)
-    decoded: list[tuple[int, EventIn]] = []
+    decoded: list[tuple[int, EventIn, str | None]] = []
+    latest = now + FUTURE_TOLERANCE
     for index, raw in enumerate(raw_events):
         try:
-            decoded.append((index, _decode(raw, now)))
+            decoded.append((index, *_decode(raw, latest)))
         except Rejection as rejection:
             results[index] = _rejected(index, _raw_id(raw), rejection)
 
@@ -104,13 +106,15 @@ async def ingest(
     async with database.read() as session:
         candidates = await _resolve(session, tenant_id, decoded, results)
     async with database.transaction() as session:
-        inserted = await _insert(session, tenant_id, candidates, now)
-        await _classify_existing(session, tenant_id, candidates, inserted, results)
-        accepted = [(c, inserted[c.index]) for c in candidates if c.index in inserted]
-        await rollups.add_events(session, tenant_id, accepted)
+        stored = await event_store.store(session, tenant_id, _first_of_each_id(candidates), now)
+        await _classify(session, tenant_id, candidates, stored, results)
         await flag_late_usage(
             session,
-            {c.subscription.subscription_id for c, _ in accepted if c.subscription.is_late(c.timestamp, now)},
+            {
+                c.subscription.subscription_id
+                for c in candidates
+                if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, now)
+            },
             now,
         )
     return _summary([r for r in results if r is not None])
@@ -169,7 +173,8 @@ async def _meter_specs(session: AsyncSession, tenant_id: str, keys: set[str]) ->
     return {key: MeterSpec(m.id, m.key, m.aggregation, m.unique_property) for key, m in meters.items()}
 
 
-def _decode(raw: bytes, now: datetime) -> EventIn:
+def _decode(raw: bytes, latest: datetime) -> tuple[EventIn, str | None]:
+    """The event and its properties as JSON text, or the reason it is rejected."""
     try:
         event = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -182,15 +187,16 @@ def _decode(raw: bytes, now: datetime) -> EventIn:
         event.value = money.parse_decimal(event.value)
     except money.InvalidDecimal as exc:
         raise Rejection("invalid_value", str(exc)) from None
-    if event.timestamp > now + FUTURE_TOLERANCE:
+    if event.timestamp > latest:
         raise Rejection("timestamp_in_future", "timestamp is more than 5 minutes ahead of the server's clock")
-    if event.properties is not None and len(msgspec.json.encode(event.properties)) > MAX_PROPERTIES_BYTES:
+    properties = None if event.properties is None else _json.encode(event.properties)
+    if properties is not None and len(properties) > MAX_PROPERTIES_BYTES:
         raise Rejection("invalid_event", f"properties exceed {MAX_PROPERTIES_BYTES} bytes")
     # JSON can only carry a NUL escaped, so raw bytes without the escape need no walk.
     if b"\\u0000" in raw and _has_nul((event.id, event.customer, event.meter, event.properties)):
         # PostgreSQL stores no NUL in text or jsonb: refuse it on both databases, per event.
         raise Rejection("invalid_event", "text may not contain the NUL character (U+0000)")
-    return event
+    return event, None if properties is None else properties.decode()
 
 
 def _has_nul(value: Any) -> bool:
@@ -218,30 +224,35 @@ def _rejected(index: int, event_id: str | None, rejection: Rejection) -> EventRe
 async def _resolve(
     session: AsyncSession,
     tenant_id: str,
-    decoded: list[tuple[int, EventIn]],
+    decoded: list[tuple[int, EventIn, str | None]],
     results: list[EventResult | None],
 ) -> list[Candidate]:
     customers = await _lookup(
         _customer_ids,
         tenant_id,
-        {e.customer for _, e in decoded},
+        {e.customer for _, e, _ in decoded},
         lambda refs: customers_by_reference(session, tenant_id, refs),
     )
     meters = await _lookup(
         _meters,
         tenant_id,
-        {e.meter for _, e in decoded},
+        {e.meter for _, e, _ in decoded},
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
     # Subscriptions change (created, canceled): never cached.
     subscriptions = await coverages(session, tenant_id, set(customers.values()))
     candidates = []
-    for index, event in decoded:
+    for index, event, properties in decoded:
         customer = customers.get(event.customer)
         try:
             candidates.append(
                 _candidate(
-                    index, event, customer, meters.get(event.meter), subscriptions.get(customer or "", [])
+                    index,
+                    event,
+                    properties,
+                    customer,
+                    meters.get(event.meter),
+                    subscriptions.get(customer or "", []),
                 )
             )
         except Rejection as rejection:
@@ -250,7 +261,12 @@ async def _resolve(
 
 
 def _candidate(
-    index: int, event: EventIn, customer: str | None, meter: MeterSpec | None, subscriptions: list[Coverage]
+    index: int,
+    event: EventIn,
+    properties: str | None,
+    customer: str | None,
+    meter: MeterSpec | None,
+    subscriptions: list[Coverage],
 ) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer {event.customer!r}")
@@ -263,18 +279,15 @@ def _candidate(
             "no_subscription",
             f"no subscription of customer {event.customer!r} covers {format_timestamp(timestamp)}",
         )
-    unique_value = _unique_value(event, meter)
-    payload = [
-        customer,
-        meter.id,
-        format_timestamp(timestamp),
-        money.format_decimal(event.value),
-        event.properties,
-    ]
-    digest = hashlib.blake2b(msgspec.json.encode(payload, order="sorted"), digest_size=16).hexdigest()
-    return Candidate(
-        index, event, customer, meter, event.value, timestamp, digest, unique_value, subscription
+    value = event.value
+    # msgspec writes a UTC datetime as format_timestamp does, and canonical decimals print as
+    # format_decimal does: the hash of an event stays what it was when it was first stored.
+    payload = (customer, meter.id, timestamp, format(value, "f"), event.properties)
+    digest = hashlib.blake2b(_payload_encoder.encode(payload), digest_size=16).hexdigest()
+    row = NewEvent(
+        event.id, customer, meter.id, timestamp, value, properties, digest, _unique_value(event, meter)
     )
+    return Candidate(index, row, subscription)
 
 
 def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:
@@ -294,53 +307,39 @@ def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:
     return value
 
 
-async def _insert(
-    session: AsyncSession, tenant_id: str, candidates: list[Candidate], now: datetime
-) -> dict[int, int]:
-    """Insert new events in id order; return {batch index: seq} for the rows that were new."""
-    first_by_id: dict[str, Candidate] = {}
+def _first_of_each_id(candidates: list[Candidate]) -> list[NewEvent]:
+    """The rows to insert, sorted by id; a repeat of an id in the same batch is classified
+    against the first one."""
+    first: dict[str, NewEvent] = {}
     for candidate in candidates:
-        first_by_id.setdefault(candidate.event.id, candidate)
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "event_id": event_id,
-            "customer_id": c.customer_id,
-            "meter_id": c.meter.id,
-            "timestamp": c.timestamp,
-            "value": c.value,
-            "properties": c.event.properties,
-            "payload_hash": c.payload_hash,
-            "received_at": now,
-        }
-        for event_id, c in sorted(first_by_id.items())
-    ]
-    table = UsageEvent.__table__
-    new = await insert_ignore(session, table, rows, returning=[table.c.event_id, table.c.seq])
-    return {first_by_id[row.event_id].index: row.seq for row in new}
+        first.setdefault(candidate.row.event_id, candidate.row)
+    return [first[event_id] for event_id in sorted(first)]
 
 
-async def _classify_existing(
+async def _classify(
     session: AsyncSession,
     tenant_id: str,
     candidates: list[Candidate],
-    inserted: dict[int, int],
+    stored: dict[str, int],
     results: list[EventResult | None],
 ) -> None:
-    """Accepted for the new rows; duplicate or conflict, by payload hash, for the rest."""
-    stored: dict[str, str] = {}
-    others = {c.event.id for c in candidates if c.index not in inserted}
+    """Accepted for the first event of each new id; duplicate or conflict, by payload hash, for
+    the rest (a repeat within the batch is compared with the first)."""
+    hashes: dict[str, str] = {}
+    others = {c.row.event_id for c in candidates} - stored.keys()
     if others:
         table = UsageEvent.__table__
         query = sa.select(table.c.event_id, table.c.payload_hash).where(
             table.c.tenant_id == tenant_id, table.c.event_id.in_(sorted(others))
         )
-        stored = {row.event_id: row.payload_hash for row in await session.execute(query)}
+        hashes = {row.event_id: row.payload_hash for row in await session.execute(query)}
     for c in candidates:
-        if c.index in inserted:
-            results[c.index] = EventResult(c.index, c.event.id, "accepted")
-        elif stored.get(c.event.id) == c.payload_hash:
-            results[c.index] = EventResult(c.index, c.event.id, "duplicate")
+        event_id = c.row.event_id
+        if event_id in stored and event_id not in hashes:
+            hashes[event_id] = c.row.payload_hash  # its first event in the batch, the one stored
+            results[c.index] = EventResult(c.index, event_id, "accepted")
+        elif hashes.get(event_id) == c.row.payload_hash:
+            results[c.index] = EventResult(c.index, event_id, "duplicate")
         else:
             message = "an event with this id was accepted with a different payload; nothing changed"
-            results[c.index] = EventResult(c.index, c.event.id, "conflict", "conflict", message)
+            results[c.index] = EventResult(c.index, event_id, "conflict", "conflict", message)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
+import msgspec
 import pytest
+import sqlalchemy as sa
 
 from billing.auth import Scope
+from billing.context import AppContext
+from billing.metering.models import Customer, Meter
+from billing.metering.usage_models import UsageEvent
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 
@@ -151,6 +158,31 @@ async def test_a_single_event_is_answered_202_and_can_be_read_back(
     assert body["customer_external_id"] == "acme-1" and body["meter"] == "api_calls"
     assert body["properties"] == {"region": "eu"} and body["timestamp"] == AT
     assert_problem(await client.get("/v1/events/never-sent", headers=metered.headers()), 404, "not_found")
+
+
+async def test_payload_hashes_are_those_of_events_stored_by_earlier_versions(
+    client: httpx.AsyncClient, metered: TenantHandle, ctx: AppContext
+) -> None:
+    """A resent event must still be a duplicate of one stored before an upgrade: its hash is
+    BLAKE2b-128 of the JSON array (customer id, meter id, RFC 3339 UTC timestamp, canonical
+    value, properties with sorted keys), as first released."""
+    sent = [
+        event("h1", "12.500", timestamp="2026-11-21T12:05:09+01:00", properties={"b": 1, "a": "é"}),
+        event("h2", 1e3, timestamp="2026-11-21T11:00:00.120000Z"),
+        event("h3", "-0.000000000001", timestamp="2026-11-21T10:59:59.999999Z", properties={}),
+    ]
+    await post_batch(client, metered, sent)
+    async with ctx.database.read() as session:
+        stored = dict((await session.execute(sa.select(UsageEvent.event_id, UsageEvent.payload_hash))).all())
+        customer = await session.scalar(sa.select(Customer.id).where(Customer.external_id == "acme-1"))
+        meter = await session.scalar(sa.select(Meter.id).where(Meter.key == "api_calls"))
+    for body in sent:
+        at = datetime.fromisoformat(str(body["timestamp"])).astimezone(UTC)
+        canonical = format(Decimal(str(body["value"])).normalize(), "f")
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S") + (at.strftime(".%f") if at.microsecond else "") + "Z"
+        payload = [customer, meter, stamp, canonical, body.get("properties")]
+        digest = hashlib.blake2b(msgspec.json.encode(payload, order="sorted"), digest_size=16).hexdigest()
+        assert stored[body["id"]] == digest, body
 
 
 async def test_a_missing_value_counts_as_one(client: httpx.AsyncClient, metered: TenantHandle) -> None:
