@@ -174,7 +174,7 @@ def multiply_to_minor_units(quantity: Decimal, unit_amount: Decimal, currency: s
 
 def exact_add(a: Decimal, b: Decimal) -> Decimal:
     """``a + b`` without the silent rounding of the default 28-digit context."""
-    return _exact_context().add(a, b)
+    return _SHARED_EXACT.add(a, b)
 
 
 def exact_sum(values: Iterable[Decimal]) -> Decimal:
@@ -293,7 +293,7 @@ def _context(traps: list[type[DecimalException]]) -> Context:
 # Built once: a Context takes microseconds to build and a copy a fraction of that.
 _EXACT = _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
 _ROUNDING = _context(traps=[InvalidOperation, DivisionByZero, Overflow])
-# For the hot path of ingestion, not even copied: a context's traps decide every result, and
-# the flags that operations leave on it (which threads could share) are never read.
+# For hot paths (ingestion, rollups), not even copied: a context's traps decide every result,
+# and the flags that operations leave on it (which threads could share) are never read.
 _SHARED_EXACT = _context(traps=[InvalidOperation, DivisionByZero, Overflow, Inexact, Rounded])
 _QUANTA = {places: Decimal((0, (1,), -places)) for places in range(MAX_FRACTION_DIGITS + 1)}

@@ -14,17 +14,15 @@ rotated secret applies at once, and a valid delivery costs one round trip, not t
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
+from billing.coalescer import Coalescer
 from billing.crypto import SecretBox
 from billing.db import Database, insert_ignore
 from billing.stripe_events.models import StripeEvent
@@ -36,9 +34,6 @@ NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
 log = structlog.get_logger("billing.stripe_events")
 _TABLE: sa.Table = StripeEvent.__table__  # type: ignore[assignment]
 _TENANTS: sa.Table = Tenant.__table__  # type: ignore[assignment]
-K = TypeVar("K", bound=Hashable)
-In = TypeVar("In")
-Out = TypeVar("Out")
 
 
 class StorageFailed(Exception):
@@ -57,47 +52,6 @@ class TenantKeys:
     payment_method_events: bool
     # What they were read from (the stored ciphertexts and the two settings): their version.
     version: tuple[tuple[str, ...], bool, bool]
-
-
-class Coalescer(Generic[K, In, Out]):
-    """Concurrent requests share round trips: ``run`` gets every queued request, keyed; equal keys
-    share one answer. ``run`` returns an answer or an exception per key."""
-
-    def __init__(
-        self, run: Callable[[dict[K, In]], Awaitable[dict[K, Out | Exception]]], *, max_batch: int
-    ) -> None:
-        self._run = run
-        self._max_batch = max_batch
-        self._pending: dict[K, tuple[In, asyncio.Future[Out]]] = {}
-        self._turn = asyncio.Lock()
-
-    async def submit(self, key: K, item: In) -> Out:
-        entry = self._pending.get(key)
-        if entry is None:
-            future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-            # Mark an error as seen even when the request that asked has gone meanwhile.
-            future.add_done_callback(lambda done: done.cancelled() or done.exception())
-            entry = self._pending[key] = (item, future)
-        async with self._turn:
-            while not entry[1].done():  # oldest first, at most max_batch per round trip
-                keys = list(itertools.islice(self._pending, self._max_batch))
-                batch = {key: self._pending.pop(key) for key in keys}
-                # Shielded: a disconnecting client must not abort its neighbours' round trip.
-                await asyncio.shield(self._flush(batch))
-        return entry[1].result()
-
-    async def _flush(self, batch: dict[K, tuple[In, asyncio.Future[Out]]]) -> None:
-        try:
-            answers = await self._run({key: item for key, (item, _) in batch.items()})
-        except Exception as exc:  # run() answers errors itself; this is the safety net
-            log.error("stripe_webhook_round_trip_failed", error_type=type(exc).__name__, exc_info=exc)
-            answers = dict.fromkeys(batch, exc)
-        for key, (_, future) in batch.items():
-            answer = answers[key]
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
 
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -126,8 +80,10 @@ class _Inbox:
     def __init__(self, database: Database, box: SecretBox) -> None:
         self.database = database
         self.box = box
-        self.keys = Coalescer(self._read_keys, max_batch=500)
-        self.events = Coalescer(self._write_events, max_batch=EVENTS_PER_TRANSACTION)
+        self.keys = Coalescer(self._read_keys, max_batch=500, name="stripe_webhook_keys")
+        self.events = Coalescer(
+            self._write_events, max_batch=EVENTS_PER_TRANSACTION, name="stripe_webhook_events"
+        )
         self.known: OrderedDict[str, TenantKeys] = OrderedDict()
 
     def remember(self, keys: TenantKeys) -> None:

@@ -1,0 +1,162 @@
+"""Committing validated usage batches, and telling each event what became of it.
+
+The unique constraint decides what is new (``event_store`` inserts with ON CONFLICT DO NOTHING,
+never after a lookup); the payload hash stored with each event then tells a duplicate from a
+conflict. Nothing is answered before the commit.
+
+On SQLite, concurrent batches are committed together (group commit, through a ``Coalescer``):
+SQLite has one writer, and what a commit costs is mostly the pages it writes, which concurrent
+batches largely share (the same hot index pages and rollup rows). The events of a group are
+taken in the order the batches arrived, so a group answers exactly what one transaction per batch
+would have, in that order. A group that fails is retried one batch per transaction, so that a
+batch never fails for its neighbour's sake. PostgreSQL commits each batch on its own: its
+backends work in parallel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.coalescer import Coalescer
+from billing.db import Database
+from billing.invoicing.coverage import Coverage, flag_late_usage
+from billing.metering import event_store
+from billing.metering.event_store import NewEvent
+from billing.metering.usage_models import UsageEvent
+
+# Batches per SQLite transaction: up to 8,000 events, a few hundred milliseconds of writing.
+BATCHES_PER_GROUP = 8
+log = structlog.get_logger("billing.metering.commit")
+
+
+class EventResult(msgspec.Struct, omit_defaults=True, gc=False):
+    index: int
+    id: str | None
+    status: str
+    code: str | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A valid event of a batch, resolved to its customer and meter, ready to store."""
+
+    index: int
+    row: NewEvent
+    subscription: Coverage
+
+
+@dataclass(slots=True)
+class Batch:
+    """A request's valid events; ``results`` (by index in the request) are filled in on commit."""
+
+    tenant_id: str
+    now: datetime
+    candidates: list[Candidate]
+    results: list[EventResult | None]
+
+
+async def commit(database: Database, batch: Batch) -> None:
+    """Store the batch's new events and fill in its results, once committed."""
+    if database.dialect != "sqlite":
+        await _commit_group(database, [batch])
+        return
+    await _group_committer(database).submit(object(), batch)
+
+
+_committers: weakref.WeakKeyDictionary[Database, Coalescer[object, Batch, None]] = weakref.WeakKeyDictionary()
+
+
+def _group_committer(database: Database) -> Coalescer[object, Batch, None]:
+    found = _committers.get(database)
+    if found is None:
+
+        async def run(group: dict[object, Batch]) -> dict[object, Exception | None]:
+            return await _commit_together(database, group)
+
+        found = _committers[database] = Coalescer(run, max_batch=BATCHES_PER_GROUP, name="usage_batches")
+    return found
+
+
+async def _commit_together(database: Database, group: dict[object, Batch]) -> dict[object, Exception | None]:
+    # Errors are not swallowed here: each goes back to its request, which raises it.
+    try:
+        await _commit_group(database, list(group.values()))
+        return dict.fromkeys(group)
+    except Exception as exc:  # noqa: BLE001
+        if len(group) == 1:
+            return dict.fromkeys(group, exc)
+        log.warning("usage_group_commit_failed", batches=len(group), error_type=type(exc).__name__)
+    answers: dict[object, Exception | None] = {}
+    for key, batch in group.items():
+        try:
+            await _commit_group(database, [batch])
+            answers[key] = None
+        except Exception as exc:  # noqa: BLE001
+            answers[key] = exc
+    return answers
+
+
+async def _commit_group(database: Database, group: list[Batch]) -> None:
+    late: set[str] = set()
+    async with database.transaction() as session:
+        for tenant_id, owned in itertools.groupby(
+            sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id
+        ):
+            batches = list(owned)  # sorted() is stable: arrival order within a tenant
+            candidates = [(c, b) for b in batches for c in b.candidates]
+            rows = _first_of_each_id([c for c, _ in candidates])
+            stored = await event_store.store(session, tenant_id, rows, max(b.now for b in batches))
+            await _classify(session, tenant_id, candidates, stored)
+            late |= {
+                c.subscription.subscription_id
+                for c, b in candidates
+                if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, b.now)
+            }
+        await flag_late_usage(session, late, max(b.now for b in group))
+
+
+def _first_of_each_id(candidates: list[Candidate]) -> list[NewEvent]:
+    """The rows to insert, sorted by id; a repeat of an id is classified against the first one."""
+    first: dict[str, NewEvent] = {}
+    for candidate in candidates:
+        first.setdefault(candidate.row.event_id, candidate.row)
+    return [first[event_id] for event_id in sorted(first)]
+
+
+async def _classify(
+    session: AsyncSession,
+    tenant_id: str,
+    candidates: Sequence[tuple[Candidate, Batch]],
+    stored: dict[str, int],
+) -> None:
+    """Accepted for the first event of each new id; duplicate or conflict, by payload hash, for
+    the rest (a repeat of an id stored by this transaction is compared with its first)."""
+    hashes: dict[str, str] = {}
+    others = {c.row.event_id for c, _ in candidates} - stored.keys()
+    if others:
+        table = UsageEvent.__table__
+        query = sa.select(table.c.event_id, table.c.payload_hash).where(
+            table.c.tenant_id == tenant_id, table.c.event_id.in_(sorted(others))
+        )
+        hashes = {row.event_id: row.payload_hash for row in await session.execute(query)}
+    for c, batch in candidates:
+        event_id = c.row.event_id
+        if event_id in stored and event_id not in hashes:
+            hashes[event_id] = c.row.payload_hash  # the first of its id, the one stored
+            result = EventResult(c.index, event_id, "accepted")
+        elif hashes.get(event_id) == c.row.payload_hash:
+            result = EventResult(c.index, event_id, "duplicate")
+        else:
+            message = "an event with this id was accepted with a different payload; nothing changed"
+            result = EventResult(c.index, event_id, "conflict", "conflict", message)
+        batch.results[c.index] = result

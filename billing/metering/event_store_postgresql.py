@@ -1,0 +1,101 @@
+"""PostgreSQL's half of ``event_store``: the events and their rollups in one statement.
+
+The events come as arrays, one per column (asyncpg encodes them in binary); the statement
+inserts them with ON CONFLICT DO NOTHING and folds the rows it did insert into the rollups in
+SQL, with PostgreSQL's exact NUMERIC arithmetic. The distinct values follow in a second
+statement, so that every batch takes its row locks in the same order: events, rollups, values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from billing.metering.event_store import NewEvent
+
+# The aggregates are those of rollups.Partial: the latest value is that of the greatest
+# (timestamp, seq). Hours are UTC hours whatever the session's time zone.
+_PG_EVENTS_AND_ROLLUPS = """
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]),
+        CAST($5 AS numeric[]), CAST($6 AS text[]), CAST($7 AS text[])
+    ) WITH ORDINALITY AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, n)
+), new AS (
+    INSERT INTO usage_events
+        (tenant_id, event_id, customer_id, meter_id, "timestamp", value, properties, payload_hash,
+         received_at)
+    SELECT $8, event_id, customer_id, meter_id, ts, value, CAST(properties AS jsonb), payload_hash, $9
+    FROM input ORDER BY n
+    ON CONFLICT (tenant_id, event_id) DO NOTHING
+    RETURNING event_id, seq, customer_id, meter_id, "timestamp", value
+), folded AS (
+    SELECT customer_id, meter_id, date_trunc('hour', "timestamp", 'UTC') AS hour,
+           count(*) AS event_count, sum(value) AS value_sum, max(value) AS value_max,
+           (array_agg(value ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_value,
+           max("timestamp") AS latest_at,
+           (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq
+    FROM new GROUP BY customer_id, meter_id, hour
+), rolled AS (
+    INSERT INTO usage_rollups AS r
+        (tenant_id, customer_id, meter_id, hour, event_count, value_sum, value_max, latest_value,
+         latest_at, latest_seq)
+    SELECT $8, customer_id, meter_id, hour, event_count, value_sum, value_max, latest_value,
+           latest_at, latest_seq
+    FROM folded ORDER BY customer_id, meter_id, hour
+    ON CONFLICT (tenant_id, customer_id, meter_id, hour) DO UPDATE SET
+        event_count = r.event_count + excluded.event_count,
+        value_sum = r.value_sum + excluded.value_sum,
+        value_max = greatest(r.value_max, excluded.value_max),
+        latest_value = CASE WHEN (excluded.latest_at, excluded.latest_seq) > (r.latest_at, r.latest_seq)
+                            THEN excluded.latest_value ELSE r.latest_value END,
+        latest_at = CASE WHEN (excluded.latest_at, excluded.latest_seq) > (r.latest_at, r.latest_seq)
+                         THEN excluded.latest_at ELSE r.latest_at END,
+        latest_seq = CASE WHEN (excluded.latest_at, excluded.latest_seq) > (r.latest_at, r.latest_seq)
+                          THEN excluded.latest_seq ELSE r.latest_seq END
+)
+SELECT event_id, seq FROM new
+"""
+
+_PG_UNIQUES = """
+INSERT INTO usage_unique_values (tenant_id, customer_id, meter_id, hour, value)
+SELECT DISTINCT $1, customer_id, meter_id, date_trunc('hour', ts, 'UTC') AS hour, value
+FROM unnest(CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]), CAST($5 AS text[]))
+    AS t(customer_id, meter_id, ts, value)
+ORDER BY customer_id, meter_id, hour, value
+ON CONFLICT DO NOTHING
+"""
+
+
+async def store(
+    session: AsyncSession, tenant_id: str, events: Sequence[NewEvent], now: datetime
+) -> dict[str, int]:
+    connection = await session.connection()
+    columns = (
+        [e.event_id for e in events],
+        [e.customer_id for e in events],
+        [e.meter_id for e in events],
+        [e.timestamp for e in events],
+        [e.value for e in events],
+        [e.properties for e in events],
+        [e.payload_hash for e in events],
+    )
+    result = await connection.exec_driver_sql(_PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now))
+    new = dict(result.all())
+    uniques = [e for e in events if e.unique_value is not None and e.event_id in new]
+    if uniques:
+        await connection.exec_driver_sql(
+            _PG_UNIQUES,
+            (
+                tenant_id,
+                [e.customer_id for e in uniques],
+                [e.meter_id for e in uniques],
+                [e.timestamp for e in uniques],
+                [e.unique_value for e in uniques],
+            ),
+        )
+    return new
