@@ -297,6 +297,14 @@ def _unreachable(exc: BaseException) -> bool:
     return False
 
 
+def any_of(column: sa.ColumnElement[Any], values: Sequence[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one statement whatever the
+    number of values, where an IN list is rendered, and prepared by asyncpg, once per length."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def _dialect_insert(session: AsyncSession, table: sa.Table) -> Any:
     name = session.get_bind().dialect.name
     return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)

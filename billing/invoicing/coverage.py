@@ -17,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.db import any_of
 from billing.invoicing.models import Subscription
 
 
@@ -53,7 +54,10 @@ async def coverages(
             table.c.cancel_at,
             table.c.billed_through,
             table.c.next_period_end,
-        ).where(table.c.tenant_id == tenant_id, table.c.customer_id.in_(list(customer_ids)))
+        ).where(
+            table.c.tenant_id == tenant_id,
+            any_of(table.c.customer_id, list(customer_ids), session.get_bind().dialect.name),
+        )
     )
     found: dict[str, list[Coverage]] = defaultdict(list)
     for row in rows:
@@ -62,7 +66,10 @@ async def coverages(
 
 
 def covering(candidates: list[Coverage], at: datetime) -> Coverage | None:
-    return next((c for c in candidates if c.covers(at)), None)
+    for candidate in candidates:  # ``covers`` inlined: this runs for every event ingested
+        if candidate.starts_at <= at and (candidate.cancel_at is None or at < candidate.cancel_at):
+            return candidate
+    return None
 
 
 async def flag_late_usage(session: AsyncSession, subscription_ids: Collection[str], now: datetime) -> None:

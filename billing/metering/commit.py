@@ -27,7 +27,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.coalescer import Coalescer
-from billing.db import Database
+from billing.db import Database, any_of
 from billing.invoicing.coverage import Coverage, flag_late_usage
 from billing.metering import event_store
 from billing.metering.event_store import NewEvent
@@ -146,7 +146,8 @@ async def _classify(
     if others:
         table = UsageEvent.__table__
         query = sa.select(table.c.event_id, table.c.payload_hash).where(
-            table.c.tenant_id == tenant_id, table.c.event_id.in_(sorted(others))
+            table.c.tenant_id == tenant_id,
+            any_of(table.c.event_id, sorted(others), session.get_bind().dialect.name),
         )
         hashes = {row.event_id: row.payload_hash for row in await session.execute(query)}
     for c, batch in candidates:

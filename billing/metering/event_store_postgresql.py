@@ -1,6 +1,7 @@
 """PostgreSQL's half of ``event_store``: the events and their rollups in one statement.
 
-The events come as arrays, one per column (asyncpg encodes them in binary); the statement
+The events come as arrays, one per column; timestamps and decimals as text, which PostgreSQL
+parses for a fraction of what asyncpg's binary encoding costs in Python. The statement
 inserts them with ON CONFLICT DO NOTHING and folds the rows it did insert into the rollups in
 SQL, with PostgreSQL's exact NUMERIC arithmetic. The distinct values follow in a second
 statement, so that every batch takes its row locks in the same order: events, rollups, values.
@@ -12,18 +13,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
     from billing.metering.event_store import NewEvent
+
+_json = msgspec.json.Encoder()
 
 # The aggregates are those of rollups.Partial: the latest value is that of the greatest
 # (timestamp, seq). Hours are UTC hours whatever the session's time zone.
 _PG_EVENTS_AND_ROLLUPS = """
 WITH input AS (
     SELECT * FROM unnest(
-        CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]),
-        CAST($5 AS numeric[]), CAST($6 AS text[]), CAST($7 AS text[])
+        CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]),
+        CAST(CAST($4 AS text[]) AS timestamptz[]), CAST(CAST($5 AS text[]) AS numeric[]),
+        CAST($6 AS text[]), CAST($7 AS text[])
     ) WITH ORDINALITY AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, n)
 ), new AS (
     INSERT INTO usage_events
@@ -71,6 +76,11 @@ ON CONFLICT DO NOTHING
 """
 
 
+def _rfc3339(values: list[datetime]) -> list[str]:
+    """RFC 3339 texts of UTC datetimes, made by msgspec for the whole list at once."""
+    return msgspec.json.decode(_json.encode(values))
+
+
 async def store(
     session: AsyncSession, tenant_id: str, events: Sequence[NewEvent], now: datetime
 ) -> dict[str, int]:
@@ -79,8 +89,8 @@ async def store(
         [e.event_id for e in events],
         [e.customer_id for e in events],
         [e.meter_id for e in events],
-        [e.timestamp for e in events],
-        [e.value for e in events],
+        _rfc3339([e.timestamp for e in events]),
+        [format(e.value, "f") for e in events],
         [e.properties for e in events],
         [e.payload_hash for e in events],
     )
