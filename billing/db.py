@@ -324,6 +324,8 @@ async def insert_ignore(
     """
     if not rows:
         return []
+    if _unnest_fits(session, table, rows, returning):
+        return await _insert_unnest(session, table, rows, "ON CONFLICT DO NOTHING", returning)
     stmt = _dialect_insert(session, table).on_conflict_do_nothing()
     if not returning:
         await session.execute(stmt, list(rows))
@@ -335,8 +337,79 @@ async def insert_ignore(
 async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert many rows in batched multi-row VALUES statements (SQLAlchemy's "insertmanyvalues",
     which RETURNING turns on): asyncpg's plain executemany runs every row on its own."""
-    if rows:
-        await session.execute(sa.insert(table).returning(*table.primary_key.columns), list(rows))
+    if not rows:
+        return
+    if _unnest_fits(session, table, rows):
+        await _insert_unnest(session, table, rows, "", ())
+        return
+    await session.execute(sa.insert(table).returning(*table.primary_key.columns), list(rows))
+
+
+# From this many rows on, PostgreSQL inserts take one array per column (see _insert_unnest).
+UNNEST_MIN_ROWS = 20
+
+
+def _unnest_fits(
+    session: AsyncSession,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    returning: Sequence[sa.ColumnElement[Any]] = (),
+) -> bool:
+    """Whether ``_insert_unnest`` can write these rows as SQLAlchemy would: on PostgreSQL, enough
+    rows with the same keys, no Python-side default but plain values, and returned columns that
+    need no conversion on the way out."""
+    dialect = session.get_bind().dialect
+    if len(rows) < UNNEST_MIN_ROWS or dialect.name != "postgresql":
+        return False
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows):
+        return False
+    defaults = [c.default for c in table.columns if c.key not in keys and c.default is not None]
+    if not all(isinstance(default, sa.ColumnDefault) and default.is_scalar for default in defaults):
+        return False
+    return all(
+        column.type.dialect_impl(dialect).result_processor(dialect, None) is None for column in returning
+    )
+
+
+async def _insert_unnest(
+    session: AsyncSession,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    on_conflict: str,
+    returning: Sequence[sa.ColumnElement[Any]],
+) -> list[sa.Row[Any]]:
+    """``INSERT ... SELECT * FROM unnest($1, $2, ...)``: one array per column, each value bound by
+    its column type's own processor. SQLAlchemy's multi-row VALUES binds every value on its own,
+    which for thousands of rows costs more than the database takes to insert them."""
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer.quote
+    given = [table.c[key] for key in rows[0]]
+    defaulted = [c for c in table.columns if c.key not in rows[0] and isinstance(c.default, sa.ColumnDefault)]
+    columns = given + defaulted
+    arrays, casts = [], []
+    for n, column in enumerate(columns, start=1):
+        impl = column.type.dialect_impl(dialect)
+        process = impl.bind_processor(dialect)
+        if column.key in rows[0]:
+            values = [row[column.key] for row in rows]
+        else:  # a scalar default (_unnest_fits)
+            values = [column.default.arg] * len(rows)  # type: ignore[union-attr]
+        arrays.append(values if process is None else [process(value) for value in values])
+        type_name = impl.compile(dialect=dialect)
+        if isinstance(impl, sa.JSON):  # bound as JSON text
+            casts.append(f"CAST(CAST(${n} AS text[]) AS {type_name}[])")
+        else:
+            casts.append(f"CAST(${n} AS {type_name}[])")
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "  # noqa: S608
+        f"SELECT * FROM unnest({', '.join(casts)}) {on_conflict}"
+    )
+    if returning:
+        sql += f" RETURNING {', '.join(quote(c.name) for c in returning)}"  # type: ignore[attr-defined]
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(sql, tuple(arrays))
+    return list(result.all()) if returning else []
 
 
 def column_values(row: Base) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import billing.db
 from billing.context import AppContext
-from billing.db import Database, claim_rows, finish_claim, insert_ignore, new_claim_token
+from billing.db import Database, claim_rows, finish_claim, insert_ignore, insert_rows, new_claim_token
 from billing.ids import new_id
 from billing.models import metadata
 from tests.conftest import TenantHandle
@@ -68,10 +69,55 @@ def due_for(consumer: str, now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(OUTBOX.c.consumer == consumer, OUTBOX.c.available_at <= now)
 
 
-# --- insert_ignore -------------------------------------------------------------------------------
+# --- insert_ignore and insert_rows ---------------------------------------------------------------
 
 
-async def test_insert_ignore_returns_only_the_inserted_rows(ctx: AppContext, tenant: TenantHandle) -> None:
+@pytest.fixture(params=["values", "unnest"])
+def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of writing many rows: SQLAlchemy's multi-row VALUES, and on PostgreSQL one array
+    per column (``unnest``), which takes over from ``UNNEST_MIN_ROWS`` rows on."""
+    monkeypatch.setattr(billing.db, "UNNEST_MIN_ROWS", 10**9 if request.param == "values" else 1)
+    return str(request.param)
+
+
+async def test_many_rows_read_back_the_same_whichever_way_they_are_written(
+    ctx: AppContext, tenant: TenantHandle, insert_path: str
+) -> None:
+    now = datetime(2026, 11, 21, 12, 0, 0, 123456, tzinfo=UTC)
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    rows = [
+        outbox_row(tenant.id, now, payload={"nested": [1, {"é": None}], "n": n}, processed_at=None)
+        for n in range(25)
+    ]
+    rows[3]["payload"] = {}
+    rows[4]["available_at"] = now.astimezone(kolkata)  # stored as the same instant in UTC
+    for row in rows:
+        del row["attempts"]  # a column default (0) fills it in
+    async with ctx.database.transaction() as session:
+        await insert_rows(session, OUTBOX, rows[:12])
+        inserted = await insert_ignore(session, OUTBOX, rows[12:], returning=[OUTBOX.c.id])
+    assert sorted(r.id for r in inserted) == sorted(r["id"] for r in rows[12:])
+    stored = await outbox_by_id(ctx)
+    for row in rows:
+        got = stored[row["id"]]
+        assert (got.event_id, got.tenant_id, got.consumer, got.topic) == (
+            row["event_id"],
+            row["tenant_id"],
+            row["consumer"],
+            row["topic"],
+        )
+        assert (got.payload, got.created_at, got.available_at, got.attempts) == (
+            row["payload"],
+            now,
+            now,
+            0,
+        )
+        assert got.available_at.tzinfo is UTC and got.processed_at is None and got.last_error is None
+
+
+async def test_insert_ignore_returns_only_the_inserted_rows(
+    ctx: AppContext, tenant: TenantHandle, insert_path: str
+) -> None:
     now = ctx.clock.now()
     rows = [outbox_row(tenant.id, now) for _ in range(3)]
 
@@ -84,7 +130,7 @@ async def test_insert_ignore_returns_only_the_inserted_rows(ctx: AppContext, ten
 
 
 async def test_insert_ignore_of_an_existing_unique_key_returns_nothing_and_keeps_the_first_row(
-    ctx: AppContext, tenant: TenantHandle
+    ctx: AppContext, tenant: TenantHandle, insert_path: str
 ) -> None:
     now = ctx.clock.now()
     first = outbox_row(tenant.id, now, payload={"version": "first"})
@@ -106,7 +152,7 @@ async def test_insert_ignore_of_an_existing_unique_key_returns_nothing_and_keeps
 
 
 async def test_insert_ignore_of_a_mixed_batch_returns_exactly_the_new_rows(
-    ctx: AppContext, tenant: TenantHandle
+    ctx: AppContext, tenant: TenantHandle, insert_path: str
 ) -> None:
     now = ctx.clock.now()
     existing = [outbox_row(tenant.id, now) for _ in range(2)]
