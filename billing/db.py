@@ -108,15 +108,15 @@ def decimal_greatest(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnEl
 
 
 class _SqliteDecSum:
-    def __init__(self) -> None:
-        self.total: Decimal | None = None
+    """SQLite calls ``step`` once per row: it only keeps the text, and ``finalize`` adds them up."""
 
-    def step(self, value: str | None) -> None:
-        if value is not None:
-            self.total = money.exact_add(self.total or Decimal(0), Decimal(value))
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.step = self.values.append  # a bound C method: no Python frame per row
 
     def finalize(self) -> str | None:
-        return None if self.total is None else format(self.total, "f")
+        values = [value for value in self.values if value is not None]
+        return format(money.exact_sum(map(Decimal, values)), "f") if values else None
 
 
 class _SqliteDecGreatest:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from billing import outbox
-from billing.db import insert_ignore, insert_rows
+from billing.db import any_of, insert_ignore, insert_rows
 from billing.ids import new_id
 from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import Catalog, load_catalog
@@ -70,7 +70,7 @@ async def _advance(session: AsyncSession, subscriptions: Sequence[Subscription],
     for (billed_through, next_end), ids in groups.items():
         await session.execute(
             sa.update(table)
-            .where(table.c.id.in_(ids))
+            .where(any_of(table.c.id, ids, session.get_bind().dialect.name))
             .values(billed_through=billed_through, next_period_end=next_end, updated_at=at)
         )
 

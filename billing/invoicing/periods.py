@@ -116,6 +116,7 @@ def ended_periods(
     return periods
 
 
+@lru_cache(maxsize=4096)  # a billing run asks it for thousands of subscriptions sharing a period
 def covered_share(period: Period, timezone: str) -> Fraction:
     """Covered seconds / seconds of the calendar month that contains period.start (1 for a full month).
 

@@ -51,12 +51,16 @@ class RunTallies:
         if key not in self._kept:
             self._kept[key] = await usage.whole_hour_tallies(session, tenant_id, None, meters, period)
         kept = self._kept[key]
+        # Raw events of the hours the period's edges cut are folded into the tallies handed out:
+        # only then must they be copies of the kept ones.
+        cut = usage.cuts_hours(period)
         mine: dict[SeriesKey, Tally] = defaultdict(Tally)
         for customer_id in customer_ids:
             for meter in meters:
                 if (series := (customer_id, meter.id)) in kept:
-                    mine[series] = kept[series].copy()
-        await usage.add_cut_hours(session, tenant_id, customer_ids, meters, period, mine)
+                    mine[series] = kept[series].copy() if cut else kept[series]
+        if cut:
+            await usage.add_cut_hours(session, tenant_id, customer_ids, meters, period, mine)
         return mine
 
     async def _whole_tenant(self, session: AsyncSession, tenant_id: str) -> bool:

@@ -31,6 +31,7 @@ Range = tuple[datetime, datetime]  # [start, end), aware UTC
 SeriesKey = tuple[str, str]  # customer id, meter id
 # Stands in for the latest-event fields where the aggregation never reads them (sum, count, max).
 _NEVER = datetime(1, 1, 1, tzinfo=UTC)
+_ZERO = Decimal(0)
 
 
 @dataclass
@@ -241,6 +242,11 @@ async def whole_hour_tallies(
     return result
 
 
+def cuts_hours(period: Range) -> bool:
+    """Whether the range's edges cut UTC hours (an offset that is not whole hours)."""
+    return bool(_classify_hours([period])[1])
+
+
 async def add_cut_hours(
     session: AsyncSession,
     tenant_id: str,
@@ -281,27 +287,42 @@ async def _aggregate_rollups(
     hours: Range,
     result: dict[SeriesKey, Tally],
 ) -> None:
+    """Count, sum and (for max meters) maximum of whole hours, per series, in SQL."""
     summed = [m for m in meters if m.aggregation in ("sum", "count", "max")]
     if not summed:
         return
-    table = UsageRollup.__table__
     dialect = session.get_bind().dialect.name
-    query = (
+    if dialect == "postgresql" and customer_ids is None:
+        await session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+    rows = (await session.execute(_aggregate_query(dialect, tenant_id, customer_ids, summed, hours))).all()
+    for row in rows:
+        top = _ZERO if row.value_max is None else row.value_max  # only max meters read it
+        partial = Partial(int(row.event_count), row.value_sum, top, top, _NEVER, 0)
+        result[(row.customer_id, row.meter_id)].merge(partial)
+
+
+def _aggregate_query(
+    dialect: str, tenant_id: str, customer_ids: Sequence[str] | None, meters: Sequence[Meter], hours: Range
+) -> sa.Select[Any]:
+    table = UsageRollup.__table__
+    maxima = [m.id for m in meters if m.aggregation == "max"]
+    # The greatest value only where a max meter reads it: on SQLite each is a call into Python.
+    top = (
+        decimal_greatest(dialect, sa.case((table.c.meter_id.in_(maxima), table.c.value_max)))
+        if maxima
+        else sa.null()
+    )
+    return (
         sa.select(
             table.c.customer_id,
             table.c.meter_id,
             sa.func.sum(table.c.event_count).label("event_count"),
             decimal_sum(dialect, table.c.value_sum).label("value_sum"),
-            decimal_greatest(dialect, table.c.value_max).label("value_max"),
+            top.label("value_max"),
         )
-        .where(_batch_filter(table, tenant_id, customer_ids, summed, hours))
+        .where(_batch_filter(table, tenant_id, customer_ids, meters, hours))
         .group_by(table.c.customer_id, table.c.meter_id)
     )
-    if dialect == "postgresql" and customer_ids is None:
-        await session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-    for row in await session.execute(query):
-        partial = Partial(int(row.event_count), row.value_sum, row.value_max, row.value_max, _NEVER, 0)
-        result[(row.customer_id, row.meter_id)].merge(partial)
 
 
 async def _fold_latest_rollups(
