@@ -96,8 +96,17 @@ def test_any_earlier_millisecond_sorts_first(first: int, gap: int) -> None:
 def test_the_26_characters_are_the_base32_digits_of_time_then_randomness(ms: int, random: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(billing.ids, "wall_time_ns", lambda: ms * 1_000_000)
-        patch.setattr(billing.ids.secrets, "randbits", lambda bits: random)
+        patch.setattr(billing.ids, "_random_bytes", lambda count: random.to_bytes(count, "big"))
         digits = new_id("inv")[4:]
     assert sum(CROCKFORD_LOWER.index(ch) * 32**place for place, ch in enumerate(reversed(digits))) == (
         ms << 80 | random
     )
+
+
+def test_ids_made_in_one_millisecond_differ_in_their_random_digits() -> None:
+    at = BASE_MS * 1_000_000
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(billing.ids, "wall_time_ns", lambda: at)
+        made = [new_id("evt") for _ in range(5000)]  # more than one read of the randomness pool
+    assert len(set(made)) == len(made)
+    assert len({value[4:14] for value in made}) == 1  # the time digits
