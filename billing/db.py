@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -305,11 +306,6 @@ def any_of(column: sa.ColumnElement[Any], values: Sequence[Any], dialect: str) -
     return column.in_(values)
 
 
-def _dialect_insert(session: AsyncSession, table: sa.Table) -> Any:
-    name = session.get_bind().dialect.name
-    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
-
-
 async def insert_ignore(
     session: AsyncSession,
     table: sa.Table,
@@ -326,12 +322,19 @@ async def insert_ignore(
         return []
     if _unnest_fits(session, table, rows, returning):
         return await _insert_unnest(session, table, rows, "ON CONFLICT DO NOTHING", returning)
-    stmt = _dialect_insert(session, table).on_conflict_do_nothing()
+    stmt = _insert_ignore_statement(session.get_bind().dialect.name, table, tuple(returning))
     if not returning:
         await session.execute(stmt, list(rows))
         return []
-    result = await session.execute(stmt.returning(*returning), list(rows))
+    result = await session.execute(stmt, list(rows))
     return list(result.all())
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_ignore_statement(dialect: str, table: sa.Table, returning: tuple[Any, ...]) -> Any:
+    """Built once per table (statements are immutable): many callers insert one row at a time."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).on_conflict_do_nothing()
+    return stmt.returning(*returning) if returning else stmt
 
 
 async def insert_rows(session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -6,6 +6,7 @@ never affects a result.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from decimal import (
@@ -26,7 +27,7 @@ from types import MappingProxyType
 from typing import Final
 
 from babel import Locale
-from babel.numbers import format_currency, parse_pattern
+from babel.numbers import NumberPattern, format_currency, parse_pattern
 
 # Source: ISO 4217 List One (current currency & funds code list), as published 2026-01-01 by
 # the ISO 4217 maintenance agency (SIX). Codes whose minor unit is "N.A." (XAU, XDR, XTS, XXX,
@@ -188,15 +189,22 @@ def exact_sum(values: Iterable[Decimal]) -> Decimal:
 def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:
     """Localised display string, with as many decimals as the ISO 4217 minor unit."""
     places = exponent(currency)
+    babel_locale, pattern = _currency_pattern(locale, places)
+    amount = from_minor_units(amount_minor, currency)
+    # babel does its arithmetic in the current decimal context.
+    with localcontext(_rounding_context()):
+        return format_currency(amount, currency, format=pattern, locale=babel_locale, currency_digits=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def _currency_pattern(locale: str, places: int) -> tuple[Locale, NumberPattern]:
+    """The locale and its currency pattern with ``places`` decimals (parsed once: never changed)."""
     babel_locale = Locale.parse(locale)
     # CLDR's digit counts differ from ISO 4217 for some currencies (IQD: 0 vs 3), so the
     # locale's pattern is given the ISO count and babel is told not to substitute its own.
     pattern = parse_pattern(babel_locale.currency_formats["standard"].pattern)
     pattern.frac_prec = (places, places)
-    amount = from_minor_units(amount_minor, currency)
-    # babel does its arithmetic in the current decimal context.
-    with localcontext(_rounding_context()):
-        return format_currency(amount, currency, format=pattern, locale=babel_locale, currency_digits=False)
+    return babel_locale, pattern
 
 
 def _to_decimal(value: str | int | Decimal) -> Decimal:

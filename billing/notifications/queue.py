@@ -62,6 +62,18 @@ INVOICE_FACTS = [
     _invoices.due_at,
 ]
 _INVOICE_LABELS = [column.label(f"invoice_{column.key}") for column in INVOICE_FACTS]
+# Built once (this runs for every email), with the ids as bound parameters.
+_CUSTOMER_FACTS = sa.select(*CUSTOMER_FACTS).where(
+    _customers.id == sa.bindparam("customer_id"), _customers.tenant_id == sa.bindparam("tenant_id")
+)
+_CUSTOMER_AND_INVOICE_FACTS = _CUSTOMER_FACTS.add_columns(*_INVOICE_LABELS).outerjoin(
+    Invoice.__table__,
+    sa.and_(
+        _invoices.id == sa.bindparam("invoice_id"),
+        _invoices.tenant_id == sa.bindparam("tenant_id"),
+        _invoices.customer_id == _customers.id,
+    ),
+)
 
 
 async def queue_notification(
@@ -128,17 +140,11 @@ async def _facts(
     session: AsyncSession, tenant_id: str, customer_id: str, invoice_id: Any
 ) -> tuple[sa.Row[Any], SimpleNamespace | None]:
     """The customer's facts and, when ``invoice_id`` is given, the facts of that invoice of theirs."""
-    query = sa.select(*CUSTOMER_FACTS).where(_customers.id == customer_id, _customers.tenant_id == tenant_id)
-    if invoice_id is not None:
-        same = sa.and_(
-            _invoices.id == invoice_id,
-            _invoices.tenant_id == tenant_id,
-            _invoices.customer_id == _customers.id,
-        )
-        query = query.add_columns(*_INVOICE_LABELS).outerjoin(Invoice.__table__, same)
+    query = _CUSTOMER_AND_INVOICE_FACTS if invoice_id is not None else _CUSTOMER_FACTS
     if session.new or session.dirty:
         await session.flush()  # a Core query does not autoflush: read the caller's changes too
-    row = (await session.execute(query)).first()
+    params = {"tenant_id": tenant_id, "customer_id": customer_id, "invoice_id": invoice_id}
+    row = (await session.execute(query, params)).first()
     if row is None:
         raise ValueError(f"no customer {customer_id} in tenant {tenant_id}")
     if invoice_id is None or row.invoice_id is None:
