@@ -218,7 +218,8 @@ def _create_sqlite_aggregate(dbapi_connection: Any, name: str, aggregate: type) 
 
 
 class Database:
-    """An engine and its session factories; one per process."""
+    """Engines and their session factories; one per process. On SQLite, write transactions have
+    an engine of their own, of one connection (see ``_sqlite_engine``)."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url

@@ -1,10 +1,9 @@
 """SQLite's half of ``event_store``: a few multi-row statements, each run in a single step.
 
-Python's sqlite3 lets go of the GIL around every step of a statement, one row at a time, and
-calls back into Python for every row that one of our SQL functions touches; while the event
-loop's thread is busy with other requests, each of those takes the GIL back from it. So every
-statement here runs in one step: multi-row VALUES without RETURNING, and reads that return one
-JSON document instead of rows.
+Every statement runs in one step: multi-row VALUES without RETURNING, and reads that return one
+JSON document instead of rows. Python's sqlite3 would otherwise step once per row, letting go of
+the GIL and taking it back each time (from an event loop busy with other requests), and a SQL
+function of ours would be called back into Python once per row.
 
 SQLite has no exact decimal arithmetic, so the rollups are merged here, in Python: the existing
 rows of the batch's keys are read, merged with the batch, and written back. That read-then-write
