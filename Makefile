@@ -27,8 +27,9 @@ CHROMIUM := /usr/bin/chromium
 SUDO = $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null; then echo sudo; fi)
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
+# One pytest worker per core, at most four: each has its own databases and servers on free ports.
 test: $(VENV)/.installed-dev $(if $(filter 1,$(BILLING_SKIP_BROWSER)),,$(CHROMIUM))
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 4
 
 $(CHROMIUM):
 	$(APT_INSTALL) || { $(SUDO) apt-get update && $(APT_INSTALL); }

@@ -86,12 +86,20 @@ def _openapi() -> OpenAPIConfig:
 def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: bool | None = None) -> Litestar:
     """Build the app; ``clock`` and ``scheduler`` let tests freeze time and keep ticks manual."""
     configure_logging(settings.log_level, settings.log_format)
-    ctx = AppContext.create(settings, clock=clock)
     run_scheduler = settings.scheduler if scheduler is None else scheduler
+    app = build_app(max_body_bytes=settings.max_body_bytes, scheduler=run_scheduler)
+    use_context(app, AppContext.create(settings, clock=clock))
+    return app
+
+
+def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
+    """Routes, auth, error handlers, OpenAPI and metrics, without a context (``use_context``):
+    handlers find theirs in the app's state when they run."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        ticks = Scheduler(ctx) if run_scheduler else None
+        ctx: AppContext = app.state.ctx
+        ticks = Scheduler(ctx) if scheduler else None
         if ticks is not None:
             ticks.start()
         try:
@@ -116,13 +124,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, scheduler: boo
         middleware=[metrics.middleware],
         openapi_config=_openapi(),
         lifespan=[lifespan],
-        request_max_body_size=settings.max_body_bytes,
+        request_max_body_size=max_body_bytes,
         debug=False,
         logging_config=None,
     )
     document_problems(app)
     # Outermost, so that errors raised by any middleware (401s) and unrouted paths get an id too.
     app.asgi_handler = request_context_middleware(app.asgi_handler)
+    return app
+
+
+def use_context(app: Litestar, ctx: AppContext) -> None:
+    """The context (settings, clock, database) that the app's handlers and lifespan use."""
     app.state.ctx = ctx
     app.state.database = ctx.database
-    return app
