@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.util import await_
 
-from billing import money
+from billing import money, sqlite_driver
 from billing.clock import assume_utc, ensure_utc
 
 NAMING_CONVENTION = {
@@ -187,6 +187,10 @@ def _sqlite_engine(url: str, *, writer: bool = False) -> AsyncEngine:
     ]
     if writer:
         pragmas += [f"cache_size=-{WRITER_CACHE_KIB}", f"wal_autocheckpoint={WRITER_WAL_PAGES}"]
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _driver(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["async_creator_fn"] = sqlite_driver.connect  # one thread trip per statement
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
