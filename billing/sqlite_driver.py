@@ -4,7 +4,8 @@ aiosqlite runs every call on the connection's own thread, and SQLAlchemy's adapt
 calls per statement: open a cursor, execute, fetch, close. Each trip hands the GIL over twice and
 wakes the event loop through its self-pipe, which takes about as long as a simple statement.
 Here the statement is executed, fetched and closed in one trip, and the cursor keeps what it
-returned (rows, description, rowcount, lastrowid) in the event loop's thread.
+returned (rows, description, rowcount, lastrowid) in the event loop's thread. Rows are
+fetched whole, also for ``stream()``: nothing in the service streams a result.
 """
 
 from __future__ import annotations
