@@ -179,11 +179,9 @@ def exact_add(a: Decimal, b: Decimal) -> Decimal:
 
 
 def exact_sum(values: Iterable[Decimal]) -> Decimal:
-    context = _exact_context()
-    total = Decimal(0)
-    for value in values:
-        total = context.add(total, value)
-    return total
+    # The built-in sum adds in C, in the current context: here one where rounding is an error.
+    with localcontext(_EXACT):
+        return sum(values, Decimal(0))
 
 
 def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:

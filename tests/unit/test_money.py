@@ -197,6 +197,15 @@ def test_parse_and_multiply_ignore_a_low_precision_global_context() -> None:
         assert (ctx.prec, ctx.rounding) == (3, ROUND_DOWN)
 
 
+def test_exact_sum_is_exact_beyond_a_low_precision_global_context() -> None:
+    values = [Decimal(LARGEST)] * 1000 + [Decimal("0.000000000001")] * 3
+    with localcontext(prec=3, rounding=ROUND_DOWN) as ctx:
+        total = money.exact_sum(values)
+        assert (ctx.prec, ctx.rounding) == (3, ROUND_DOWN)
+    assert total == Decimal("999999999999999999.999999999003")
+    assert money.exact_sum(iter(())) == 0
+
+
 @given(decimals_within_limits())
 @example(MAX_MAGNITUDE)
 @example(-Decimal(LARGEST))
