@@ -34,10 +34,11 @@ def fake(clock: FrozenClock) -> Iterator[FakeStripe]:
 
 @pytest.fixture
 async def make_client(fake: FakeStripe) -> AsyncIterator[MakeClient]:
-    """StripeClients against the fake; their httpx clients are closed after the test."""
+    """StripeClients against the fake; their httpx clients are closed after the test. The default
+    timeout is for a loaded machine (tests run beside each other); hang tests set their own."""
     opened: list[stripe.HTTPXClient] = []
 
-    def make(*, api_key: str = API_KEY, timeout: float = 2.0, retries: int = 0) -> stripe.StripeClient:
+    def make(*, api_key: str = API_KEY, timeout: float = 10.0, retries: int = 0) -> stripe.StripeClient:
         http_client = stripe.HTTPXClient(timeout=timeout)
         opened.append(http_client)
         return stripe.StripeClient(
