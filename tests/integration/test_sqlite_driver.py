@@ -3,6 +3,7 @@ every result SQLAlchemy reads (rows, streamed rows, rowcount, errors) as aiosqli
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,46 @@ async def test_errors_are_sqlalchemys_and_roll_the_transaction_back(engine: Asyn
             await connection.execute(sa.text("SELECT * FROM no_such_table"))
     async with engine.connect() as connection:
         assert (await connection.execute(sa.select(sa.func.count()).select_from(ITEMS))).scalar() == 0
+
+
+async def test_a_transaction_costs_one_trip_more_than_its_statements(
+    engine: AsyncEngine, trips: list[Any]
+) -> None:
+    async with engine.connect():
+        pass  # the pooled connection is open
+    trips.clear()
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(ITEMS).values(name="a"))
+    # BEGIN goes with the insert, then COMMIT; the pool's reset (a rollback) needs no trip
+    assert len(trips) == 2
+    trips.clear()
+    async with engine.begin():
+        pass
+    assert trips == []  # nothing began, so nothing to commit
+    async with engine.connect() as connection:
+        assert (await connection.execute(sa.select(ITEMS.c.name))).scalars().all() == ["a"]
+
+
+async def test_a_waiting_begin_takes_the_write_lock_with_the_first_statement(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql("PRAGMA busy_timeout=50")
+        await connection.commit()
+        blocker = sqlite3.connect(tmp_path / "driver.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            await connection.execute(sa.insert(ITEMS).values(name="blocked"))
+        await connection.rollback()
+        blocker.execute("INSERT INTO items (name) VALUES ('other')")
+        blocker.execute("COMMIT")
+        blocker.close()
+        await connection.execute(sa.select(ITEMS.c.id))  # a read, yet the write lock is held now
+        other = sqlite3.connect(tmp_path / "driver.db", isolation_level=None, timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+        await connection.execute(sa.insert(ITEMS).values(name="after"))
+        await connection.commit()
+        names = (await connection.execute(sa.select(ITEMS.c.name).order_by(ITEMS.c.id))).scalars().all()
+    assert names == ["other", "after"]
