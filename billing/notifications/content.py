@@ -85,25 +85,42 @@ class Formatter:
         return cls(parse_locale(locale), parse_timezone(timezone))
 
     def money(self, amount: int, currency: str) -> str:
-        return money.format_money(amount, currency, str(self.locale))
+        return _money(amount, currency, self.locale)
 
     def date(self, at: datetime | str | None) -> str | None:
         """A day in the reader's timezone; ``at`` may also be RFC 3339 text (from an event payload)."""
         if at is None:
             return None
         instant = parse_timestamp(at) if isinstance(at, str) else at
-        return format_date(self._local(instant), "long", locale=self.locale)
+        return _date(self._local(instant), "long", self.locale)
 
     def period(self, start: datetime, end: datetime) -> str:
         """An invoice period, whose end is exclusive: Oct 1 to Nov 1 reads "Oct 1 - 31, 2026"."""
         last_day = self._local(max(start, end - timedelta(microseconds=1)))
-        return format_interval(self._local(start), last_day, "yMMMd", locale=self.locale)
+        return _interval(self._local(start), last_day, self.locale)
 
     def month(self, year: int, month: int) -> str:
-        return format_date(date(year, month, 1), "MMMM y", locale=self.locale)
+        return _date(date(year, month, 1), "MMMM y", self.locale)
 
     def _local(self, at: datetime) -> date:
         return at.astimezone(self.tz).date()
+
+
+# Formatting with babel takes tens of microseconds a value, and a batch of emails repeats the
+# same few days, periods and amounts: each is formatted once per locale.
+@functools.lru_cache(maxsize=4096)
+def _money(amount: int, currency: str, locale: Locale) -> str:
+    return money.format_money(amount, currency, str(locale))
+
+
+@functools.lru_cache(maxsize=4096)
+def _date(day: date, pattern: str, locale: Locale) -> str:
+    return format_date(day, pattern, locale=locale)
+
+
+@functools.lru_cache(maxsize=4096)
+def _interval(first: date, last: date, locale: Locale) -> str:
+    return format_interval(first, last, "yMMMd", locale=locale)
 
 
 def tenant_view(tenant: Tenant) -> dict[str, Any]:
