@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
 from billing.settings import Settings
 
@@ -171,7 +172,7 @@ class SmtpTransport:
     async def send(self, email: Email) -> None:
         client = await self._connected()
         try:
-            await client.sendmail(email.sender, [email.recipient], email.data)
+            await _mail_transaction(client, email)
         except aiosmtplib.SMTPException as exc:
             await self.close()
             raise _classify(exc) from exc
@@ -187,6 +188,8 @@ class SmtpTransport:
         client = aiosmtplib.SMTP(**self._options)
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # connect() greets only to log in or for STARTTLS
+                await _greet(client)
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._unreachable = DeliveryError(f"cannot connect to the SMTP server: {_describe(exc)}")
             raise self._unreachable from exc
@@ -202,12 +205,39 @@ class SmtpTransport:
                 client.close()
 
 
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await client.helo()
+
+
+async def _mail_transaction(client: aiosmtplib.SMTP, email: Email) -> None:
+    """MAIL, RCPT and DATA: ``sendmail`` without its parsing of the addresses (twice each, a
+    tenth of the CPU of a send), which were checked when the email was queued."""
+    sender, recipient = _envelope(email.sender), _envelope(email.recipient)
+    reply = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">")
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
+    reply = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
+    if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
+    await client.data(email.data)
+
+
+def _envelope(address: str) -> bytes:
+    if not address.isascii() or any(char in address for char in "<>\r\n "):
+        raise DeliveryError(f"not an address for the SMTP envelope: {address!r}", permanent=True)
+    return address.encode("ascii")
+
+
 def _classify(exc: aiosmtplib.SMTPException) -> DeliveryError:
     """5xx refusals of this recipient or this message are permanent; anything else may pass later
     (4xx, a dropped connection, and also 5xx about the sender or login, which an operator fixes)."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = [refused.code for refused in exc.recipients]
-        return DeliveryError(f"recipient refused: {codes}", permanent=all(500 <= c < 600 for c in codes))
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return DeliveryError(
+            f"recipient refused: {exc.code} {exc.message}"[:500], permanent=500 <= exc.code < 600
+        )
     permanent = isinstance(exc, aiosmtplib.SMTPDataError) and 500 <= exc.code < 600
     return DeliveryError(_describe(exc), permanent=permanent)
 

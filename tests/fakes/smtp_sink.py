@@ -78,6 +78,10 @@ class SmtpSink:
         with self._lock:
             self._refused[address.lower()] = code
 
+    def accept(self, address: str) -> None:
+        with self._lock:
+            self._refused.pop(address.lower(), None)
+
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] == address]
 

@@ -29,6 +29,7 @@ from billing.metering import customers
 from billing.metering.models import Customer
 from billing.metering.schemas import CustomerCreate
 from billing.notifications import dispatch as dispatch_module
+from billing.notifications.delivery import DeliveryError, Email, SmtpTransport
 from billing.notifications.dispatch import MAX_ATTEMPTS, dispatch_notifications, retry_delay
 from billing.notifications.models import Notification
 from billing.notifications.queue import ALL_KINDS, KINDS, queue_notification
@@ -442,6 +443,37 @@ async def test_a_permanent_refusal_fails_at_once(ctx: AppContext, scene: Scene, 
     ctx.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
     assert await dispatch_notifications(ctx) == 0
     assert sink.messages == []
+
+
+async def test_a_recipient_refused_for_now_is_tried_again(
+    ctx: AppContext, scene: Scene, sink: SmtpSink
+) -> None:
+    use_smtp(ctx, sink)
+    sink.refuse("jane@example.com", code=450)
+    await queue_failure(ctx, scene)
+    assert await dispatch_notifications(ctx) == 0
+    (row,) = await rows(ctx)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert "recipient refused: 450" in (row.last_error or "")
+    sink.accept("jane@example.com")
+    ctx.clock.advance(retry_delay(1))  # type: ignore[attr-defined]
+    assert await dispatch_notifications(ctx) == 1
+    assert [(cmd, code) for (cmd, _, code) in sink.log] == [("RCPT", 450), ("RCPT", 250), ("DATA", 250)]
+    assert len(sink.to("jane@example.com")) == 1
+
+
+async def test_an_address_unfit_for_the_envelope_is_never_sent(sink: SmtpSink) -> None:
+    transport = SmtpTransport(sink.url)
+    good = Email("ntf_1", "billing@acme.example", "jane@example.com", b"Subject: one\r\n\r\nbody\r\n")
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            await transport.send(dataclasses.replace(good, recipient="jane@example.com> NOTIFY=NEVER"))
+        assert refused.value.permanent
+        await transport.send(good)  # the connection is still fit for the next email
+    finally:
+        await transport.close()
+    assert [(cmd, code) for (cmd, _, code) in sink.log] == [("RCPT", 250), ("DATA", 250)]
+    assert len(sink.messages) == 1
 
 
 async def test_after_the_last_try_the_notification_is_failed(
