@@ -214,15 +214,17 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
 
 async def _mail_transaction(client: aiosmtplib.SMTP, email: Email) -> None:
     """MAIL, RCPT and DATA: ``sendmail`` without its parsing of the addresses (twice each, a
-    tenth of the CPU of a send), which were checked when the email was queued."""
+    tenth of the CPU of a send), which were checked when the email was queued. One deadline
+    for the whole exchange rather than a timer per reply."""
     sender, recipient = _envelope(email.sender), _envelope(email.recipient)
-    reply = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">")
-    if reply.code != SMTPStatus.completed:
-        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
-    reply = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
-    if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
-    await client.data(email.data)
+    async with asyncio.timeout(SMTP_TIMEOUT_SECONDS):
+        reply = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", timeout=None)
+        if reply.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
+        reply = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">", timeout=None)
+        if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
+        await client.data(email.data, timeout=None)
 
 
 def _envelope(address: str) -> bytes:

@@ -28,6 +28,7 @@ from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import customers
 from billing.metering.models import Customer
 from billing.metering.schemas import CustomerCreate
+from billing.notifications import delivery
 from billing.notifications import dispatch as dispatch_module
 from billing.notifications.delivery import DeliveryError, Email, SmtpTransport
 from billing.notifications.dispatch import MAX_ATTEMPTS, dispatch_notifications, retry_delay
@@ -474,6 +475,31 @@ async def test_an_address_unfit_for_the_envelope_is_never_sent(sink: SmtpSink) -
         await transport.close()
     assert [(cmd, code) for (cmd, _, code) in sink.log] == [("RCPT", 250), ("DATA", 250)]
     assert len(sink.messages) == 1
+
+
+async def test_a_server_that_stops_answering_costs_one_timeout_and_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def greets_then_hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 silent.example ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250 silent.example\r\n")
+        while await reader.read(1024):  # MAIL FROM and whatever follows: never answered
+            pass
+
+    monkeypatch.setattr(delivery, "SMTP_TIMEOUT_SECONDS", 0.3)
+    server = await asyncio.start_server(greets_then_hangs, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = SmtpTransport(f"smtp://127.0.0.1:{port}")
+    email = Email("ntf_1", "billing@acme.example", "jane@example.com", b"Subject: one\r\n\r\nbody\r\n")
+    try:
+        with pytest.raises(DeliveryError) as failed:
+            await asyncio.wait_for(transport.send(email), timeout=5)
+        assert not failed.value.permanent  # tried again later
+        assert "TimeoutError" in str(failed.value)
+    finally:
+        await transport.close()
+        server.close()
 
 
 async def test_after_the_last_try_the_notification_is_failed(
