@@ -7,8 +7,12 @@ On a fresh database: a tenant, 1000 customers with an open invoice each. Starts 
 (aiosmtpd, in its own process, counting what it accepts), then, in the service's own code:
 1. queues N notifications (render + insert, 10 per transaction, the six customer kinds in
    turn, five locales), then delivers them with ``dispatch_notifications``: each phase timed;
-2. queues N more while a dispatcher loop delivers, as dunning and the dispatcher tick do in
-   production: emails rendered, queued and delivered per second (the target is 500/s).
+2. queues N more while a dispatcher loop delivers in the same process, as dunning and the
+   dispatcher tick do in one ``billing serve``: emails rendered, queued and delivered per
+   second (the target is 500/s);
+3. queues N more while a process of its own delivers them, as a ``billing worker`` does beside
+   the API replicas (the deployment of README's "Scaling out"; on SQLite the two processes
+   share the database file's one writer).
 The baseline, measured in the same run against the same sink: the same emails, already built,
 sent with aiosmtplib over as many connections as the dispatcher uses, with no database. Prints
 the rates and the delivery ratio to the baseline; checks that the sink got every email once.
@@ -245,6 +249,51 @@ async def pipelined(
     return time.perf_counter() - started, sent
 
 
+def run_dispatcher(url: str, data_dir: str, smtp_port: int, count: int) -> None:
+    """The worker's side: deliver what the bench queues, as ``billing worker`` does, until
+    ``count`` are sent; print ``ready`` once started and the number sent at the end."""
+    settings = bench_settings(Path(data_dir), url, smtp_port)
+
+    async def deliver() -> None:
+        ctx = AppContext.create(settings, clock=FrozenClock(NOW))
+        await ctx.database.ping()
+        print("ready", flush=True)
+        sent = 0
+        while sent < count:
+            delivered = await dispatch.dispatch_notifications(ctx)
+            sent += delivered
+            if not delivered:
+                await asyncio.sleep(0.005)
+        await ctx.close()
+        print(sent, flush=True)
+
+    asyncio.run(deliver())
+
+
+async def with_worker(
+    ctx: AppContext, tenant_id: str, pairs: list[tuple[str, str]], numbers: range, smtp_port: int
+) -> tuple[float, int]:
+    """Queue here while a process of its own delivers, as with ``billing worker``: (seconds, sent)."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        SCRIPT,
+        "dispatcher",
+        ctx.settings.database_url,
+        str(ctx.settings.data_dir),
+        str(smtp_port),
+        str(len(numbers)),
+        stdout=PIPE,
+    )
+    assert worker.stdout is not None
+    assert (await worker.stdout.readline()).strip() == b"ready"
+    started = time.perf_counter()
+    await queue_all(ctx, tenant_id, pairs, numbers)
+    sent = int(await worker.stdout.readline())
+    elapsed = time.perf_counter() - started
+    await worker.wait()
+    return elapsed, sent
+
+
 async def statuses(ctx: AppContext) -> dict[str, int]:
     async with ctx.database.read() as session:
         rows = await session.execute(
@@ -271,6 +320,18 @@ async def raw_smtp_baseline(ctx: AppContext, port: int, count: int) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
+def bench_settings(data_dir: Path, url: str, smtp_port: int) -> Settings:
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        database_url=url,
+        secret_keys=("bench-secret-key-0123456789abcdefghijklmnop",),
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        scheduler=False,
+        log_level="WARNING",
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,16 +343,7 @@ async def main() -> None:
     data_dir, url = await bench_database(args.database)
     sink = Sink()
     await sink.start()
-    settings = Settings(
-        env="test",
-        data_dir=data_dir,
-        database_url=url,
-        secret_keys=("bench-secret-key-0123456789abcdefghijklmnop",),
-        smtp_url=f"smtp://127.0.0.1:{sink.port}",
-        scheduler=False,
-        log_level="WARNING",
-    )
-    ctx = AppContext.create(settings, clock=FrozenClock(NOW))
+    ctx = AppContext.create(bench_settings(data_dir, url, sink.port), clock=FrozenClock(NOW))
     try:
         await upgrade_async(url)
         tenant_id, pairs = await load(ctx)
@@ -301,6 +353,9 @@ async def main() -> None:
         deliver_seconds = time.perf_counter() - started
         pipeline_seconds, pipeline_sent = await pipelined(
             ctx, tenant_id, pairs, range(args.emails, 2 * args.emails)
+        )
+        worker_seconds, worker_sent = await with_worker(
+            ctx, tenant_id, pairs, range(2 * args.emails, 3 * args.emails), sink.port
         )
         counts = await statuses(ctx)
         received, distinct = await sink.stop()
@@ -324,16 +379,22 @@ async def main() -> None:
         f"at the same time:  {pipeline_sent / pipeline_seconds:,.0f} emails/s rendered, queued and delivered"
         " (target 500/s)"
     )
+    print(
+        f"with a worker:     {worker_sent / worker_seconds:,.0f} emails/s rendered and queued here,"
+        " delivered by a process of its own"
+    )
     print(f"sink:              {received} received, {distinct} distinct Message-IDs; rows {counts}")
     print(f"raw SMTP baseline: {baseline:,.0f}/s (same emails prebuilt, no database)")
     print(f"ratio:             {delivery / baseline:.2f} of the raw SMTP baseline (delivery)")
-    if not received == distinct == sent + pipeline_sent == 2 * args.emails:
+    if not received == distinct == sent + pipeline_sent + worker_sent == 3 * args.emails:
         raise SystemExit("some email was lost or sent twice")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "sink":
         run_sink(int(sys.argv[3]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "dispatcher":
+        run_dispatcher(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         os.environ.setdefault("BILLING_LOG_LEVEL", "warning")
         asyncio.run(main())
