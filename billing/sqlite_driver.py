@@ -100,7 +100,7 @@ class Cursor:
         """On the connection's thread: the pending BEGIN if any, then the whole statement, its
         rows fetched, its cursor closed."""
         if begin is not None:
-            self._connection._conn.execute(begin)
+            self._connection._conn.execute(begin).close()
         cursor = self._connection._conn.cursor()
         try:
             getattr(cursor, method)(sql, parameters)
