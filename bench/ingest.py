@@ -126,6 +126,11 @@ class Server:
                 time.sleep(0.2)
         raise RuntimeError("server did not become ready")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def memory_mib(self, field: str) -> float:
         """A memory figure of the server from /proc: ``VmRSS`` now, ``VmHWM`` at its peak."""
         assert self.process is not None
