@@ -39,6 +39,11 @@ class Coalescer(Generic[K, In, Out]):
         self._pending: dict[K, tuple[In, asyncio.Future[Out]]] = {}
         self._turn = asyncio.Lock()
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a round trip (not those of the round trip under way)."""
+        return len(self._pending)
+
     async def submit(self, key: K, item: In) -> Out:
         entry = self._pending.get(key)
         if entry is None:

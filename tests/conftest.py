@@ -6,6 +6,7 @@ test starts from empty tables.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -250,3 +251,12 @@ async def subscribe(
         assert response.status_code == 201, response.text
         subscriptions.append(response.json())
     return subscriptions
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> None:
+    """Wait until ``predicate()`` holds, polling; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)

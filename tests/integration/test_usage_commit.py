@@ -12,7 +12,7 @@ import pytest
 
 from billing.context import AppContext
 from billing.metering import commit, ingest
-from tests.conftest import TenantHandle, subscribe
+from tests.conftest import TenantHandle, eventually, subscribe
 from tests.integration.test_events import event, total, usage
 
 
@@ -23,6 +23,11 @@ def raw(event_id: str, value: str = "1", **overrides: Any) -> bytes:
 class HeldTurn:
     """Makes the first commit wait until released, so that the batches posted meanwhile queue
     up and are committed together, and records the size of every group committed."""
+
+    @staticmethod
+    async def queued(ctx: AppContext, count: int) -> None:
+        """Wait until the first commit holds the turn and ``count`` batches wait behind it."""
+        await eventually(lambda: commit._group_committer(ctx.database).queued == count)
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_on: str | None = None) -> None:
         self.release = asyncio.Event()
@@ -54,9 +59,11 @@ async def test_queued_batches_are_committed_together_and_answered_in_arrival_ord
         return asyncio.create_task(ingest.ingest(ctx.database, metered.id, list(events), now=now))
 
     first = post(raw("lead", "1"))
-    await asyncio.sleep(0.05)  # the first holds the turn; the next three queue behind it
-    queued = [post(raw("a", "2"), raw("b", "3")), post(raw("a", "2"), raw("c", "4")), post(raw("b", "9"))]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: held.groups == [1])  # the first holds the turn; the next three queue
+    queued: list[asyncio.Task[ingest.IngestResult]] = []
+    for events in ([raw("a", "2"), raw("b", "3")], [raw("a", "2"), raw("c", "4")], [raw("b", "9")]):
+        queued.append(post(*events))
+        await held.queued(ctx, len(queued))  # one at a time: the order they arrive in is known
     held.release.set()
     results = [await task for task in (first, *queued)]
     assert held.groups == [1, 3]
@@ -80,9 +87,9 @@ async def test_a_batch_that_fails_in_a_group_fails_alone(
         return asyncio.create_task(ingest.ingest(ctx.database, metered.id, list(events), now=now))
 
     first = post(raw("lead", "1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: held.groups == [1])
     good, bad = post(raw("good", "5")), post(raw("poison", "7"))
-    await asyncio.sleep(0.05)
+    await held.queued(ctx, 2)
     held.release.set()
     assert (await first).accepted == 1
     assert (await good).accepted == 1
@@ -110,11 +117,11 @@ async def test_batches_of_two_tenants_in_one_group_are_each_stored_for_their_ten
     held = HeldTurn(monkeypatch)
     now = ctx.clock.now()
     lead = asyncio.create_task(ingest.ingest(ctx.database, metered.id, [raw("lead", "1")], now=now))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: held.groups == [1])
     # The same event id for two tenants in one group: each tenant's own, accepted for both.
     mine = asyncio.create_task(ingest.ingest(ctx.database, metered.id, [raw("shared", "2")], now=now))
     theirs = asyncio.create_task(ingest.ingest(ctx.database, other.id, [raw("shared", "3")], now=now))
-    await asyncio.sleep(0.05)
+    await held.queued(ctx, 2)
     held.release.set()
     assert [(await task).accepted for task in (lead, mine, theirs)] == [1, 1, 1]
     assert held.groups == [1, 2]

@@ -15,6 +15,7 @@ import pytest
 import stripe
 
 from billing.clock import FrozenClock
+from tests.conftest import eventually
 from tests.fakes import FakeStripe
 from tests.fakes.stripe_server import FormError, fake_stripe, parse_form  # noqa: F401 - a fixture
 
@@ -71,14 +72,6 @@ def charge(payment_method: str = "pm_card_visa", *, invoice: str = "inv_1", **ex
 async def create(client: stripe.StripeClient, params: dict[str, Any], key: str | None = None) -> Any:
     options = {"idempotency_key": key} if key else {}
     return await client.v1.payment_intents.create_async(params, options=options)  # type: ignore[arg-type]
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 # --- charging -----------------------------------------------------------------------------------
