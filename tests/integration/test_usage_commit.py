@@ -24,11 +24,6 @@ class HeldTurn:
     """Makes the first commit wait until released, so that the batches posted meanwhile queue
     up and are committed together, and records the size of every group committed."""
 
-    @staticmethod
-    async def queued(ctx: AppContext, count: int) -> None:
-        """Wait until the first commit holds the turn and ``count`` batches wait behind it."""
-        await eventually(lambda: commit._group_committer(ctx.database).queued == count)
-
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_on: str | None = None) -> None:
         self.release = asyncio.Event()
         self.groups: list[int] = []
@@ -46,6 +41,11 @@ class HeldTurn:
             await original(database, group)
 
         monkeypatch.setattr(commit, "_commit_group", wrapped)
+
+    @staticmethod
+    async def queued(ctx: AppContext, count: int) -> None:
+        """Wait until ``count`` batches wait for the turn that the first commit holds."""
+        await eventually(lambda: commit._group_committer(ctx.database).queued == count)
 
 
 @pytest.mark.sqlite_only
