@@ -190,10 +190,10 @@ async def bench(args: argparse.Namespace) -> None:
     one: list[Turn] = []
     two: list[Turn] = []
     try:
-        for server, limit in zip(servers, limits or [None, None], strict=True):
+        for n, server in enumerate(servers):
             server.start()
-            if limit is not None:
-                limit.add(server.pid)
+            if limits:
+                limits[n].add(server.pid)
         key = json.loads(servers[0].run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
         await setup(f"http://127.0.0.1:{servers[0].port}", key)
         # Warm both replicas (their customer and meter caches) before measuring.

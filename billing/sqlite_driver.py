@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -47,7 +48,7 @@ class Connection(aiosqlite.Connection):
     async def rollback(self) -> None:
         await self._end(self._conn.rollback)
 
-    async def _end(self, end: Any) -> None:
+    async def _end(self, end: Callable[[], None]) -> None:
         if self._begin is not None:
             self._begin = None  # nothing ran since BEGIN: nothing to end
         elif self._conn.in_transaction:
