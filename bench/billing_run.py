@@ -31,8 +31,8 @@ from bench.ingest import (
     free_port,
     server_env,
 )
-from billing.db import Database
-from billing.ids import new_id
+from billing.core.db.engine import Database
+from billing.core.ids import new_id
 from billing.invoicing.models import Invoice, Plan, Subscription
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageRollup

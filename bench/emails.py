@@ -39,20 +39,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.ingest import bench_database, drop_postgres_database, free_port  # noqa: E402
-from billing.clock import FrozenClock  # noqa: E402
-from billing.context import AppContext  # noqa: E402
-from billing.ids import new_id  # noqa: E402
+from billing.core.clock import FrozenClock  # noqa: E402
+from billing.core.context import AppContext  # noqa: E402
+from billing.core.ids import new_id  # noqa: E402
+from billing.core.migrate import upgrade_async  # noqa: E402
+from billing.core.settings import Settings  # noqa: E402
 from billing.invoicing import plans, subscriptions  # noqa: E402
 from billing.invoicing.models import Invoice  # noqa: E402
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate  # noqa: E402
 from billing.metering import customers  # noqa: E402
 from billing.metering.schemas import CustomerCreate  # noqa: E402
-from billing.migrate import upgrade_async  # noqa: E402
 from billing.notifications import dispatch  # noqa: E402
 from billing.notifications.delivery import Email, build_email  # noqa: E402
 from billing.notifications.models import Notification  # noqa: E402
 from billing.notifications.queue import KINDS, queue_notification  # noqa: E402
-from billing.settings import Settings  # noqa: E402
 from billing.tenants import service  # noqa: E402
 from billing.tenants.models import Tenant  # noqa: E402
 

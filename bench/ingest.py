@@ -36,7 +36,9 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from billing.db import Database, ExactDecimal, insert_ignore
+from billing.core.db.engine import Database
+from billing.core.db.inserts import insert_ignore
+from billing.core.db.types import ExactDecimal
 from billing.metering.usage_models import UsageEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +81,7 @@ async def bench_database(database: str, prefix: str = "billing-bench-") -> tuple
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     if database == "postgresql":
         return data_dir, await create_postgres_database()
-    return data_dir, f"sqlite+aiosqlite:///{data_dir}/billing.db"
+    return data_dir, f"sqlite+aiosqlite:///{data_dir}/billing.core.db"
 
 
 def server_env(data_dir: Path, url: str) -> dict[str, str]:

@@ -49,7 +49,7 @@ from bench.ingest import (  # noqa: E402
     setup,
 )
 from bench.webhooks import SECRETS, stripe_event  # noqa: E402
-from billing.clock import SystemClock  # noqa: E402
+from billing.core.clock import SystemClock  # noqa: E402
 
 CUSTOMERS = 1000  # bench.ingest.setup creates customer-0000 .. customer-0999
 CALIBRATION_CLIENTS = 16

@@ -74,8 +74,8 @@ def serve(port: int) -> None:
     import uvicorn
 
     from billing.app import create_app
-    from billing.settings import Settings
-    from billing.slow_clients import server_options
+    from billing.core.settings import Settings
+    from billing.web.slow_clients import server_options
 
     settings = Settings.from_env()
     app = create_app(settings)
@@ -181,7 +181,7 @@ async def load(port: int, batch: list[bytes], connections: int, server: Server) 
 
 
 async def stored_count(url: str) -> int:
-    from billing.db import Database
+    from billing.core.db.engine import Database
 
     database = Database(url)
     try:

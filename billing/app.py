@@ -12,13 +12,14 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from billing.auth import ApiKeyMiddleware, scope_guard
-from billing.clock import Clock
-from billing.context import AppContext, provide_context, provide_principal
+from billing.core.clock import Clock
+from billing.core.context import AppContext
+from billing.core.errors import EXCEPTION_HANDLERS
+from billing.core.logs import configure_logging
+from billing.core.scheduler import Scheduler
+from billing.core.settings import Settings
 from billing.dunning.routes import DunningController
-from billing.errors import EXCEPTION_HANDLERS
 from billing.finance.routes import finance_router
-from billing.health import HealthController
 from billing.invoicing.routes import (
     BillingRunController,
     InvoiceController,
@@ -26,19 +27,19 @@ from billing.invoicing.routes import (
     SubscriptionController,
     UpcomingInvoiceController,
 )
-from billing.logs import configure_logging
 from billing.metering.event_routes import EventController
 from billing.metering.routes import CustomerController, MeterController
 from billing.metering.usage_routes import UsageController
 from billing.notifications.routes import NotificationController
-from billing.openapi import document_problems
 from billing.payments.routes import InvoicePaymentController, PaymentController
-from billing.request_context import request_context_middleware
-from billing.scheduler import Scheduler
-from billing.settings import Settings
 from billing.stripe_events.receiver import StripeWebhookController
 from billing.stripe_events.routes import StripeEventController
 from billing.tenants.routes import ApiKeyController, TenantController
+from billing.web.auth import ApiKeyMiddleware, scope_guard
+from billing.web.dependencies import provide_context, provide_principal
+from billing.web.health import HealthController
+from billing.web.openapi import document_problems
+from billing.web.request_context import request_context_middleware
 from billing.webhooks.routes import WebhookDeliveryController, WebhookEndpointController
 
 API_ROUTES = [

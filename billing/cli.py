@@ -12,15 +12,15 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from billing import devtenant
-from billing.auth import Scope
-from billing.context import AppContext
-from billing.errors import ApiError
-from billing.logs import configure_logging
-from billing.migrate import upgrade
-from billing.scheduler import Scheduler
-from billing.settings import Settings, SettingsError
+from billing.core.context import AppContext
+from billing.core.errors import ApiError
+from billing.core.logs import configure_logging
+from billing.core.migrate import upgrade
+from billing.core.scheduler import Scheduler
+from billing.core.settings import Settings, SettingsError
+from billing.tenants import dev as devtenant
 from billing.tenants import service
+from billing.web.auth import Scope
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from billing.app import create_app
-    from billing.slow_clients import server_options
+    from billing.web.slow_clients import server_options
 
     settings = _settings()
     if settings.dialect == "sqlite":

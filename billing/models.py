@@ -1,6 +1,7 @@
 """Every table of the service, imported in one place for Alembic and the tests."""
 
-from billing.db import Base
+from billing.core.db.types import Base
+from billing.core.outbox import OutboxEvent
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
 from billing.invoicing.models import (
@@ -14,7 +15,6 @@ from billing.invoicing.models import (
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 from billing.notifications.models import Notification
-from billing.outbox import OutboxEvent
 from billing.payments.models import Payment, Refund
 from billing.stripe_events.models import StripeEvent
 from billing.tenants.models import ApiKey, Tenant

@@ -8,9 +8,10 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, text
 
-from billing.db import ExactDecimal, UTCDateTime, create_engine
+from billing.core.db.engine import create_engine
+from billing.core.db.types import ExactDecimal, UTCDateTime
+from billing.core.settings import Settings
 from billing.models import metadata
-from billing.settings import Settings
 
 # Any number of replicas may run `billing migrate` at once on PostgreSQL: one migrates, the
 # others wait on this lock and then find nothing to do.

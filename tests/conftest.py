@@ -23,14 +23,14 @@ from litestar import Litestar
 from sqlalchemy.engine import make_url
 
 from billing.app import build_app, use_context
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
-from billing.logs import configure_logging
-from billing.migrate import upgrade
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.logs import configure_logging
+from billing.core.migrate import upgrade
+from billing.core.settings import Settings
 from billing.models import metadata
-from billing.settings import Settings
 from billing.tenants import service
+from billing.web.auth import Scope
 
 POSTGRES_URL = os.environ.get("BILLING_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("BILLING_TEST_REQUIRE_POSTGRES") == "1"
@@ -127,7 +127,7 @@ def database_url(
 ) -> str:
     """A migrated database per dialect, shared by the session's tests."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'billing.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'billing.core.db'}"
     else:
         url = fresh_postgres_database()
     upgrade(url)

@@ -16,13 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from billing.auth import Scope, hash_key
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.demo.catalog import TENANT_NAME, TENANT_SETTINGS, create_catalog
 from billing.demo.roster import MAX_CUSTOMERS, MIN_CUSTOMERS, cast
 from billing.demo.story import Story
 from billing.tenants import service
 from billing.tenants.models import ApiKey
+from billing.web.auth import Scope, hash_key
 
 DEMO_TENANT_FILE = "demo-tenant.json"
 DEFAULT_CUSTOMERS = 36

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from billing import outbox
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
 from billing.demo import roster
 from billing.demo.roster import Persona
 from billing.demo.usage import Event, customer_events, late_event

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from billing.clock import format_timestamp
+from billing.core.clock import format_timestamp
 from billing.demo.catalog import API_CALLS, EXPORTS, PLAN_METERS, SEATS, STORAGE
 from billing.demo.roster import Persona, seeded
 

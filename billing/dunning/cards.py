@@ -14,12 +14,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.context import AppContext
+from billing.core.context import AppContext
+from billing.core.outbox import Message
+from billing.core.scheduler import tick
 from billing.dunning.policy import get_policy
 from billing.metering.models import Customer
 from billing.notifications.queue import queue_notification
-from billing.outbox import Message
-from billing.scheduler import tick
 
 
 def _card(payload: dict[str, Any]) -> dict[str, Any]:

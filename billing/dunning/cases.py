@@ -15,12 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import outbox
-from billing.db import insert_ignore
+from billing.core import outbox
+from billing.core.db.inserts import insert_ignore
+from billing.core.ids import new_id
 from billing.dunning.decide import Case, Email, Policy, Step, after_failure
 from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
-from billing.ids import new_id
 from billing.invoicing import invoices
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer

@@ -7,7 +7,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ClaimMixin, JSONType, UTCDateTime
+from billing.core.db.claims import ClaimMixin
+from billing.core.db.types import Base, JSONType, UTCDateTime
 
 CASE_STATUSES = ("active", "recovered", "exhausted", "canceled")
 FINAL_ACTIONS = ("mark_uncollectible", "leave_open")

@@ -7,11 +7,11 @@ from itertools import pairwise
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.db import insert_ignore
+from billing.core.db.inserts import insert_ignore
+from billing.core.errors import FieldError, ValidationFailed
 from billing.dunning.decide import Policy
 from billing.dunning.models import DunningPolicy
 from billing.dunning.schemas import PolicyIn, PolicyOut
-from billing.errors import FieldError, ValidationFailed
 
 DEFAULT = Policy()
 

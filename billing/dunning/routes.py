@@ -11,16 +11,16 @@ from litestar import Controller, get, put
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.auth import ADMIN, READ, scopes
-from billing.context import Caller, Ctx
+from billing.core.errors import NotFound
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.dunning.policy import get_policy, policy_out, put_policy
 from billing.dunning.schemas import CaseNotificationOut, CaseOut, PolicyIn, PolicyOut
-from billing.errors import NotFound
 from billing.notifications.models import Notification
-from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.payments.models import Payment
 from billing.payments.schemas import PaymentOut, payment_out
+from billing.web.auth import ADMIN, READ, scopes
+from billing.web.dependencies import Caller, Ctx
 
 CaseStatus = Annotated[
     Literal["active", "recovered", "exhausted", "canceled"] | None, QueryParameter(description="Case status")

@@ -15,9 +15,11 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
-from billing import outbox
-from billing.context import AppContext
-from billing.db import claim_rows, finish_claim
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.db.claims import claim_rows, finish_claim
+from billing.core.outbox import Message
+from billing.core.scheduler import tick
 from billing.dunning import cases
 from billing.dunning.cards import on_card_expiring, on_card_removed
 from billing.dunning.decide import at_waiting_slot
@@ -25,11 +27,9 @@ from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
 from billing.invoicing.invoices import lock_invoice
 from billing.invoicing.models import Invoice
-from billing.outbox import Message
 from billing.payments.attempts import call_lease
 from billing.payments.charge import charge_invoice
 from billing.payments.models import Payment
-from billing.scheduler import tick
 
 CLAIM_BATCH = 50
 log = structlog.get_logger("billing.dunning")

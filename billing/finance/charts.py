@@ -16,7 +16,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from markupsafe import Markup
 
-from billing import money
+from billing.core import money
 
 Value = Decimal | int | None
 COLORS = ("#2457c5", "#c25e00", "#1e7b3a", "#8e3bb5")

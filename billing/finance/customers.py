@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.context import AppContext
+from billing.core import money
+from billing.core.context import AppContext
 from billing.dunning.models import DunningCase
 from billing.dunning.summary import open_cases
 from billing.invoicing import periods

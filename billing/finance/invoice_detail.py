@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.dunning.models import DunningCase
 from billing.dunning.routes import cases_out
 from billing.dunning.schemas import CaseOut

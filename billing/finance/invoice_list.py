@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.errors import NotFound
+from billing.core import money
+from billing.core.errors import NotFound
 from billing.invoicing.invoices import InvoiceFilters, filtered
 from billing.invoicing.models import Invoice
 from billing.metering.customers import get_customer

@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.context import AppContext
-from billing.db import decimal_greatest, decimal_sum
+from billing.core import money
+from billing.core.context import AppContext
+from billing.core.db.queries import decimal_greatest, decimal_sum
 from billing.dunning.models import DunningCase
 from billing.invoicing import periods
 from billing.invoicing.models import Invoice

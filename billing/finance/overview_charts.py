@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from markupsafe import Markup
 
-from billing import money
+from billing.core import money
 from billing.finance import charts
 from billing.finance.overview import DailyUsage, Month, Overview, Revenue
 

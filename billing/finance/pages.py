@@ -17,8 +17,8 @@ import jinja2
 from litestar import Response
 from litestar.enums import MediaType
 
-from billing import money
-from billing.clock import format_timestamp
+from billing.core import money
+from billing.core.clock import format_timestamp
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "finance"
 SECURITY_HEADERS = {

@@ -10,8 +10,8 @@ from litestar import Controller, Request, Response, Router, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from billing.context import AppContext, Ctx
-from billing.errors import ApiError, BadRequest, NotFound
+from billing.core.context import AppContext
+from billing.core.errors import ApiError, BadRequest, NotFound
 from billing.finance import customers, invoice_detail, invoice_list, overview, overview_charts, pages
 from billing.finance.session import (
     CSRF_FIELD,
@@ -42,6 +42,7 @@ from billing.finance.web import (
 from billing.invoicing import actions
 from billing.invoicing.export import export_rows
 from billing.payments.charge import pay_now
+from billing.web.dependencies import Ctx
 
 DONE = {
     "finalize": "The invoice is finalized.",

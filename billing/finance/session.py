@@ -20,12 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from billing.auth import FINANCE, KEY_PREFIX, Scope, hash_key
-from billing.context import AppContext
-from billing.crypto import SecretBox, SecretDecryptionError
+from billing.core.context import AppContext
+from billing.core.crypto import SecretBox, SecretDecryptionError
+from billing.core.ids import new_id
 from billing.finance.models import FinanceSession
-from billing.ids import new_id
 from billing.tenants.models import ApiKey, Tenant
+from billing.web.auth import FINANCE, KEY_PREFIX, Scope, hash_key
 
 SESSION_COOKIE = "billing_finance"
 LOGIN_COOKIE = "billing_finance_login"

@@ -11,8 +11,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.response import Redirect
 
-from billing.context import AppContext
-from billing.errors import ApiError
+from billing.core.context import AppContext
+from billing.core.errors import ApiError
 from billing.finance import pages
 from billing.finance.session import CSRF_FIELD, SESSION_COOKIE, FinanceUser, current_user, same_token
 

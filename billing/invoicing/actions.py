@@ -5,7 +5,7 @@ The API and the finance pages both call these, so a button and a POST take the s
 
 from __future__ import annotations
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.invoicing import invoices, subscriptions
 from billing.invoicing.finalize import finalize, void_draft_events
 from billing.invoicing.schemas import InvoiceOut

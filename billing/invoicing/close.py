@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from billing import outbox
-from billing.db import any_of, insert_ignore, insert_rows
-from billing.ids import new_id
+from billing.core import outbox
+from billing.core.db.inserts import insert_ignore, insert_rows
+from billing.core.db.queries import any_of
+from billing.core.ids import new_id
 from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.late import late_periods

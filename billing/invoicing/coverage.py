@@ -17,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.db import any_of
+from billing.core.db.queries import any_of
 from billing.invoicing.models import Subscription
 
 

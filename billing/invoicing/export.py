@@ -9,12 +9,12 @@ import csv
 import io
 from collections.abc import AsyncIterator
 
-from billing import money
-from billing.clock import format_timestamp
-from billing.db import Database
+from billing.core import money
+from billing.core.clock import format_timestamp
+from billing.core.db.engine import Database
+from billing.core.pagination import PageRequest
 from billing.invoicing import invoices
 from billing.invoicing.schemas import InvoiceOut, LineOut
-from billing.pagination import PageRequest
 
 PAGE = 100
 COLUMNS = (

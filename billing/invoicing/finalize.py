@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.errors import Conflict
+from billing.core.errors import Conflict
 from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies

@@ -16,14 +16,14 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money, outbox
-from billing.db import insert_ignore
-from billing.errors import Conflict, NotFound
+from billing.core import money, outbox
+from billing.core.db.inserts import insert_ignore
+from billing.core.errors import Conflict, NotFound
+from billing.core.pagination import PageRequest, fetch_page
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
 from billing.invoicing.schemas import InvoiceOut, LineOut, StatusChangeOut, TierLineOut
 from billing.metering.models import Customer, Meter
-from billing.pagination import PageRequest, fetch_page
 from billing.payments.models import Payment, Refund
 from billing.payments.schemas import PaymentOut, RefundOut, payment_out, refund_out
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
+from billing.core import money
 from billing.invoicing import periods
 from billing.invoicing.invoices import FINALIZED
 from billing.invoicing.lines import LatePeriod

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from billing import money
+from billing.core import money
 from billing.invoicing import periods, pricing
 from billing.invoicing.models import Plan
 from billing.invoicing.plans import prices_of

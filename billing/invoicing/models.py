@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ExactDecimal, JSONType, UTCDateTime
+from billing.core.db.types import Base, ExactDecimal, JSONType, UTCDateTime
 
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
 LINE_KINDS = ("base_fee", "usage", "late_usage")

@@ -15,15 +15,16 @@ import sqlalchemy as sa
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money, validation
-from billing.db import find_by_id_or_key, insert_row_ignore
-from billing.errors import Conflict, FieldError, NotFound, ValidationFailed
-from billing.ids import new_id
+from billing.core import money, validation
+from billing.core.db.inserts import insert_row_ignore
+from billing.core.db.queries import find_by_id_or_key
+from billing.core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.invoicing import pricing
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.schemas import PlanCreate, PlanOut, PlanPatch, PriceIn, PriceOut, TierOut
 from billing.metering.meters import meters_by_key
-from billing.pagination import PageRequest, fetch_page
 from billing.tenants.service import get_tenant
 
 CODE_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from billing import money
+from billing.core import money
 
 MODELS: Final = ("per_unit", "graduated", "volume", "package")
 

@@ -10,11 +10,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import outbox
-from billing.auth import ADMIN, FINANCE, READ, Principal, scopes
-from billing.clock import ensure_utc
-from billing.context import AppContext, Caller, Ctx
-from billing.errors import ValidationFailed
+from billing.core import outbox
+from billing.core.clock import ensure_utc
+from billing.core.context import AppContext
+from billing.core.errors import ValidationFailed
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.models import Subscription
@@ -34,7 +34,8 @@ from billing.invoicing.upcoming import upcoming_invoice
 from billing.metering.customers import get_customer
 from billing.metering.usage_routes import timestamp_param
 from billing.notifications.dispatch import dispatch_notifications
-from billing.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
+from billing.web.dependencies import Caller, Ctx
 from billing.webhooks.dispatcher import deliver_all
 
 CustomerFilter = Annotated[

@@ -17,7 +17,8 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.context import AppContext
+from billing.core.context import AppContext
+from billing.core.scheduler import tick
 from billing.dunning.cards import scan_expiring_cards
 from billing.dunning.run import run_dunning
 from billing.invoicing.close import close_periods
@@ -29,7 +30,6 @@ from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.schemas import BillingRunOut
 from billing.payments.charge import charge_due
 from billing.payments.reconcile import reconcile_due
-from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
 BATCH = 5000

@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.errors import NotFound
+from billing.core.errors import NotFound
 from billing.invoicing import invoices, periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines

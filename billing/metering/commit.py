@@ -26,8 +26,9 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.coalescer import Coalescer
-from billing.db import Database, any_of
+from billing.core.coalescer import Coalescer
+from billing.core.db.engine import Database
+from billing.core.db.queries import any_of
 from billing.invoicing.coverage import Coverage, flag_late_usage
 from billing.metering import event_store
 from billing.metering.event_store import NewEvent

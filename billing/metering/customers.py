@@ -16,13 +16,14 @@ from babel import Locale, UnknownLocaleError
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import validation
-from billing.db import find_by_id_or_key, insert_row_ignore
-from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.ids import new_id
+from billing.core import validation
+from billing.core.db.inserts import insert_row_ignore
+from billing.core.db.queries import find_by_id_or_key
+from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.metering.models import Customer
 from billing.metering.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch
-from billing.pagination import PageRequest, fetch_page
 from billing.tenants.service import get_tenant
 
 EXTERNAL_ID_MAX_LENGTH = 128

@@ -6,12 +6,12 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 
-from billing.auth import INGEST, READ, scopes
-from billing.context import Caller, Ctx
-from billing.errors import FieldError, MalformedJson, ValidationFailed
+from billing.core.errors import FieldError, MalformedJson, ValidationFailed
 from billing.metering import events, ingest
 from billing.metering.ingest import MAX_BATCH, IngestResult
-from billing.openapi import raw_json_body, struct_schema
+from billing.web.auth import INGEST, READ, scopes
+from billing.web.dependencies import Caller, Ctx
+from billing.web.openapi import raw_json_body, struct_schema
 
 # A full batch may carry 1000 events with 4 KiB of properties each.
 BATCH_BODY_LIMIT = 6 * 1024 * 1024

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from billing import money
+from billing.core import money
 
 if TYPE_CHECKING:
     from billing.metering.event_store import NewEvent

@@ -9,8 +9,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.errors import NotFound
+from billing.core import money
+from billing.core.errors import NotFound
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent
 

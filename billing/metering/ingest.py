@@ -19,9 +19,9 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.clock import format_timestamp
-from billing.db import Database
+from billing.core import money
+from billing.core.clock import format_timestamp
+from billing.core.db.engine import Database
 from billing.invoicing.coverage import Coverage, coverages, covering
 from billing.metering import rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit

@@ -12,14 +12,15 @@ import sqlalchemy as sa
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import validation
-from billing.db import find_by_id_or_key, insert_row_ignore
-from billing.errors import Conflict, NotFound, ValidationFailed
-from billing.ids import new_id
+from billing.core import validation
+from billing.core.db.inserts import insert_row_ignore
+from billing.core.db.queries import find_by_id_or_key
+from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.metering.customers import reference
 from billing.metering.models import AGGREGATIONS, Meter
 from billing.metering.schemas import MeterCreate, MeterOut, MeterPatch
-from billing.pagination import PageRequest, fetch_page
 
 KEY_PATTERN = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
 NAME_MAX_LENGTH = 200

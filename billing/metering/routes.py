@@ -7,8 +7,7 @@ from typing import Annotated
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from billing.auth import ADMIN, READ, scopes
-from billing.context import Caller, Ctx
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.dunning.cases import payment_method_changed
 from billing.dunning.summary import customers_out
 from billing.metering import customers, meters
@@ -20,7 +19,8 @@ from billing.metering.schemas import (
     MeterOut,
     MeterPatch,
 )
-from billing.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.web.auth import ADMIN, READ, scopes
+from billing.web.dependencies import Caller, Ctx
 
 EmailFilter = Annotated[
     str | None, QueryParameter(max_length=320, description="Only customers with this email")

@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import money
-from billing.db import decimal_greatest, decimal_sum
+from billing.core import money
+from billing.core.db.queries import decimal_greatest, decimal_sum
 from billing.metering.models import Meter
 from billing.metering.rollups import Partial, hour_of, unique_key
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ExactDecimal, JSONType, UTCDateTime
+from billing.core.db.types import Base, ExactDecimal, JSONType, UTCDateTime
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY.
 BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

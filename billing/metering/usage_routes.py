@@ -10,15 +10,15 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
-from billing import money
-from billing.auth import READ, scopes
-from billing.clock import InvalidTimestamp, parse_timestamp
-from billing.context import Caller, Ctx
-from billing.errors import ValidationFailed
+from billing.core import money
+from billing.core.clock import InvalidTimestamp, parse_timestamp
+from billing.core.errors import ValidationFailed
 from billing.metering import usage
 from billing.metering.customers import get_customer
 from billing.metering.meters import get_meter
 from billing.tenants.service import get_tenant
+from billing.web.auth import READ, scopes
+from billing.web.dependencies import Caller, Ctx
 
 MAX_BUCKETS = 1000
 

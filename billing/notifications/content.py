@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_interval
 
-from billing import money
-from billing.clock import parse_timestamp
+from billing.core import money
+from billing.core.clock import parse_timestamp
 from billing.tenants.models import Tenant
 
 DEFAULT_LOCALE = "en"

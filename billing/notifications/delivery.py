@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 from aiosmtplib import SMTPStatus
 
-from billing.settings import Settings
+from billing.core.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 30.0
 OUTBOX_DIR = "outbox"

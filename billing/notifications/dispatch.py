@@ -24,11 +24,11 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
-from billing.context import AppContext
-from billing.db import claim_rows
+from billing.core.context import AppContext
+from billing.core.db.claims import claim_rows
+from billing.core.scheduler import tick
 from billing.notifications.delivery import DeliveryError, Transport, build_email, open_transport
 from billing.notifications.models import FAILED, QUEUED, SENT, Notification
-from billing.scheduler import tick
 
 BATCH = 200
 # Concurrent SMTP connections per dispatcher, each sending its share of a batch in order: sending

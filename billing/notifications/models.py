@@ -7,7 +7,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ClaimMixin, UTCDateTime
+from billing.core.db.claims import ClaimMixin
+from billing.core.db.types import Base, UTCDateTime
 
 QUEUED, SENT, FAILED, SKIPPED = "queued", "sent", "failed", "skipped"
 STATUSES = (QUEUED, SENT, FAILED, SKIPPED)

@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.db import insert_ignore
-from billing.ids import new_id
+from billing.core.db.inserts import insert_ignore
+from billing.core.ids import new_id
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
 from billing.notifications import content

@@ -8,18 +8,18 @@ import sqlalchemy as sa
 from litestar import Controller, MediaType, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from billing.auth import READ, scopes
-from billing.context import Caller, Ctx
-from billing.errors import NotFound
+from billing.core.errors import NotFound
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.metering.customers import get_customer
 from billing.notifications.models import STATUSES, Notification
 from billing.notifications.queue import ALL_KINDS
 from billing.notifications.render import render
 from billing.notifications.samples import sample_context
 from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out
-from billing.openapi import alternative_contents, struct_schema
-from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.tenants.models import Tenant
+from billing.web.auth import READ, scopes
+from billing.web.dependencies import Caller, Ctx
+from billing.web.openapi import alternative_contents, struct_schema
 
 Kind = Literal[
     "payment_failed",

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing import money
+from billing.core import money
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
 from billing.notifications import content

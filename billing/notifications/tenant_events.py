@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from billing.clock import format_timestamp
-from billing.context import AppContext
+from billing.core.clock import format_timestamp
+from billing.core.context import AppContext
+from billing.core.outbox import Message, register_consumer
 from billing.notifications.queue import queue_tenant_notification
-from billing.outbox import Message, register_consumer
 
 CONSUMER = "notifications"
 ENDPOINT_DISABLED = "webhook_endpoint.disabled"

@@ -15,16 +15,17 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import outbox
-from billing.db import insert_ignore, new_claim_token
-from billing.ids import new_id
+from billing.core import outbox
+from billing.core.db.claims import new_claim_token
+from billing.core.db.inserts import insert_ignore
+from billing.core.ids import new_id
+from billing.core.settings import Settings
 from billing.invoicing.invoices import event_payload, lock_invoice, record_status
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
 from billing.payments.declines import FailureClass, classify
 from billing.payments.models import Payment, Refund
 from billing.payments.provider import ChargeRequest, ChargeResult, Outcome
-from billing.settings import Settings
 from billing.tenants.models import Tenant
 
 log = structlog.get_logger("billing.payments")

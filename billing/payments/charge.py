@@ -15,8 +15,8 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.context import AppContext
-from billing.errors import Conflict
+from billing.core.context import AppContext
+from billing.core.errors import Conflict
 from billing.invoicing.invoices import get_invoice, lock_invoice, pending_payment
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer

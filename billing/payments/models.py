@@ -11,7 +11,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ClaimMixin, UTCDateTime
+from billing.core.db.claims import ClaimMixin
+from billing.core.db.types import Base, UTCDateTime
 
 PAYMENT_STATUSES = ("pending", "succeeded", "failed", "requires_action")
 REFUND_STATUSES = ("pending", "succeeded", "failed")

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
-from billing.context import AppContext
-from billing.db import claim_rows
+from billing.core.context import AppContext
+from billing.core.db.claims import claim_rows
+from billing.core.scheduler import tick
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import call_lease, record_outcome
 from billing.payments.charge import call_provider
@@ -27,7 +28,6 @@ from billing.payments.models import Payment, Refund
 from billing.payments.provider import ChargeResult, Outcome
 from billing.payments.refunds import record_refund_outcome, refund_request
 from billing.payments.registry import open_provider
-from billing.scheduler import tick
 from billing.tenants.models import Tenant
 
 REPEAT_WINDOW = timedelta(hours=23)

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.context import AppContext
-from billing.db import new_claim_token
-from billing.errors import Conflict, FieldError, ValidationFailed
-from billing.ids import new_id
+from billing.core.context import AppContext
+from billing.core.db.claims import new_claim_token
+from billing.core.errors import Conflict, FieldError, ValidationFailed
+from billing.core.ids import new_id
 from billing.invoicing.invoices import get_invoice, lock_invoice
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import call_lease, reschedule_check

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.payments.provider import PaymentProvider
 from billing.payments.providers.sandbox import SandboxProvider
 from billing.payments.providers.stripe import StripeProvider

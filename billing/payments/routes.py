@@ -8,17 +8,17 @@ import sqlalchemy as sa
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from billing.auth import ADMIN, FINANCE, READ, scopes
-from billing.context import Caller, Ctx
-from billing.errors import NotFound
+from billing.core.errors import NotFound
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.invoicing.actions import read_invoice
 from billing.invoicing.schemas import InvoiceOut
 from billing.metering.customers import get_customer
-from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.payments.charge import pay_now
 from billing.payments.models import Payment
 from billing.payments.refunds import refund_invoice
 from billing.payments.schemas import PaymentOut, RefundIn, payment_out
+from billing.web.auth import ADMIN, FINANCE, READ, scopes
+from billing.web.dependencies import Caller, Ctx
 
 
 class InvoicePaymentController(Controller):

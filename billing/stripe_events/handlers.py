@@ -21,7 +21,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import outbox
+from billing.core import outbox
 from billing.metering.models import Customer
 from billing.stripe_events.models import PROCESSED, SKIPPED
 from billing.stripe_events.schemas import (

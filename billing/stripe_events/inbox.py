@@ -22,9 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from billing.coalescer import Coalescer
-from billing.crypto import SecretBox
-from billing.db import Database, insert_ignore
+from billing.core.coalescer import Coalescer
+from billing.core.crypto import SecretBox
+from billing.core.db.engine import Database
+from billing.core.db.inserts import insert_ignore
 from billing.stripe_events.models import StripeEvent
 from billing.tenants.models import Tenant
 

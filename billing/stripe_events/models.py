@@ -7,7 +7,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ClaimMixin, UTCDateTime
+from billing.core.db.claims import ClaimMixin
+from billing.core.db.types import Base, UTCDateTime
 
 RECEIVED, PROCESSED, FAILED, SKIPPED = "received", "processed", "failed", "skipped"
 STATUSES = (RECEIVED, PROCESSED, FAILED, SKIPPED)

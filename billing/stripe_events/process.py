@@ -14,9 +14,9 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 
-from billing.context import AppContext
-from billing.db import claim_rows, finish_claim
-from billing.scheduler import tick
+from billing.core.context import AppContext
+from billing.core.db.claims import claim_rows, finish_claim
+from billing.core.scheduler import tick
 from billing.stripe_events.handlers import HANDLERS, StoredEvent, Unprocessable
 from billing.stripe_events.metrics import LAG
 from billing.stripe_events.metrics import PROCESSED as PROCESSED_TOTAL

@@ -16,9 +16,9 @@ import structlog
 from litestar import Controller, Request, Response, post
 from litestar.params import FromPath
 
-from billing.context import AppContext
-from billing.errors import BadRequest, ServiceUnavailable
-from billing.ids import has_prefix, new_id
+from billing.core.context import AppContext
+from billing.core.errors import BadRequest, ServiceUnavailable
+from billing.core.ids import has_prefix, new_id
 from billing.stripe_events import inbox, signature
 from billing.stripe_events.handlers import handled_types
 from billing.stripe_events.metrics import OTHER, UNKNOWN, UNVERIFIED, count_delivery

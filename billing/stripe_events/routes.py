@@ -9,13 +9,13 @@ from litestar import Controller, get, post
 from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.auth import FINANCE, READ, scopes
-from billing.context import Caller, Ctx
-from billing.errors import Conflict, NotFound
-from billing.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
+from billing.core.errors import Conflict, NotFound
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
 from billing.stripe_events.models import PROCESSED, RECEIVED, StripeEvent
 from billing.stripe_events.process import process_due
 from billing.stripe_events.schemas import StripeEventOut
+from billing.web.auth import FINANCE, READ, scopes
+from billing.web.dependencies import Caller, Ctx
 
 StatusFilter = Annotated[
     Literal["received", "processed", "failed", "skipped"] | None,

@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, JSONType, UTCDateTime
+from billing.core.db.types import Base, JSONType, UTCDateTime
 
 
 class Tenant(Base):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody
 
-from billing.auth import ADMIN, READ, Scope, scopes
-from billing.context import Caller, Ctx
-from billing.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.tenants import service
 from billing.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, TenantOut, TenantPatch
+from billing.web.auth import ADMIN, READ, Scope, scopes
+from billing.web.dependencies import Caller, Ctx
 
 
 class TenantController(Controller):

@@ -9,14 +9,14 @@ import sqlalchemy as sa
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import validation
-from billing.auth import Scope, generate_key
-from billing.crypto import SecretBox
-from billing.errors import NotFound, ValidationFailed
-from billing.ids import new_id
-from billing.pagination import PageRequest, fetch_page
+from billing.core import validation
+from billing.core.crypto import SecretBox
+from billing.core.errors import NotFound, ValidationFailed
+from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.tenants.models import ApiKey, Tenant
 from billing.tenants.schemas import ApiKeyOut, TenantOut, TenantPatch
+from billing.web.auth import Scope, generate_key
 
 MAX_WEBHOOK_SECRETS = 5
 GRACE_PERIOD_MAX_HOURS = 24 * 31

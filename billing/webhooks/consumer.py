@@ -21,14 +21,14 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.context import AppContext
-from billing.db import insert_ignore
+from billing.core.context import AppContext
+from billing.core.db.inserts import insert_ignore
+from billing.core.ids import new_id
+from billing.core.outbox import Message, register_consumer
 from billing.dunning.summary import customers_out
-from billing.ids import new_id
 from billing.invoicing.invoices import invoices_out
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
-from billing.outbox import Message, register_consumer
 from billing.webhooks.backoff import RETRY_WINDOW
 from billing.webhooks.events import (
     CARD_TOPICS,

@@ -9,8 +9,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.errors import Conflict, NotFound
-from billing.pagination import PageRequest, fetch_page
+from billing.core.errors import Conflict, NotFound
+from billing.core.pagination import PageRequest, fetch_page
 from billing.webhooks.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from billing.webhooks.schemas import AttemptOut, DeliveryOut
 

@@ -23,12 +23,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import billing.webhooks.consumer  # noqa: F401 (registers the outbox consumer wherever deliveries go out)
-from billing import outbox
-from billing.clock import monotonic_ns, wall_time_ns
-from billing.context import AppContext
-from billing.crypto import SecretDecryptionError
-from billing.db import claim_rows, finish_claim
-from billing.scheduler import tick
+from billing.core import outbox
+from billing.core.clock import monotonic_ns, wall_time_ns
+from billing.core.context import AppContext
+from billing.core.crypto import SecretDecryptionError
+from billing.core.db.claims import claim_rows, finish_claim
+from billing.core.scheduler import tick
 from billing.webhooks import backoff, metrics, signing
 from billing.webhooks.endpoints import set_enabled, signing_secrets
 from billing.webhooks.events import ENDPOINT_DISABLED

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from msgspec import UnsetType
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.crypto import SecretBox
-from billing.errors import Conflict, NotFound
-from billing.ids import new_id
-from billing.pagination import PageRequest, fetch_page
+from billing.core.crypto import SecretBox
+from billing.core.errors import Conflict, NotFound
+from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.webhooks import signing
 from billing.webhooks.models import WebhookEndpoint
 from billing.webhooks.schemas import EndpointCreate, EndpointOut, EndpointPatch, EndpointWithSecret

@@ -8,7 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.db import Base, ClaimMixin, JSONType, UTCDateTime
+from billing.core.db.claims import ClaimMixin
+from billing.core.db.types import Base, JSONType, UTCDateTime
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 DELIVERY_STATUSES = (PENDING, DELIVERED, FAILED)

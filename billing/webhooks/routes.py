@@ -8,9 +8,10 @@ from typing import Annotated
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from billing.auth import ADMIN, FINANCE, READ, scopes
-from billing.context import AppContext, Caller, Ctx
-from billing.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.core.context import AppContext
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.web.auth import ADMIN, FINANCE, READ, scopes
+from billing.web.dependencies import Caller, Ctx
 from billing.webhooks import deliveries, endpoints
 from billing.webhooks.dispatcher import deliver_due
 from billing.webhooks.schemas import (

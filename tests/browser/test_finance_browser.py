@@ -17,8 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from billing.clock import SystemClock, format_timestamp
-from billing.money import format_money
+from billing.core.clock import SystemClock, format_timestamp
+from billing.core.money import format_money
 from tests.browser.conftest import DemoServer, Screenshots, Watch
 
 XSS_NAME = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from billing.auth import Scope
-from billing.clock import SystemClock
-from billing.db import Database
-from billing.migrate import upgrade_async
+from billing.core.clock import SystemClock
+from billing.core.db.engine import Database
+from billing.core.migrate import upgrade_async
 from billing.tenants import service
+from billing.web.auth import Scope
 from tests.conftest import DIALECTS
 from tests.crash.harness import ROUNDS, SEED, Api, Deployment, in_process_api
 
@@ -38,7 +38,7 @@ async def deployment(
     """A database of its own (never shared with other tests: invoice numbers start at 1), migrated,
     with the tenant Acme and its admin key."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.core.db'}"
     else:
         url = await asyncio.to_thread(fresh_postgres_database)  # it runs its own event loop
     await upgrade_async(url)

@@ -14,13 +14,13 @@ import sys
 from datetime import datetime
 
 import billing.app  # noqa: F401 (registers every outbox consumer, as ``billing serve`` does)
-from billing import outbox
-from billing.clock import FrozenClock, parse_timestamp
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.clock import FrozenClock, parse_timestamp
+from billing.core.context import AppContext
+from billing.core.logs import configure_logging
+from billing.core.settings import Settings
 from billing.invoicing.run import run_billing
-from billing.logs import configure_logging
 from billing.notifications.dispatch import dispatch_notifications
-from billing.settings import Settings
 from billing.webhooks.dispatcher import deliver_all
 
 

@@ -30,9 +30,9 @@ import httpx
 import sqlalchemy as sa
 
 from billing.app import create_app
-from billing.clock import SystemClock, format_timestamp
-from billing.db import Database
-from billing.settings import Settings
+from billing.core.clock import SystemClock, format_timestamp
+from billing.core.db.engine import Database
+from billing.core.settings import Settings
 from tests.conftest import TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

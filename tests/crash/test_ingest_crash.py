@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from billing.clock import SystemClock
+from billing.core.clock import SystemClock
 from billing.metering.usage_models import UsageEvent
 from tests.crash import scene
 from tests.crash.harness import ROUNDS, Api, Deployment, Server, kill_when, month_start, stamp

@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from billing.clock import SystemClock
+from billing.core.clock import SystemClock
 from billing.notifications.queue import ALL_KINDS
 from billing.webhooks.targets import is_loopback
 from tests import stripe_payloads as sp

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 
 
 def _free_port() -> int:

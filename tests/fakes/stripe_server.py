@@ -52,7 +52,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from billing.clock import Clock, FrozenClock, SystemClock
+from billing.core.clock import Clock, FrozenClock, SystemClock
 
 API_VERSION = "2026-10-28.endive"
 IDEMPOTENCY_TTL = timedelta(hours=24)

@@ -7,10 +7,10 @@ import asyncio
 import sys
 from datetime import datetime
 
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.settings import Settings
 from billing.payments.charge import charge_due
-from billing.settings import Settings
 
 
 async def main(at: datetime) -> None:

@@ -6,9 +6,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.tenants.models import ApiKey
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 
 PROBLEM = "application/problem+json"

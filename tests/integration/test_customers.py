@@ -12,10 +12,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
 from billing.metering.customers import customers_by_reference
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem
 

@@ -1,4 +1,4 @@
-"""billing.db on real databases: insert-ignore, row claims, SQLite transactions, UTC timestamps."""
+"""billing.core.db on real databases: insert-ignore, row claims, SQLite transactions, UTC timestamps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import billing.db
-from billing.context import AppContext
-from billing.db import Database, claim_rows, finish_claim, insert_ignore, insert_rows, new_claim_token
-from billing.ids import new_id
+import billing.core.db.inserts
+from billing.core.context import AppContext
+from billing.core.db.claims import claim_rows, finish_claim, new_claim_token
+from billing.core.db.engine import Database
+from billing.core.db.inserts import insert_ignore, insert_rows
+from billing.core.ids import new_id
 from billing.models import metadata
 from tests.conftest import TenantHandle
 
@@ -76,7 +78,7 @@ def due_for(consumer: str, now: datetime) -> sa.ColumnElement[bool]:
 def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of writing many rows: SQLAlchemy's multi-row VALUES, and on PostgreSQL one array
     per column (``unnest``), which takes over from ``UNNEST_MIN_ROWS`` rows on."""
-    monkeypatch.setattr(billing.db, "UNNEST_MIN_ROWS", 10**9 if request.param == "values" else 1)
+    monkeypatch.setattr(billing.core.db.inserts, "UNNEST_MIN_ROWS", 10**9 if request.param == "values" else 1)
     return str(request.param)
 
 

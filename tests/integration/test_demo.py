@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from billing import demo
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.demo.roster import MIN_CUSTOMERS
 from billing.metering.models import Customer
 from billing.models import metadata
 from billing.notifications.delivery import OUTBOX_DIR
 from billing.tenants import service
+from billing.web.auth import Scope
 from tests.integration.test_invoice_lifecycle import MakeTenant
 
 

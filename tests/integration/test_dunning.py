@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from billing import outbox
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.fakes.smtp_sink import SmtpSink, body, running_sink, use_smtp
 from tests.integration.test_auth import assert_problem

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.metering.event_store import NewEvent, store
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 

@@ -12,10 +12,10 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.metering.models import Customer, Meter
 from billing.metering.usage_models import UsageEvent
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing import money
-from billing.context import AppContext
+from billing.core import money
+from billing.core.context import AppContext
 from billing.metering.models import Meter
 from billing.metering.usage import whole_hour_tallies
 from billing.metering.usage_models import UsageRollup

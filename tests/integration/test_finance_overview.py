@@ -17,9 +17,9 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from billing import money
-from billing.auth import Scope
-from billing.clock import FrozenClock
+from billing.core import money
+from billing.core.clock import FrozenClock
+from billing.web.auth import Scope
 from tests.conftest import FROZEN_AT, TenantHandle, subscribe
 from tests.finance_browser import FinanceBrowser
 from tests.integration.test_invoice_lifecycle import PER_UNIT, call, listed, run, send, setup

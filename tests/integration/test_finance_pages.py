@@ -9,8 +9,8 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
+from billing.core.clock import FrozenClock
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.finance_browser import FinanceBrowser
 from tests.integration.test_invoice_lifecycle import PER_UNIT, call, listed, run, send, setup

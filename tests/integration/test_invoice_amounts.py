@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from billing.auth import Scope
 from billing.invoicing import run_tallies
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 
 EXPONENTS = {"USD": 2, "JPY": 0, "KWD": 3}

@@ -16,13 +16,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing import outbox
 from billing.app import create_app
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.settings import Settings
 from billing.invoicing.run import run_billing
-from billing.settings import Settings
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from billing.auth import Scope
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 

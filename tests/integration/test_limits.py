@@ -14,11 +14,11 @@ import pytest
 from litestar import Litestar
 from prometheus_client import REGISTRY
 
-from billing import outbox
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.context import AppContext
 from billing.metering.event_routes import BATCH_BODY_LIMIT
 from billing.metering.ingest import MAX_BATCH
+from billing.web.auth import Scope
 from billing.webhooks import dispatcher
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem

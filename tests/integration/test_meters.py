@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
 from billing.metering.meters import meters_by_key
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem
 from tests.integration.test_customers import count_queries, field_errors

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing import outbox
-from billing.auth import Scope
-from billing.context import AppContext
-from billing.ids import new_id
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.ids import new_id
+from billing.core.scheduler import registered_ticks
 from billing.invoicing import plans, subscriptions
 from billing.invoicing.models import Invoice
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
@@ -34,8 +34,8 @@ from billing.notifications.delivery import DeliveryError, Email, SmtpTransport
 from billing.notifications.dispatch import MAX_ATTEMPTS, dispatch_notifications, retry_delay
 from billing.notifications.models import Notification
 from billing.notifications.queue import ALL_KINDS, KINDS, queue_notification
-from billing.scheduler import registered_ticks
 from billing.tenants.models import Tenant
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.fakes.smtp_sink import SmtpSink, body, running_sink, use_smtp
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.tenants import service
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from billing import outbox
-from billing.context import AppContext
-from billing.outbox import (
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.outbox import (
     CLAIM_BATCH,
     LEASE,
     MAX_ATTEMPTS,
@@ -26,8 +26,8 @@ from billing.outbox import (
     retry_delay,
     unregister_consumer,
 )
-from billing.scheduler import registered_ticks, run_tick
-from billing.settings import Settings
+from billing.core.scheduler import registered_ticks, run_tick
+from billing.core.settings import Settings
 from tests.conftest import TenantHandle
 
 OUTBOX = outbox.OutboxEvent.__table__

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from billing import outbox
-from billing.auth import Scope
-from billing.context import AppContext
-from billing.outbox import Message
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.outbox import Message
 from billing.payments.failures import record_webhook_failure
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 from tests.integration.test_invoice_lifecycle import call, run

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
+from billing.core.clock import FrozenClock
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from billing import outbox
-from billing.clock import FrozenClock
-from billing.context import AppContext
-from billing.scheduler import Scheduler, Tick, registered_ticks, run_tick
-from billing.settings import Settings
+from billing.core import outbox
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.scheduler import Scheduler, Tick, registered_ticks, run_tick
+from billing.core.settings import Settings
 from tests.conftest import FROZEN_AT, TEST_SECRET_KEY
 
 

@@ -1,4 +1,4 @@
-"""billing.sqlite_driver under SQLAlchemy: one trip to the connection's thread per statement, and
+"""billing.core.db.sqlite_driver under SQLAlchemy: one trip to the connection's thread per statement, and
 every result SQLAlchemy reads (rows, streamed rows, rowcount, errors) as aiosqlite gives them."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import sqlite_driver
-from billing.db import create_engine
+from billing.core.db import sqlite_driver
+from billing.core.db.engine import create_engine
 
 ITEMS = sa.table("items", sa.column("id"), sa.column("name"))
 

@@ -12,15 +12,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing import outbox
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.outbox import Message
+from billing.core.scheduler import registered_ticks, run_tick
 from billing.invoicing.models import Invoice
 from billing.metering.models import Customer
-from billing.outbox import Message
 from billing.payments.attempts import open_attempt
 from billing.payments.models import Payment
-from billing.scheduler import registered_ticks, run_tick
 from billing.stripe_events import handlers
 from billing.stripe_events.process import (
     LEASE,
@@ -31,6 +30,7 @@ from billing.stripe_events.process import (
     retry_delay,
 )
 from billing.tenants.models import Tenant
+from billing.web.auth import Scope
 from tests import stripe_payloads as sp
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem

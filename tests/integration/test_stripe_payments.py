@@ -18,13 +18,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.settings import Settings
 from billing.payments.models import Payment
 from billing.payments.providers.stripe import API_VERSION
 from billing.payments.reconcile import flag_stale
-from billing.settings import Settings
+from billing.web.auth import Scope
 from tests.conftest import TEST_SECRET_KEY, TenantHandle, subscribe
 from tests.fakes.stripe_server import FakeStripe
 from tests.integration.test_auth import assert_problem

@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from billing.context import AppContext
-from billing.outbox import OutboxEvent
+from billing.core.context import AppContext
+from billing.core.outbox import OutboxEvent
 from billing.stripe_events.models import StripeEvent
 from billing.stripe_events.process import process_due
 from billing.tenants.models import Tenant
@@ -508,7 +508,7 @@ async def test_concurrent_deliveries_of_many_events_are_each_stored_once(
 
 
 async def _dispatch(ctx: AppContext) -> None:
-    from billing import outbox
+    from billing.core import outbox
 
     await outbox.dispatch_all(ctx)
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.tenants import service
 from billing.tenants.models import Tenant
 from tests.conftest import TenantHandle

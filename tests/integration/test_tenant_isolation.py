@@ -18,11 +18,10 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
-from billing import outbox
-from billing.auth import Scope
-from billing.context import AppContext
+from billing.core import outbox
+from billing.core.context import AppContext
+from billing.core.ids import new_id
 from billing.dunning.models import DunningCase
-from billing.ids import new_id
 from billing.invoicing import plans, subscriptions
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.run import run_billing
@@ -32,6 +31,7 @@ from billing.metering.schemas import CustomerCreate, MeterCreate
 from billing.payments.models import Payment
 from billing.stripe_events.models import StripeEvent
 from billing.tenants import service
+from billing.web.auth import Scope
 from billing.webhooks import endpoints as webhook_endpoints
 from billing.webhooks.models import WebhookDelivery
 from billing.webhooks.schemas import EndpointCreate

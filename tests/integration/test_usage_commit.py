@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.metering import commit, ingest
 from tests.conftest import TenantHandle, eventually, subscribe
 from tests.integration.test_events import event, total, usage

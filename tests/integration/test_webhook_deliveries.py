@@ -17,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from billing import outbox
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
-from billing.outbox import Message
-from billing.settings import Settings
+from billing.core import outbox
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.core.outbox import Message
+from billing.core.settings import Settings
+from billing.web.auth import Scope
 from billing.webhooks import consumer, dispatcher
 from billing.webhooks.backoff import RETRY_WINDOW
 from billing.webhooks.events import ENDPOINT_DISABLED

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.auth import Scope
-from billing.clock import FrozenClock
-from billing.context import AppContext
+from billing.core.clock import FrozenClock
+from billing.core.context import AppContext
+from billing.web.auth import Scope
 from billing.webhooks.endpoints import MAX_ENDPOINTS
 from billing.webhooks.models import WebhookEndpoint
 from tests.conftest import TenantHandle

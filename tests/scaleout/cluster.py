@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 
-from billing.auth import Scope
-from billing.clock import SystemClock
-from billing.db import Database
-from billing.migrate import upgrade_async
+from billing.core.clock import SystemClock
+from billing.core.db.engine import Database
+from billing.core.migrate import upgrade_async
 from billing.tenants import service
+from billing.web.auth import Scope
 from tests.crash.harness import Deployment, Proc, Server, free_port
 
 STOP_SECONDS = 15.0

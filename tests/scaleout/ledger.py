@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from billing.clock import SystemClock
+from billing.core.clock import SystemClock
 from tests.crash.harness import Deployment
 
 SETTLE_SECONDS = 45.0

@@ -26,11 +26,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import exc as sa_exc
 
 from billing.app import create_app
-from billing.clock import SystemClock
-from billing.context import AppContext
-from billing.db import Database, database_unavailable
-from billing.scheduler import Tick, run_tick
-from billing.settings import Settings
+from billing.core.clock import SystemClock
+from billing.core.context import AppContext
+from billing.core.db.engine import Database, database_unavailable
+from billing.core.scheduler import Tick, run_tick
+from billing.core.settings import Settings
 from tests import stripe_payloads as sp
 from tests.conftest import TEST_SECRET_KEY
 from tests.crash.harness import Deployment, Server, free_port, month_start, stamp

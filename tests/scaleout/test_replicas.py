@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.clock import SystemClock
+from billing.core.clock import SystemClock
 from billing.notifications.delivery import message_id
 from billing.payments.providers.sandbox import stripe_like_id
 from tests.crash.harness import Deployment, month_start, stamp

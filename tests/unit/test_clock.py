@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.clock import (
+from billing.core.clock import (
     Clock,
     FrozenClock,
     InvalidTimestamp,

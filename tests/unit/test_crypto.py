@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.crypto import SecretBox, SecretDecryptionError
+from billing.core.crypto import SecretBox, SecretDecryptionError
 
 KEY_A = "key-a-0123456789abcdefghijklmnopqrstuv"
 KEY_B = "key-b-0123456789abcdefghijklmnopqrstuv"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import stripe
 
-from billing.clock import FrozenClock
+from billing.core.clock import FrozenClock
 from tests.conftest import eventually
 from tests.fakes import FakeStripe
 from tests.fakes.stripe_server import FormError, fake_stripe, parse_form  # noqa: F401 - a fixture

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing import money
+from billing.core import money
 from billing.finance.charts import Chart, Series, bar_chart, line_chart, nice_ticks
 
 NS = "{http://www.w3.org/2000/svg}"

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import billing.ids
-from billing.ids import PREFIXES, has_prefix, new_id
+import billing.core.ids
+from billing.core.ids import PREFIXES, has_prefix, new_id
 
 CROCKFORD_LOWER = "0123456789abcdefghjkmnpqrstvwxyz"
 # 2026-11-21T12:00:00Z in milliseconds since the epoch.
@@ -23,7 +23,7 @@ def id_shape(prefix: str) -> re.Pattern[str]:
 def at_ms(monkeypatch: pytest.MonkeyPatch, *milliseconds: int) -> None:
     """Make ``new_id`` read the given wall times, one per call."""
     times: Iterator[int] = iter(ms * 1_000_000 for ms in milliseconds)
-    monkeypatch.setattr(billing.ids, "wall_time_ns", lambda: next(times))
+    monkeypatch.setattr(billing.core.ids, "wall_time_ns", lambda: next(times))
 
 
 def test_tenant_ids_are_ten_and_26_lowercase_crockford_characters() -> None:
@@ -62,7 +62,7 @@ def test_ten_thousand_ids_are_unique() -> None:
 
 
 def test_ids_made_in_the_same_millisecond_are_still_unique(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(billing.ids, "wall_time_ns", lambda: BASE_MS * 1_000_000)
+    monkeypatch.setattr(billing.core.ids, "wall_time_ns", lambda: BASE_MS * 1_000_000)
     ids = [new_id("evt") for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
 
@@ -87,7 +87,7 @@ def test_any_earlier_millisecond_sorts_first(first: int, gap: int) -> None:
     second = min(first + gap, MAX_MS)
     times = iter((first * 1_000_000, second * 1_000_000))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(billing.ids, "wall_time_ns", lambda: next(times))
+        patch.setattr(billing.core.ids, "wall_time_ns", lambda: next(times))
         a, b = new_id("cus"), new_id("cus")
     assert a < b
 
@@ -95,8 +95,8 @@ def test_any_earlier_millisecond_sorts_first(first: int, gap: int) -> None:
 @given(st.integers(0, MAX_MS), st.integers(0, 2**80 - 1))
 def test_the_26_characters_are_the_base32_digits_of_time_then_randomness(ms: int, random: int) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(billing.ids, "wall_time_ns", lambda: ms * 1_000_000)
-        patch.setattr(billing.ids, "_random_bytes", lambda count: random.to_bytes(count, "big"))
+        patch.setattr(billing.core.ids, "wall_time_ns", lambda: ms * 1_000_000)
+        patch.setattr(billing.core.ids, "_random_bytes", lambda count: random.to_bytes(count, "big"))
         digits = new_id("inv")[4:]
     assert sum(CROCKFORD_LOWER.index(ch) * 32**place for place, ch in enumerate(reversed(digits))) == (
         ms << 80 | random
@@ -106,7 +106,7 @@ def test_the_26_characters_are_the_base32_digits_of_time_then_randomness(ms: int
 def test_ids_made_in_one_millisecond_differ_in_their_random_digits() -> None:
     at = BASE_MS * 1_000_000
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(billing.ids, "wall_time_ns", lambda: at)
+        patch.setattr(billing.core.ids, "wall_time_ns", lambda: at)
         made = [new_id("evt") for _ in range(5000)]  # more than one read of the randomness pool
     assert len(set(made)) == len(made)
     assert len({value[4:14] for value in made}) == 1  # the time digits

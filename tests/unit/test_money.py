@@ -7,8 +7,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from billing import money
-from billing.money import (
+from billing.core import money
+from billing.core.money import (
     CURRENCY_EXPONENTS,
     MAX_FRACTION_DIGITS,
     MAX_MAGNITUDE,

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from billing.core.money import InvalidDecimal, UnknownCurrency, exact_add
 from billing.invoicing.pricing import (
     MODELS,
     Charge,
@@ -18,10 +19,9 @@ from billing.invoicing.pricing import (
     marginal_amount,
     validate_price,
 )
-from billing.money import InvalidDecimal, UnknownCurrency, exact_add
 
 D = Decimal
-EXPONENTS = {"JPY": 0, "USD": 2, "KWD": 3}  # written out: the oracle does not ask billing.money
+EXPONENTS = {"JPY": 0, "USD": 2, "KWD": 3}  # written out: the oracle does not ask billing.core.money
 TINY = D("1E-12")
 
 
@@ -38,7 +38,7 @@ def amount(price: Price, quantity: str, currency: str = "USD") -> int:
     return charge(price, D(quantity), currency).amount
 
 
-# --- independent oracle: fractions only, no billing.money --------------------------------
+# --- independent oracle: fractions only, no billing.core.money --------------------------------
 
 
 def oracle_exact(price: Price, quantity: Decimal, currency: str) -> Fraction:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from billing.errors import ValidationFailed
+from billing.core.errors import ValidationFailed
 from billing.webhooks import targets
 from billing.webhooks.targets import DestinationRefused, check_url, refuse_private_destination
 

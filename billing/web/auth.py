@@ -17,7 +17,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from billing.errors import Forbidden, Unauthorized
+from billing.core.errors import Forbidden, Unauthorized
 from billing.tenants.models import ApiKey
 
 KEY_PREFIX = "bk_"

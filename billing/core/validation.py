@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from billing import money
-from billing.errors import ValidationFailed
+from billing.core import money
+from billing.core.errors import ValidationFailed
 
 
 @functools.cache

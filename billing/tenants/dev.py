@@ -12,10 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from billing.auth import Scope, hash_key
-from billing.context import AppContext
+from billing.core.context import AppContext
 from billing.tenants import service
 from billing.tenants.models import ApiKey
+from billing.web.auth import Scope, hash_key
 
 DEV_TENANT_FILE = "dev-tenant.json"
 

@@ -19,15 +19,17 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.context import AppContext
-from billing.db import Base, ClaimMixin, JSONType, UTCDateTime, claim_rows, finish_claim, insert_rows
-from billing.ids import new_id
-from billing.scheduler import tick
+from billing.core.context import AppContext
+from billing.core.db.claims import ClaimMixin, claim_rows, finish_claim
+from billing.core.db.inserts import insert_rows
+from billing.core.db.types import Base, JSONType, UTCDateTime
+from billing.core.ids import new_id
+from billing.core.scheduler import tick
 
 MAX_ATTEMPTS = 12
 CLAIM_BATCH = 100
 LEASE = timedelta(minutes=2)
-log = structlog.get_logger("billing.outbox")
+log = structlog.get_logger("billing.core.outbox")
 OUTBOX_RESULTS = Counter("billing_outbox_handled_total", "Outbox rows handled", ["consumer", "outcome"])
 
 

@@ -8,12 +8,12 @@ import structlog
 from litestar import Controller, get
 from sqlalchemy.exc import SQLAlchemyError
 
-from billing.context import Ctx
-from billing.errors import ServiceUnavailable
-from billing.openapi import problem
+from billing.core.errors import ServiceUnavailable
+from billing.web.dependencies import Ctx
+from billing.web.openapi import problem
 
 READY_TIMEOUT_SECONDS = 3
-log = structlog.get_logger("billing.health")
+log = structlog.get_logger("billing.web.health")
 
 
 class HealthController(Controller):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 
-from billing.clock import wall_time_ns
+from billing.core.clock import wall_time_ns
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 PREFIXES = frozenset(

@@ -18,7 +18,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, 
 from litestar.openapi.spec.base import BaseSchemaObject
 from litestar.routes import HTTPRoute
 
-from billing.errors import PROBLEM_MEDIA_TYPE, Problem
+from billing.core.errors import PROBLEM_MEDIA_TYPE, Problem
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _DESCRIPTIONS = {

@@ -15,16 +15,16 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Counter, Histogram
 
-from billing.clock import monotonic_ns
-from billing.context import AppContext
-from billing.db import database_unavailable
+from billing.core.clock import monotonic_ns
+from billing.core.context import AppContext
+from billing.core.db.engine import database_unavailable
 
 TickFunction = Callable[[AppContext], Awaitable[None]]
 # Modules whose import registers their ticks.
 TICK_MODULES: tuple[str, ...] = (
     "billing.invoicing.run",
     "billing.notifications.dispatch",
-    "billing.outbox",
+    "billing.core.outbox",
     "billing.payments.reconcile",
     "billing.dunning.run",
     "billing.stripe_events.process",
@@ -33,7 +33,7 @@ TICK_MODULES: tuple[str, ...] = (
 
 TICK_RUNS = Counter("billing_tick_runs_total", "Tick runs by tick and outcome", ["tick", "outcome"])
 TICK_SECONDS = Histogram("billing_tick_duration_seconds", "Tick duration", ["tick"])
-log = structlog.get_logger("billing.scheduler")
+log = structlog.get_logger("billing.core.scheduler")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-log = structlog.get_logger("billing.coalescer")
+log = structlog.get_logger("billing.core.coalescer")
 K = TypeVar("K", bound=Hashable)
 In = TypeVar("In")
 Out = TypeVar("Out")

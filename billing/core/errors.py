@@ -22,14 +22,14 @@ from litestar.exceptions import (
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
-from billing.db import database_unavailable
+from billing.core.db.engine import database_unavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 # character_not_in_repertoire (a NUL in text), untranslatable_character (a \u0000 in jsonb)
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 _CLIENT_DISCONNECTED = "client disconnected prematurely"  # what Litestar raises when the body is cut
-log = structlog.get_logger("billing.errors")
+log = structlog.get_logger("billing.core.errors")
 UNHANDLED_ERRORS = Counter("billing_unhandled_errors_total", "Requests that failed with an unexpected error")
 DATABASE_UNAVAILABLE = Counter(
     "billing_database_unavailable_total", "Requests answered 503 because the database could not be reached"

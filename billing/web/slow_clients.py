@@ -20,10 +20,10 @@ import structlog
 from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from billing.settings import Settings
+from billing.core.settings import Settings
 
 CLOSED = Counter("billing_slow_clients_closed_total", "Connections closed for sending too slowly", ["phase"])
-log = structlog.get_logger("billing.slow_clients")
+log = structlog.get_logger("billing.web.slow_clients")
 MAX_HEAD_BYTES = 16 * 1024
 
 
