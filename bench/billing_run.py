@@ -33,8 +33,9 @@ from bench.ingest import (
 )
 from billing.core.db.engine import Database
 from billing.core.ids import new_id
+from billing.customers.models import Customer
 from billing.invoicing.models import Invoice, Plan, Subscription
-from billing.metering.models import Customer, Meter
+from billing.metering.models import Meter
 from billing.metering.usage_models import UsageRollup
 
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)

@@ -44,11 +44,11 @@ from billing.core.context import AppContext  # noqa: E402
 from billing.core.ids import new_id  # noqa: E402
 from billing.core.migrate import upgrade_async  # noqa: E402
 from billing.core.settings import Settings  # noqa: E402
+from billing.customers import service as customers  # noqa: E402
+from billing.customers.schemas import CustomerCreate  # noqa: E402
 from billing.invoicing import plans, subscriptions  # noqa: E402
 from billing.invoicing.models import Invoice  # noqa: E402
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate  # noqa: E402
-from billing.metering import customers  # noqa: E402
-from billing.metering.schemas import CustomerCreate  # noqa: E402
 from billing.notifications import dispatch  # noqa: E402
 from billing.notifications.delivery import Email, build_email  # noqa: E402
 from billing.notifications.models import Notification  # noqa: E402

@@ -18,8 +18,11 @@ from billing.core.errors import EXCEPTION_HANDLERS
 from billing.core.logs import configure_logging
 from billing.core.scheduler import Scheduler
 from billing.core.settings import Settings
+from billing.customers.routes import CustomerController
 from billing.dunning.routes import DunningController
+from billing.dunning.summary import CUSTOMER_PORTS
 from billing.finance.routes import finance_router
+from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.routes import (
     BillingRunController,
     InvoiceController,
@@ -28,7 +31,7 @@ from billing.invoicing.routes import (
     UpcomingInvoiceController,
 )
 from billing.metering.event_routes import EventController
-from billing.metering.routes import CustomerController, MeterController
+from billing.metering.routes import MeterController
 from billing.metering.usage_routes import UsageController
 from billing.notifications.routes import NotificationController
 from billing.payments.routes import InvoicePaymentController, PaymentController
@@ -115,7 +118,12 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
         route_handlers=API_ROUTES,
         middleware=[ApiKeyMiddleware],
         guards=[scope_guard],
-        dependencies={"principal": Provide(provide_principal, sync_to_thread=False)},
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            # The interfaces lower domains own, filled in by the domains above them.
+            "coverage": Provide(lambda: SUBSCRIPTION_COVERAGE, sync_to_thread=False, use_cache=True),
+            "customer_ports": Provide(lambda: CUSTOMER_PORTS, sync_to_thread=False, use_cache=True),
+        },
     )
     metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])
     app = Litestar(

@@ -2,6 +2,7 @@
 
 from billing.core.db.types import Base
 from billing.core.outbox import OutboxEvent
+from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
 from billing.invoicing.models import (
@@ -12,7 +13,7 @@ from billing.invoicing.models import (
     Plan,
     Subscription,
 )
-from billing.metering.models import Customer, Meter
+from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
 from billing.notifications.models import Notification
 from billing.payments.models import Payment, Refund

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from babel import Locale, UnknownLocaleError
 from email_validator import EmailNotValidError, validate_email
 
 from billing.core import money
 from billing.core.errors import ValidationFailed
+
+METADATA_MAX_KEYS = 50
+METADATA_KEY_MAX_LENGTH = 40
+METADATA_VALUE_MAX_LENGTH = 500
+_LOCALE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @functools.cache
@@ -55,3 +64,36 @@ def int_range(field: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValidationFailed.field(field, f"must be between {low} and {high}")
     return value
+
+
+def reference(field: str, value: str, *, max_length: int) -> str:
+    """An identifier chosen by the tenant, kept exactly as sent: no surrounding blanks, no controls."""
+    if not 1 <= len(value) <= max_length:
+        raise ValidationFailed.field(field, f"must be 1 to {max_length} characters")
+    if value != value.strip() or _CONTROL.search(value):
+        raise ValidationFailed.field(field, "must not start or end with blanks or contain control characters")
+    return value
+
+
+def locale(field: str, value: str) -> str:
+    """A locale babel knows (``de``, ``de-DE``, ``de_DE``), stored as babel's identifier (``de_DE``)."""
+    if len(value) <= 16 and _LOCALE_TAG.fullmatch(value):
+        try:
+            return str(Locale.parse(value.replace("-", "_")))
+        except (UnknownLocaleError, ValueError):
+            pass
+    raise ValidationFailed.field(field, f"{value!r} is not a known locale (e.g. 'en', 'de-DE')")
+
+
+def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:
+    """Stripe's limits: at most 50 keys, keys of 1..40 characters, values of at most 500."""
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValidationFailed.field(field, f"at most {METADATA_MAX_KEYS} keys")
+    for key, item in value.items():
+        if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
+            raise ValidationFailed.field(field, f"keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters")
+        if len(item) > METADATA_VALUE_MAX_LENGTH:
+            raise ValidationFailed.field(
+                f"{field}.{key}", f"values must be at most {METADATA_VALUE_MAX_LENGTH} characters"
+            )
+    return dict(value)

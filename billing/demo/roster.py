@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from billing.metering.schemas import Card
+from billing.customers.schemas import Card
 
 # Stories, in roster order; every roster has each of them once.
 RECOVERS_SOFT = "recovers_soft"  # insufficient funds, a new card five days later

@@ -18,20 +18,21 @@ import sqlalchemy as sa
 from billing.core import outbox
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
+from billing.customers.schemas import CustomerCreate, CustomerPatch
+from billing.customers.service import create_customer, get_customer, update_customer
 from billing.demo import roster
 from billing.demo.roster import Persona
 from billing.demo.usage import Event, customer_events, late_event
 from billing.dunning.cases import payment_method_changed
 from billing.dunning.models import DunningCase
 from billing.invoicing import invoices, periods
+from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.finalize import void_draft_events
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import SubscriptionCreate
 from billing.invoicing.subscriptions import cancel_subscription, create_subscription, get_subscription
-from billing.metering.customers import create_customer, get_customer, update_customer
 from billing.metering.ingest import MAX_BATCH, ingest
-from billing.metering.schemas import CustomerCreate, CustomerPatch
 from billing.notifications.dispatch import dispatch_notifications
 from billing.webhooks.dispatcher import deliver_all
 
@@ -125,7 +126,7 @@ class Story:
             await self._ingest(due[first : first + MAX_BATCH], at)
 
     async def _ingest(self, raw: list[bytes], at: datetime) -> None:
-        result = await ingest(self.ctx.database, self.tenant_id, raw, now=at)
+        result = await ingest(self.ctx.database, self.tenant_id, raw, now=at, coverage=SUBSCRIPTION_COVERAGE)
         refused = [r for r in result.results if r.status not in ("accepted", "duplicate")]
         if refused:
             raise DemoError(f"{len(refused)} demo events were refused, e.g. {refused[0].message}")

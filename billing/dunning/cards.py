@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.context import AppContext
 from billing.core.outbox import Message
 from billing.core.scheduler import tick
+from billing.customers.models import Customer
 from billing.dunning.policy import get_policy
-from billing.metering.models import Customer
 from billing.notifications.queue import queue_notification
 
 

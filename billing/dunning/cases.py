@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import outbox
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
+from billing.customers.service import update_payment_status
 from billing.dunning.decide import Case, Email, Policy, Step, after_failure
 from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
 from billing.invoicing import invoices
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.notifications.queue import queue_notification
 from billing.payments.declines import FailureClass
 
@@ -84,7 +84,7 @@ async def record_failure(
     case.last_failure_class = failure.value
     case.last_failure_code = payment.get("decline_code") or payment.get("failure_code")
     if failure is not FailureClass.SOFT:
-        await _set_payment_status(session, invoice.customer_id, "action_required", at=at)
+        await update_payment_status(session, invoice.customer_id, "action_required", at=at)
     email_data = {"attempt": payment["attempt"], "failure_class": failure.value}
     await apply_step(session, case, invoice, policy, step, at=at, data=email_data)
     return case
@@ -156,7 +156,7 @@ async def _exhaust(
         await invoices.mark_uncollectible(session, invoice, at=at, actor=ACTOR)
     event = {"case_id": case.id, "invoice_id": invoice.id, "customer_id": case.customer_id}
     if policy.suspend_customer:
-        await _set_payment_status(session, case.customer_id, "delinquent", at=at)
+        await update_payment_status(session, case.customer_id, "delinquent", at=at)
         await outbox.emit(
             session, tenant_id=case.tenant_id, topic="customer.suspended", payload=event, now=at
         )
@@ -174,7 +174,7 @@ async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetim
     case.next_action = case.next_action_at = None
     await notify(session, case, "payment_recovered", f"payment_recovered:{invoice.id}", {}, at=at)
     if not await _has_unpaid_cases(session, case.customer_id, other_than=case.id):
-        await _set_payment_status(session, case.customer_id, "ok", at=at)
+        await update_payment_status(session, case.customer_id, "ok", at=at)
     event = {"case_id": case.id, "invoice_id": invoice.id, "customer_id": case.customer_id}
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.recovered", payload=event, now=at)
     return case
@@ -217,12 +217,3 @@ async def _has_unpaid_cases(session: AsyncSession, customer_id: str, *, other_th
         .limit(1)
     )
     return (await session.scalar(query)) is not None
-
-
-async def _set_payment_status(session: AsyncSession, customer_id: str, status: str, *, at: datetime) -> None:
-    customer = await session.get_one(Customer, customer_id)
-    if customer.payment_status == "delinquent" and status == "action_required":
-        return  # still delinquent until what is owed is paid
-    if customer.payment_status != status:
-        customer.payment_status = status
-        customer.updated_at = at

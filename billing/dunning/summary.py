@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.customers.models import Customer
+from billing.customers.schemas import CustomerOut, customer_out
+from billing.dunning.cases import payment_method_changed
 from billing.dunning.models import DunningCase
-from billing.metering.customers import customer_out
-from billing.metering.models import Customer
-from billing.metering.schemas import CustomerOut
 
 
 async def open_cases(session: AsyncSession, customer_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -38,3 +39,18 @@ async def open_cases(session: AsyncSession, customer_ids: Sequence[str]) -> dict
 async def customers_out(session: AsyncSession, customers: Sequence[Customer]) -> list[CustomerOut]:
     cases = await open_cases(session, [customer.id for customer in customers])
     return [customer_out(customer, cases.get(customer.id)) for customer in customers]
+
+
+class DunningCustomerPorts:
+    """:class:`billing.customers.ports.CustomerPorts` as dunning fills them."""
+
+    async def summaries(
+        self, session: AsyncSession, customer_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        return await open_cases(session, customer_ids)
+
+    async def payment_method_changed(self, session: AsyncSession, customer_id: str, *, at: datetime) -> None:
+        await payment_method_changed(session, customer_id, at=at)
+
+
+CUSTOMER_PORTS = DunningCustomerPorts()

@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.core.context import AppContext
+from billing.customers.models import PAYMENT_STATUSES, Customer
+from billing.customers.service import get_customer
 from billing.dunning.models import DunningCase
 from billing.dunning.summary import open_cases
 from billing.invoicing import periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.metering import usage
-from billing.metering.customers import get_customer
-from billing.metering.models import PAYMENT_STATUSES, Customer, Meter
+from billing.metering.models import Meter
 from billing.tenants.service import get_tenant
 
 PAGE_SIZE = 50

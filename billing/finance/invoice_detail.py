@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from billing.core.context import AppContext
+from billing.customers.models import Customer
 from billing.dunning.models import DunningCase
 from billing.dunning.routes import cases_out
 from billing.dunning.schemas import CaseOut
 from billing.invoicing import invoices
 from billing.invoicing.schemas import InvoiceOut
-from billing.metering.models import Customer
 from billing.notifications.models import Notification
 from billing.tenants.models import ApiKey
 

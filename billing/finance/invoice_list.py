@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.core.errors import NotFound
+from billing.customers.models import Customer
+from billing.customers.service import get_customer
 from billing.invoicing.invoices import InvoiceFilters, filtered
 from billing.invoicing.models import Invoice
-from billing.metering.customers import get_customer
-from billing.metering.models import Customer
 
 PAGE_SIZE = 50
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")

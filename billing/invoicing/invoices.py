@@ -20,10 +20,11 @@ from billing.core import money, outbox
 from billing.core.db.inserts import insert_ignore
 from billing.core.errors import Conflict, NotFound
 from billing.core.pagination import PageRequest, fetch_page
+from billing.customers.models import Customer
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
 from billing.invoicing.schemas import InvoiceOut, LineOut, StatusChangeOut, TierLineOut
-from billing.metering.models import Customer, Meter
+from billing.metering.models import Meter
 from billing.payments.models import Payment, Refund
 from billing.payments.schemas import PaymentOut, RefundOut, payment_out, refund_out
 

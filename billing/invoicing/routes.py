@@ -15,6 +15,7 @@ from billing.core.clock import ensure_utc
 from billing.core.context import AppContext
 from billing.core.errors import ValidationFailed
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.customers.service import get_customer
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.models import Subscription
@@ -31,7 +32,6 @@ from billing.invoicing.schemas import (
     SubscriptionOut,
 )
 from billing.invoicing.upcoming import upcoming_invoice
-from billing.metering.customers import get_customer
 from billing.metering.usage_routes import timestamp_param
 from billing.notifications.dispatch import dispatch_notifications
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes

@@ -18,12 +18,12 @@ from billing.core.clock import ensure_utc, format_timestamp
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
+from billing.customers.models import Customer
+from billing.customers.service import get_customer
 from billing.invoicing import periods
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.plans import get_plan
 from billing.invoicing.schemas import SubscriptionCreate, SubscriptionOut
-from billing.metering.customers import get_customer
-from billing.metering.models import Customer
 from billing.tenants.service import get_tenant
 
 

@@ -8,11 +8,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import NotFound
+from billing.customers.models import Customer
 from billing.invoicing import invoices, periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut
-from billing.metering.models import Customer, Meter
+from billing.metering.models import Meter
 
 
 async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datetime) -> InvoiceOut:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,8 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.coalescer import Coalescer
 from billing.core.db.engine import Database
 from billing.core.db.queries import any_of
-from billing.invoicing.coverage import Coverage, flag_late_usage
 from billing.metering import event_store
+from billing.metering.coverage import Coverage, CoverageSource
 from billing.metering.event_store import NewEvent
 from billing.metering.usage_models import UsageEvent
 
@@ -64,6 +65,7 @@ class Batch:
     now: datetime
     candidates: list[Candidate]
     results: list[EventResult | None]
+    coverage: CoverageSource
 
 
 async def commit(database: Database, batch: Batch) -> None:
@@ -108,7 +110,7 @@ async def _commit_together(database: Database, group: dict[object, Batch]) -> di
 
 
 async def _commit_group(database: Database, group: list[Batch]) -> None:
-    late: set[str] = set()
+    late: dict[CoverageSource, set[str]] = defaultdict(set)
     async with database.transaction() as session:
         for tenant_id, owned in itertools.groupby(
             sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id
@@ -118,12 +120,11 @@ async def _commit_group(database: Database, group: list[Batch]) -> None:
             rows = _first_of_each_id([c for c, _ in candidates])
             stored = await event_store.store(session, tenant_id, rows, max(b.now for b in batches))
             await _classify(session, tenant_id, candidates, stored)
-            late |= {
-                c.subscription.subscription_id
-                for c, b in candidates
-                if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, b.now)
-            }
-        await flag_late_usage(session, late, max(b.now for b in group))
+            for c, b in candidates:
+                if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, b.now):
+                    late[b.coverage].add(c.subscription.subscription_id)
+        for coverage, subscription_ids in late.items():
+            await coverage.flag_late_usage(session, subscription_ids, max(b.now for b in group))
 
 
 def _first_of_each_id(candidates: list[Candidate]) -> list[NewEvent]:

@@ -8,11 +8,14 @@ from litestar.params import FromPath
 
 from billing.core.errors import FieldError, MalformedJson, ValidationFailed
 from billing.metering import events, ingest
+from billing.metering.coverage import CoverageSource
 from billing.metering.ingest import MAX_BATCH, IngestResult
 from billing.web.auth import INGEST, READ, scopes
-from billing.web.dependencies import Caller, Ctx
+from billing.web.dependencies import Caller, Ctx, Port
 from billing.web.openapi import raw_json_body, struct_schema
 
+# ``coverage``: which subscription covers an event, provided by the composition root (app.py).
+Coverage = Port[CoverageSource]
 # A full batch may carry 1000 events with 4 KiB of properties each.
 BATCH_BODY_LIMIT = 6 * 1024 * 1024
 _batch_decoder = msgspec.json.Decoder(ingest.BatchIn)
@@ -58,9 +61,13 @@ class EventController(Controller):
         operation_class=raw_json_body(BATCH_SCHEMA, "1 to 1000 usage events"),
         summary="Post 1 to 1000 usage events; one result per event, in order",
     )
-    async def post_batch(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
+    async def post_batch(
+        self, ctx: Ctx, principal: Caller, coverage: Coverage, request: Request
+    ) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _batch_events(await request.body())
-        return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
+        return await ingest.ingest(
+            ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now(), coverage=coverage
+        )
 
     @post(
         opt=scopes(INGEST),
@@ -68,9 +75,13 @@ class EventController(Controller):
         operation_class=raw_json_body(EVENT_SCHEMA, "One usage event"),
         summary="Post one usage event",
     )
-    async def post_event(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
+    async def post_event(
+        self, ctx: Ctx, principal: Caller, coverage: Coverage, request: Request
+    ) -> IngestResult:  # type: ignore[type-arg]
         raw_events = _single_event(await request.body())
-        return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
+        return await ingest.ingest(
+            ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now(), coverage=coverage
+        )
 
     @get("/{event_id:str}", opt=scopes(READ), summary="An accepted event and its billing status")
     async def get_event(self, ctx: Ctx, principal: Caller, event_id: FromPath[str]) -> events.EventOut:

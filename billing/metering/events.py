@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.core.errors import NotFound
-from billing.metering.models import Customer, Meter
+from billing.customers.models import Customer
+from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent
 
 

@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import money
 from billing.core.clock import format_timestamp
 from billing.core.db.engine import Database
-from billing.invoicing.coverage import Coverage, coverages, covering
+from billing.customers.service import customers_by_reference
 from billing.metering import rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit
-from billing.metering.customers import customers_by_reference
+from billing.metering.coverage import Coverage, CoverageSource, covering
 from billing.metering.event_store import NewEvent
 from billing.metering.meters import meters_by_key
 from billing.metering.usage_models import UNIQUE_VALUE_MAX_LENGTH
@@ -76,9 +76,17 @@ class Rejection(Exception):
 
 
 async def ingest(
-    database: Database, tenant_id: str, raw_events: Sequence[bytes], *, now: datetime
+    database: Database,
+    tenant_id: str,
+    raw_events: Sequence[bytes],
+    *,
+    now: datetime,
+    coverage: CoverageSource,
 ) -> IngestResult:
-    """Validate, then store in one write transaction; the answer is sent only after the commit."""
+    """Validate, then store in one write transaction; the answer is sent only after the commit.
+
+    ``coverage`` tells which subscription covers each event (invoicing's, wired at the edge).
+    """
     results: list[EventResult | None] = [None] * len(raw_events)
     decoded: list[tuple[int, EventIn, str | None]] = []
     latest = now + FUTURE_TOLERANCE
@@ -92,9 +100,9 @@ async def ingest(
 
     # Customers and meters are never deleted, so they can be looked up before the write lock.
     async with database.read() as session:
-        candidates = await _resolve(session, tenant_id, decoded, results)
+        candidates = await _resolve(session, tenant_id, decoded, results, coverage)
     if candidates:
-        await commit(database, Batch(tenant_id, now, candidates, results))
+        await commit(database, Batch(tenant_id, now, candidates, results, coverage))
     return _summary([r for r in results if r is not None])
 
 
@@ -204,6 +212,7 @@ async def _resolve(
     tenant_id: str,
     decoded: list[tuple[int, EventIn, str | None]],
     results: list[EventResult | None],
+    coverage: CoverageSource,
 ) -> list[Candidate]:
     customers = await _lookup(
         _customer_ids,
@@ -218,7 +227,7 @@ async def _resolve(
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
     # Subscriptions change (created, canceled): never cached.
-    subscriptions = await coverages(session, tenant_id, set(customers.values()))
+    subscriptions = await coverage.coverages(session, tenant_id, set(customers.values()))
     candidates = []
     for index, event, properties in decoded:
         if index % YIELD_EVERY == YIELD_EVERY - 1:

@@ -18,7 +18,7 @@ from billing.core.db.queries import find_by_id_or_key
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
-from billing.metering.customers import reference
+from billing.core.validation import reference
 from billing.metering.models import AGGREGATIONS, Meter
 from billing.metering.schemas import MeterCreate, MeterOut, MeterPatch
 

@@ -13,8 +13,8 @@ from litestar.params import FromPath, QueryParameter
 from billing.core import money
 from billing.core.clock import InvalidTimestamp, parse_timestamp
 from billing.core.errors import ValidationFailed
+from billing.customers.service import get_customer
 from billing.metering import usage
-from billing.metering.customers import get_customer
 from billing.metering.meters import get_meter
 from billing.tenants.service import get_tenant
 from billing.web.auth import READ, scopes

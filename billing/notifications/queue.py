@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
+from billing.customers.models import Customer
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.notifications import content
 from billing.notifications.models import QUEUED, SKIPPED, Notification
 from billing.notifications.render import Rendered, one_line, render

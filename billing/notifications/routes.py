@@ -10,7 +10,7 @@ from litestar.params import FromPath, QueryParameter
 
 from billing.core.errors import NotFound
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
-from billing.metering.customers import get_customer
+from billing.customers.service import get_customer
 from billing.notifications.models import STATUSES, Notification
 from billing.notifications.queue import ALL_KINDS
 from billing.notifications.render import render

@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 from billing.core import money
+from billing.customers.models import Customer
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.notifications import content
 from billing.notifications.queue import TENANT_KINDS
 from billing.tenants.models import Tenant

@@ -20,9 +20,9 @@ from billing.core.db.claims import new_claim_token
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
 from billing.core.settings import Settings
+from billing.customers.models import Customer
 from billing.invoicing.invoices import event_payload, lock_invoice, record_status
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.payments.declines import FailureClass, classify
 from billing.payments.models import Payment, Refund
 from billing.payments.provider import ChargeRequest, ChargeResult, Outcome

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
 from billing.core.errors import Conflict
+from billing.customers.models import Customer
 from billing.invoicing.invoices import get_invoice, lock_invoice, pending_payment
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.payments.attempts import (
     NO_PAYMENT_METHOD,
     call_lease,

@@ -10,9 +10,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from billing.core.errors import NotFound
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
+from billing.customers.service import get_customer
 from billing.invoicing.actions import read_invoice
 from billing.invoicing.schemas import InvoiceOut
-from billing.metering.customers import get_customer
 from billing.payments.charge import pay_now
 from billing.payments.models import Payment
 from billing.payments.refunds import refund_invoice

@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import outbox
-from billing.metering.models import Customer
+from billing.customers.models import Customer
+from billing.customers.service import set_payment_status
 from billing.stripe_events.models import PROCESSED, SKIPPED
 from billing.stripe_events.schemas import (
     Card,
@@ -133,10 +134,8 @@ async def _removed(
         return SKIPPED
     await _emit_for_card(session, event, card, customers, TOPIC_REMOVED, now)
     for customer in customers:
-        # A delinquent customer stays delinquent: losing the card does not make things better.
-        if customer.default_payment_method == card.id and customer.payment_status == "ok":
-            customer.payment_status = "action_required"
-            customer.updated_at = now
+        if customer.default_payment_method == card.id:
+            set_payment_status(customer, "action_required", at=now)
     await session.flush()
     return PROCESSED
 

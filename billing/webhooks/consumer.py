@@ -25,10 +25,10 @@ from billing.core.context import AppContext
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
 from billing.core.outbox import Message, register_consumer
+from billing.customers.models import Customer
 from billing.dunning.summary import customers_out
 from billing.invoicing.invoices import invoices_out
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.webhooks.backoff import RETRY_WINDOW
 from billing.webhooks.events import (
     CARD_TOPICS,

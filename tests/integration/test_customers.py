@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
-from billing.metering.customers import customers_by_reference
+from billing.customers.service import customers_by_reference
 from billing.web.auth import Scope
 from tests.conftest import TenantHandle
 from tests.integration.test_auth import assert_problem

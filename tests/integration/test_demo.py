@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from billing import demo
 from billing.core.context import AppContext
+from billing.customers.models import Customer
 from billing.demo.roster import MIN_CUSTOMERS
-from billing.metering.models import Customer
 from billing.models import metadata
 from billing.notifications.delivery import OUTBOX_DIR
 from billing.tenants import service

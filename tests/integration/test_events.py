@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing.core.context import AppContext
-from billing.metering.models import Customer, Meter
+from billing.customers.models import Customer
+from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent
 from billing.web.auth import Scope
 from tests.conftest import TenantHandle

@@ -22,12 +22,12 @@ from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.ids import new_id
 from billing.core.scheduler import registered_ticks
+from billing.customers import service as customers
+from billing.customers.models import Customer
+from billing.customers.schemas import CustomerCreate
 from billing.invoicing import plans, subscriptions
 from billing.invoicing.models import Invoice
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
-from billing.metering import customers
-from billing.metering.models import Customer
-from billing.metering.schemas import CustomerCreate
 from billing.notifications import delivery
 from billing.notifications import dispatch as dispatch_module
 from billing.notifications.delivery import DeliveryError, Email, SmtpTransport

@@ -16,8 +16,8 @@ from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.outbox import Message
 from billing.core.scheduler import registered_ticks, run_tick
+from billing.customers.models import Customer
 from billing.invoicing.models import Invoice
-from billing.metering.models import Customer
 from billing.payments.attempts import open_attempt
 from billing.payments.models import Payment
 from billing.stripe_events import handlers

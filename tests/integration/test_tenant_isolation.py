@@ -21,13 +21,16 @@ from litestar.routes import HTTPRoute
 from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.ids import new_id
+from billing.customers import service as customers
+from billing.customers.schemas import CustomerCreate
 from billing.dunning.models import DunningCase
 from billing.invoicing import plans, subscriptions
+from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
-from billing.metering import customers, ingest, meters
-from billing.metering.schemas import CustomerCreate, MeterCreate
+from billing.metering import ingest, meters
+from billing.metering.schemas import MeterCreate
 from billing.payments.models import Payment
 from billing.stripe_events.models import StripeEvent
 from billing.tenants import service
@@ -157,7 +160,9 @@ async def _event(ctx: AppContext, owner: TenantHandle) -> str:
             "timestamp": "2026-11-21T11:00:00Z",
         }
     )
-    result = await ingest.ingest(ctx.database, owner.id, [raw], now=ctx.clock.now())
+    result = await ingest.ingest(
+        ctx.database, owner.id, [raw], now=ctx.clock.now(), coverage=SUBSCRIPTION_COVERAGE
+    )
     assert result.accepted == 1
     return "victim-event"
 

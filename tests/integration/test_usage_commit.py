@@ -4,6 +4,7 @@ what one transaction per batch, in arrival order, would have."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -11,9 +12,14 @@ import msgspec
 import pytest
 
 from billing.core.context import AppContext
+from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.metering import commit, ingest
 from tests.conftest import TenantHandle, eventually, subscribe
 from tests.integration.test_events import event, total, usage
+
+
+def _ingest(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, ingest.IngestResult]:
+    return ingest.ingest(*args, coverage=SUBSCRIPTION_COVERAGE, **kwargs)
 
 
 def raw(event_id: str, value: str = "1", **overrides: Any) -> bytes:
@@ -56,7 +62,7 @@ async def test_queued_batches_are_committed_together_and_answered_in_arrival_ord
     now = ctx.clock.now()
 
     def post(*events: bytes) -> asyncio.Task[ingest.IngestResult]:
-        return asyncio.create_task(ingest.ingest(ctx.database, metered.id, list(events), now=now))
+        return asyncio.create_task(_ingest(ctx.database, metered.id, list(events), now=now))
 
     first = post(raw("lead", "1"))
     await eventually(lambda: held.groups == [1])  # the first holds the turn; the next three queue
@@ -84,7 +90,7 @@ async def test_a_batch_that_fails_in_a_group_fails_alone(
     now = ctx.clock.now()
 
     def post(*events: bytes) -> asyncio.Task[ingest.IngestResult]:
-        return asyncio.create_task(ingest.ingest(ctx.database, metered.id, list(events), now=now))
+        return asyncio.create_task(_ingest(ctx.database, metered.id, list(events), now=now))
 
     first = post(raw("lead", "1"))
     await eventually(lambda: held.groups == [1])
@@ -116,11 +122,11 @@ async def test_batches_of_two_tenants_in_one_group_are_each_stored_for_their_ten
     await subscribe(client, other, ["acme-1"], starts_at="2026-01-01T00:00:00Z")
     held = HeldTurn(monkeypatch)
     now = ctx.clock.now()
-    lead = asyncio.create_task(ingest.ingest(ctx.database, metered.id, [raw("lead", "1")], now=now))
+    lead = asyncio.create_task(_ingest(ctx.database, metered.id, [raw("lead", "1")], now=now))
     await eventually(lambda: held.groups == [1])
     # The same event id for two tenants in one group: each tenant's own, accepted for both.
-    mine = asyncio.create_task(ingest.ingest(ctx.database, metered.id, [raw("shared", "2")], now=now))
-    theirs = asyncio.create_task(ingest.ingest(ctx.database, other.id, [raw("shared", "3")], now=now))
+    mine = asyncio.create_task(_ingest(ctx.database, metered.id, [raw("shared", "2")], now=now))
+    theirs = asyncio.create_task(_ingest(ctx.database, other.id, [raw("shared", "3")], now=now))
     await held.queued(ctx, 2)
     held.release.set()
     assert [(await task).accepted for task in (lead, mine, theirs)] == [1, 1, 1]

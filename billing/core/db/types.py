@@ -71,3 +71,8 @@ class ExactDecimal(sa.types.TypeDecorator[Decimal]):
         if value is None or isinstance(value, Decimal):
             return value
         return Decimal(value)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """The text of a CHECK constraint that ``column`` holds one of ``values``."""
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"

@@ -6,13 +6,10 @@ is both (a tenant's external_id that equals another customer's id), the id wins.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from babel import Locale, UnknownLocaleError
 from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,19 +19,14 @@ from billing.core.db.queries import find_by_id_or_key
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
-from billing.metering.models import Customer
-from billing.metering.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch
+from billing.customers.models import Customer
+from billing.customers.schemas import Card, CustomerCreate, CustomerPatch
 from billing.tenants.service import get_tenant
 
 EXTERNAL_ID_MAX_LENGTH = 128
 NAME_MAX_LENGTH = 200
 PROVIDER_REFERENCE_MAX_LENGTH = 255
-METADATA_MAX_KEYS = 50
-METADATA_KEY_MAX_LENGTH = 40
-METADATA_VALUE_MAX_LENGTH = 500
 DEFAULT_LOCALE = "en"
-_LOCALE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def create_customer(
@@ -56,10 +48,10 @@ async def create_customer(
         name=_name(data.name),
         currency=currency,
         timezone=_timezone(data.timezone),
-        locale=locale("locale", data.locale if data.locale is not None else DEFAULT_LOCALE),
+        locale=validation.locale("locale", data.locale if data.locale is not None else DEFAULT_LOCALE),
         provider_customer_id=_provider_reference("provider_customer_id", data.provider_customer_id),
         default_payment_method=_provider_reference("default_payment_method", data.default_payment_method),
-        metadata_=metadata("metadata", data.metadata or {}),
+        metadata_=validation.metadata("metadata", data.metadata or {}),
         **card_columns(data.card),
         payment_status="ok",
         created_at=now,
@@ -130,7 +122,7 @@ async def update_customer(
     if patch.timezone is not UNSET:
         changes["timezone"] = _timezone(patch.timezone)
     if patch.locale is not UNSET:
-        changes["locale"] = locale("locale", patch.locale)
+        changes["locale"] = validation.locale("locale", patch.locale)
     if patch.provider_customer_id is not UNSET:
         changes["provider_customer_id"] = _provider_reference(
             "provider_customer_id", patch.provider_customer_id
@@ -142,7 +134,7 @@ async def update_customer(
     if patch.card is not UNSET:
         changes |= card_columns(patch.card)
     if patch.metadata is not UNSET:
-        changes["metadata_"] = metadata("metadata", patch.metadata or {})
+        changes["metadata_"] = validation.metadata("metadata", patch.metadata or {})
     for attribute, value in changes.items():
         setattr(customer, attribute, value)
     customer.updated_at = now
@@ -150,67 +142,14 @@ async def update_customer(
     return customer
 
 
-def customer_out(customer: Customer, dunning: dict[str, Any] | None = None) -> CustomerOut:
-    return CustomerOut(
-        id=customer.id,
-        external_id=customer.external_id,
-        email=customer.email,
-        name=customer.name,
-        currency=customer.currency,
-        timezone=customer.timezone,
-        locale=customer.locale,
-        provider_customer_id=customer.provider_customer_id,
-        default_payment_method=customer.default_payment_method,
-        card=card_of(customer),
-        metadata=dict(customer.metadata_),
-        payment_status=customer.payment_status,
-        dunning=dunning,
-        created_at=customer.created_at,
-        updated_at=customer.updated_at,
-    )
-
-
 # --- field checks -----------------------------------------------------------------------------
-
-
-def reference(field: str, value: str, *, max_length: int) -> str:
-    """An identifier chosen by the tenant, kept exactly as sent: no surrounding blanks, no controls."""
-    if not 1 <= len(value) <= max_length:
-        raise ValidationFailed.field(field, f"must be 1 to {max_length} characters")
-    if value != value.strip() or _CONTROL.search(value):
-        raise ValidationFailed.field(field, "must not start or end with blanks or contain control characters")
-    return value
-
-
-def locale(field: str, value: str) -> str:
-    """A locale babel knows (``de``, ``de-DE``, ``de_DE``), stored as babel's identifier (``de_DE``)."""
-    if len(value) <= 16 and _LOCALE_TAG.fullmatch(value):
-        try:
-            return str(Locale.parse(value.replace("-", "_")))
-        except (UnknownLocaleError, ValueError):
-            pass
-    raise ValidationFailed.field(field, f"{value!r} is not a known locale (e.g. 'en', 'de-DE')")
-
-
-def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:
-    """Stripe's limits: at most 50 keys, keys of 1..40 characters, values of at most 500."""
-    if len(value) > METADATA_MAX_KEYS:
-        raise ValidationFailed.field(field, f"at most {METADATA_MAX_KEYS} keys")
-    for key, item in value.items():
-        if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
-            raise ValidationFailed.field(field, f"keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters")
-        if len(item) > METADATA_VALUE_MAX_LENGTH:
-            raise ValidationFailed.field(
-                f"{field}.{key}", f"values must be at most {METADATA_VALUE_MAX_LENGTH} characters"
-            )
-    return dict(value)
 
 
 def _external_id(value: str) -> str:
     # It is a path segment of /v1/customers/{id or external_id}: a "/" or a dot segment could not be.
     if "/" in value or value in {".", ".."}:
         raise ValidationFailed.field("external_id", "must not contain '/' or be '.' or '..'")
-    return reference("external_id", value, max_length=EXTERNAL_ID_MAX_LENGTH)
+    return validation.reference("external_id", value, max_length=EXTERNAL_ID_MAX_LENGTH)
 
 
 def _email(value: str | None) -> str | None:
@@ -226,7 +165,11 @@ def _timezone(value: str | None) -> str | None:
 
 
 def _provider_reference(field: str, value: str | None) -> str | None:
-    return None if value is None else reference(field, value, max_length=PROVIDER_REFERENCE_MAX_LENGTH)
+    return (
+        None
+        if value is None
+        else validation.reference(field, value, max_length=PROVIDER_REFERENCE_MAX_LENGTH)
+    )
 
 
 def card_columns(card: Card | None) -> dict[str, Any]:
@@ -239,13 +182,23 @@ def card_columns(card: Card | None) -> dict[str, Any]:
     }
 
 
-def card_of(customer: Customer) -> Card | None:
-    if customer.card_id is None:
-        return None
-    return Card(
-        id=customer.card_id,
-        brand=customer.card_brand or "",
-        last4=customer.card_last4 or "",
-        exp_month=customer.card_exp_month or 1,
-        exp_year=customer.card_exp_year or 2000,
-    )
+def set_payment_status(customer: Customer, status: str, *, at: datetime) -> bool:
+    """The one place a customer's payment status changes; whether it did.
+
+    A delinquent customer stays delinquent until what is owed is paid: a lost card or a payment
+    that needs action does not make things better, only ``ok`` (paid) lifts it.
+    """
+    if customer.payment_status == "delinquent" and status == "action_required":
+        return False
+    if customer.payment_status == status:
+        return False
+    customer.payment_status = status
+    customer.updated_at = at
+    return True
+
+
+async def update_payment_status(
+    session: AsyncSession, customer_id: str, status: str, *, at: datetime
+) -> bool:
+    """:func:`set_payment_status` for a customer known by id."""
+    return set_payment_status(await session.get_one(Customer, customer_id), status, at=at)

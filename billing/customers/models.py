@@ -1,0 +1,48 @@
+"""Customers: who is billed, in which currency, time zone and language, and how they pay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.core.db.types import Base, JSONType, UTCDateTime, one_of
+
+PAYMENT_STATUSES = ("ok", "action_required", "delinquent")
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(sa.String(128))
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    name: Mapped[str | None] = mapped_column(sa.String(200))
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    # None: the tenant's billing_timezone applies.
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))
+    locale: Mapped[str] = mapped_column(sa.String(16), default="en")
+    provider_customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    default_payment_method: Mapped[str | None] = mapped_column(sa.String(255))
+    # The default card, when the tenant tells us: expiry notices for cards the provider never reports.
+    card_id: Mapped[str | None] = mapped_column(sa.String(255))
+    card_brand: Mapped[str | None] = mapped_column(sa.String(32))
+    card_last4: Mapped[str | None] = mapped_column(sa.String(4))
+    card_exp_month: Mapped[int | None] = mapped_column(sa.Integer)
+    card_exp_year: Mapped[int | None] = mapped_column(sa.Integer)
+    # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
+    payment_status: Mapped[str] = mapped_column(sa.String(20), default="ok")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "external_id"),
+        # Lists page newest first within a tenant.
+        sa.Index("ix_customers_tenant_id_id", "tenant_id", "id"),
+        sa.Index("ix_customers_tenant_id_provider_customer_id", "tenant_id", "provider_customer_id"),
+        sa.Index("ix_customers_card_expiry", "card_exp_year", "card_exp_month"),
+        sa.CheckConstraint(one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
+    )

@@ -1,0 +1,25 @@
+"""What the customer routes ask of the domains above customers, filled in by the composition root.
+
+A customer carries a summary of its open dunning case, and a new default payment method sets
+dunning retrying at once; customers know nothing of dunning beyond this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class CustomerPorts(Protocol):
+    async def summaries(
+        self, session: AsyncSession, customer_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Each customer's open dunning case, summarised, by customer id (none: no entry)."""
+        ...
+
+    async def payment_method_changed(self, session: AsyncSession, customer_id: str, *, at: datetime) -> None:
+        """The customer has a new default payment method, in the caller's transaction."""
+        ...

@@ -1,0 +1,95 @@
+"""``/v1/customers``: who is billed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from litestar import Controller, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.customers import service as customers
+from billing.customers.models import Customer
+from billing.customers.ports import CustomerPorts
+from billing.customers.schemas import CustomerCreate, CustomerOut, CustomerPatch, customer_out
+from billing.web.auth import ADMIN, READ, scopes
+from billing.web.dependencies import Caller, Ctx, Port
+
+# Filled in by the composition root (app.py) under this name.
+Ports = Port[CustomerPorts]
+EmailFilter = Annotated[
+    str | None, QueryParameter(max_length=320, description="Only customers with this email")
+]
+ExternalIdFilter = Annotated[
+    str | None, QueryParameter(max_length=128, description="Only the customer with this external_id")
+]
+
+
+class CustomerController(Controller):
+    path = "/customers"
+    tags = ["Customers"]
+
+    @get(opt=scopes(READ), summary="List customers, newest first")
+    async def list_customers(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        customer_ports: Ports,
+        limit: Limit = 20,
+        starting_after: StartingAfter = None,
+        email: EmailFilter = None,
+        external_id: ExternalIdFilter = None,
+    ) -> Page[CustomerOut]:
+        async with ctx.database.read() as session:
+            rows, has_more = await customers.list_customers(
+                session,
+                principal.tenant_id,
+                PageRequest(limit, starting_after),
+                email=email,
+                external_id=external_id,
+            )
+            return Page(await _with_dunning(customer_ports, session, rows), has_more)
+
+    @post(opt=scopes(ADMIN), summary="Create a customer (409 if the external_id is taken)")
+    async def create_customer(
+        self, ctx: Ctx, principal: Caller, data: JSONBody[CustomerCreate]
+    ) -> CustomerOut:
+        async with ctx.database.transaction() as session:
+            customer = await customers.create_customer(
+                session, principal.tenant_id, data, now=ctx.clock.now()
+            )
+        return customer_out(customer)
+
+    @get("/{customer_id:str}", opt=scopes(READ), summary="Get a customer by id or external_id")
+    async def get_customer(
+        self, ctx: Ctx, principal: Caller, customer_ports: Ports, customer_id: FromPath[str]
+    ) -> CustomerOut:
+        async with ctx.database.read() as session:
+            customer = await customers.get_customer(session, principal.tenant_id, customer_id)
+            return (await _with_dunning(customer_ports, session, [customer]))[0]
+
+    @patch("/{customer_id:str}", opt=scopes(ADMIN), summary="Update a customer by id or external_id")
+    async def update_customer(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        customer_ports: Ports,
+        customer_id: FromPath[str],
+        data: JSONBody[CustomerPatch],
+    ) -> CustomerOut:
+        async with ctx.database.transaction() as session:
+            customer = await customers.get_customer(session, principal.tenant_id, customer_id)
+            previous_method = customer.default_payment_method
+            await customers.update_customer(session, customer, data, now=ctx.clock.now())
+            if customer.default_payment_method not in (None, previous_method):
+                await customer_ports.payment_method_changed(session, customer.id, at=ctx.clock.now())
+            return (await _with_dunning(customer_ports, session, [customer]))[0]
+
+
+async def _with_dunning(
+    ports: CustomerPorts, session: AsyncSession, rows: Sequence[Customer]
+) -> list[CustomerOut]:
+    cases = await ports.summaries(session, [row.id for row in rows])
+    return [customer_out(row, cases.get(row.id)) for row in rows]
