@@ -12,6 +12,8 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from billing import jobs
+from billing.billing_run import BillingRunController
 from billing.core.clock import Clock
 from billing.core.context import AppContext
 from billing.core.errors import EXCEPTION_HANDLERS
@@ -24,7 +26,6 @@ from billing.dunning.summary import CUSTOMER_PORTS
 from billing.finance.routes import finance_router
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.routes import (
-    BillingRunController,
     InvoiceController,
     PlanController,
     SubscriptionController,
@@ -103,7 +104,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         ctx: AppContext = app.state.ctx
-        ticks = Scheduler(ctx) if scheduler else None
+        ticks = Scheduler(ctx, jobs.ticks()) if scheduler else None
         if ticks is not None:
             ticks.start()
         try:

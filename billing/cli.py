@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from billing import jobs
 from billing.core.context import AppContext
 from billing.core.errors import ApiError
 from billing.core.logs import configure_logging
@@ -95,7 +96,7 @@ def worker() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        scheduler = Scheduler(ctx)
+        scheduler = Scheduler(ctx, jobs.ticks())
         scheduler.start()
         try:
             await stop.wait()
@@ -196,7 +197,12 @@ def demo_tenant(host: str, port: int, customers: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def run(ctx: AppContext) -> dict[str, Any]:
-        return await demo.ensure(ctx, customers=customers, progress=lambda line: click.echo(line, err=True))
+        return await demo.ensure(
+            ctx,
+            billing_run=jobs.billing_run,
+            customers=customers,
+            progress=lambda line: click.echo(line, err=True),
+        )
 
     info = _with_context(settings, run)
     click.echo(demo.banner(info, f"http://{host}:{port}"))

@@ -10,6 +10,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +23,13 @@ import sqlalchemy as sa
 from litestar import Litestar
 from sqlalchemy.engine import make_url
 
+from billing import jobs
 from billing.app import build_app, use_context
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
 from billing.core.logs import configure_logging
 from billing.core.migrate import upgrade
+from billing.core.outbox import Consumer, Message
 from billing.core.settings import Settings
 from billing.models import metadata
 from billing.tenants import service
@@ -260,3 +263,17 @@ async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> None
     while not predicate():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
+
+
+@contextmanager
+def listening(topics: set[str], name: str = "test") -> Iterator[list[Message]]:
+    """The messages of these topics, as an outbox consumer of the composition root's list gets
+    them, in order: a consumer added to ``billing.jobs.CONSUMERS`` while the block runs."""
+    seen: list[Message] = []
+
+    async def handle(_ctx: AppContext, message: Message) -> None:
+        seen.append(message)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jobs, "CONSUMERS", (*jobs.CONSUMERS, Consumer(name, frozenset(topics), handle)))
+        yield seen

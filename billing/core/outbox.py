@@ -1,9 +1,11 @@
 """The outbox: domain events written in the same transaction as the change that caused them.
 
-Each event is fanned out at write time into one row per subscribed consumer (webhooks,
-dunning, payments...), so that every consumer retries on its own. A tick claims due rows,
-runs the consumer's handler and fences the outcome on its claim: delivery is at least once,
-so handlers must be idempotent (they are keyed on the event id).
+An event is written once, by whoever causes it, knowing nothing of who listens. Dispatching
+fans it out into one row per consumer of its topic (webhooks, dunning, notifications...), from
+the list of consumers the composition root (``billing.jobs``) passes in, so that every consumer
+retries on its own and every process fans out to the same consumers. Each consumer's due rows
+are then claimed, handled and their outcome fenced on the claim: delivery is at least once, so
+handlers must be idempotent (they are keyed on the event id).
 """
 
 from __future__ import annotations
@@ -21,10 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.core.context import AppContext
 from billing.core.db.claims import ClaimMixin, claim_rows, finish_claim
-from billing.core.db.inserts import insert_rows
+from billing.core.db.inserts import insert_ignore, insert_rows
 from billing.core.db.types import Base, JSONType, UTCDateTime
 from billing.core.ids import new_id
-from billing.core.scheduler import tick
 
 MAX_ATTEMPTS = 12
 CLAIM_BATCH = 100
@@ -75,25 +76,18 @@ class Consumer:
     handle: Handler
 
 
-_CONSUMERS: dict[str, Consumer] = {}
+# The consumer of an event's own row, until dispatching fans it out to the real consumers.
+FAN_OUT = "*"
 
 
-def register_consumer(name: str, topics: set[str], handle: Handler) -> None:
-    _CONSUMERS[name] = Consumer(name, frozenset(topics), handle)
-
-
-def unregister_consumer(name: str) -> None:
-    _CONSUMERS.pop(name, None)
-
-
-def consumers_of(topic: str) -> list[Consumer]:
-    return [c for c in _CONSUMERS.values() if topic in c.topics or "*" in c.topics]
+def subscribed(consumer: Consumer, topic: str) -> bool:
+    return topic in consumer.topics or "*" in consumer.topics
 
 
 async def emit(
     session: AsyncSession, *, tenant_id: str, topic: str, payload: Mapping[str, Any], now: datetime
 ) -> str:
-    """Queue ``topic`` for every consumer, inside the caller's transaction; return the event id."""
+    """Record ``topic`` inside the caller's transaction; return the event id."""
     (event_id,) = await emit_many(session, [(tenant_id, topic, payload)], now=now)
     return event_id
 
@@ -101,14 +95,14 @@ async def emit(
 async def emit_many(
     session: AsyncSession, events: Sequence[tuple[str, str, Mapping[str, Any]]], *, now: datetime
 ) -> list[str]:
-    """Queue many (tenant id, topic, payload) events with one insert; return their event ids."""
+    """Record many (tenant id, topic, payload) events with one insert; return their event ids."""
     event_ids = [new_id("evt") for _ in events]
     rows = [
         {
             "id": new_id("obx"),
             "event_id": event_id,
             "tenant_id": tenant_id,
-            "consumer": consumer.name,
+            "consumer": FAN_OUT,
             "topic": topic,
             "payload": dict(payload),
             "created_at": now,
@@ -116,7 +110,6 @@ async def emit_many(
             "attempts": 0,
         }
         for event_id, (tenant_id, topic, payload) in zip(event_ids, events, strict=True)
-        for consumer in consumers_of(topic)
     ]
     await insert_rows(session, OutboxEvent.__table__, rows)
     return event_ids
@@ -184,13 +177,51 @@ def _failure(now: datetime, attempt: int, error: str) -> dict[str, Any]:
     return outcome
 
 
-@tick("outbox", every_seconds=5)
-async def outbox_tick(ctx: AppContext) -> None:
-    await dispatch_all(ctx)
+async def fan_out(ctx: AppContext, consumers: Sequence[Consumer], *, at: datetime | None = None) -> int:
+    """Copy every event not yet fanned out into one row per consumer of its topic; return how many
+    events. Copies are insert-ignore on (event id, consumer), so one made twice is made once."""
+    table = OutboxEvent.__table__
+    now = max(at, ctx.clock.now()) if at is not None else ctx.clock.now()
+    done = 0
+    while True:
+        async with ctx.database.transaction() as session:
+            query = (
+                sa.select(table)
+                .where(table.c.consumer == FAN_OUT, table.c.processed_at.is_(None))
+                .order_by(table.c.available_at, table.c.id)
+                .limit(CLAIM_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return done
+            copies = [
+                {**row._asdict(), "consumer": consumer.name}
+                for row in rows
+                for consumer in consumers
+                if subscribed(consumer, row.topic)
+            ]
+            # Consumers handle rows in id order: ids made within one millisecond are random, so
+            # hand them out sorted, and the copies keep the order of the events.
+            for copy, copy_id in zip(copies, sorted(new_id("obx") for _ in copies), strict=True):
+                copy["id"] = copy_id
+            await insert_ignore(session, table, copies)
+            await session.execute(
+                sa.update(table).where(table.c.id.in_([row.id for row in rows])).values(processed_at=now),
+                execution_options={"synchronize_session": False},
+            )
+        done += len(rows)
+        if len(rows) < CLAIM_BATCH:
+            return done
 
 
-async def dispatch_all(ctx: AppContext, *, at: datetime | None = None) -> None:
-    """Handle everything due by ``at`` (default now), consumer by consumer."""
-    for consumer in list(_CONSUMERS.values()):
-        while await dispatch(ctx, consumer, at=at) == CLAIM_BATCH:
-            pass
+async def dispatch_all(ctx: AppContext, consumers: Sequence[Consumer], *, at: datetime | None = None) -> int:
+    """Fan out, then handle everything due by ``at`` (default now), consumer by consumer; return
+    how many rows were handled."""
+    await fan_out(ctx, consumers, at=at)
+    handled = 0
+    for consumer in consumers:
+        while (count := await dispatch(ctx, consumer, at=at)) == CLAIM_BATCH:
+            handled += count
+        handled += count
+    return handled

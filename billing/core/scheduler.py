@@ -1,14 +1,13 @@
 """Ticks: APScheduler 3 says "now is a good time to look"; the work itself is claimed in the database.
 
-Domains register ticks with :func:`tick`; any number of replicas may run them at once. The job
-store is memory only: nothing about the work lives in the scheduler.
+The ticks are given to it (``billing.jobs`` lists them); any number of replicas may run them at
+once. The job store is memory only: nothing about the work lives in the scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -19,18 +18,7 @@ from billing.core.clock import monotonic_ns
 from billing.core.context import AppContext
 from billing.core.db.engine import database_unavailable
 
-TickFunction = Callable[[AppContext], Awaitable[None]]
-# Modules whose import registers their ticks.
-TICK_MODULES: tuple[str, ...] = (
-    "billing.invoicing.run",
-    "billing.notifications.dispatch",
-    "billing.core.outbox",
-    "billing.payments.reconcile",
-    "billing.dunning.run",
-    "billing.stripe_events.process",
-    "billing.webhooks.dispatcher",
-)
-
+TickFunction = Callable[[AppContext], Awaitable[object]]
 TICK_RUNS = Counter("billing_tick_runs_total", "Tick runs by tick and outcome", ["tick", "outcome"])
 TICK_SECONDS = Histogram("billing_tick_duration_seconds", "Tick duration", ["tick"])
 log = structlog.get_logger("billing.core.scheduler")
@@ -41,25 +29,6 @@ class Tick:
     name: str
     every_seconds: int
     run: TickFunction
-
-
-_TICKS: dict[str, Tick] = {}
-
-
-def tick(name: str, *, every_seconds: int) -> Callable[[TickFunction], TickFunction]:
-    """Register ``fn`` to run every ``every_seconds`` on every replica that runs the scheduler."""
-
-    def register(fn: TickFunction) -> TickFunction:
-        _TICKS[name] = Tick(name, every_seconds, fn)
-        return fn
-
-    return register
-
-
-def registered_ticks() -> list[Tick]:
-    for module in TICK_MODULES:
-        importlib.import_module(module)
-    return sorted(_TICKS.values(), key=lambda t: t.name)
 
 
 async def run_tick(ctx: AppContext, item: Tick) -> bool:
@@ -81,15 +50,10 @@ async def run_tick(ctx: AppContext, item: Tick) -> bool:
     return True
 
 
-async def run_all_ticks(ctx: AppContext) -> None:
-    for item in registered_ticks():
-        await run_tick(ctx, item)
-
-
 class Scheduler:
-    def __init__(self, ctx: AppContext, ticks: list[Tick] | None = None) -> None:
+    def __init__(self, ctx: AppContext, ticks: Sequence[Tick]) -> None:
         self.ctx = ctx
-        self.ticks = registered_ticks() if ticks is None else ticks
+        self.ticks = list(ticks)
         self._scheduler: AsyncIOScheduler | None = None
 
     def start(self) -> None:

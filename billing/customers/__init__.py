@@ -1,0 +1,1 @@
+"""Customers: who is billed, how to reach them, how they pay, and their payment status."""

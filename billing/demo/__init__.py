@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from billing.core.context import AppContext
 from billing.demo.catalog import TENANT_NAME, TENANT_SETTINGS, create_catalog
 from billing.demo.roster import MAX_CUSTOMERS, MIN_CUSTOMERS, cast
-from billing.demo.story import Story
+from billing.demo.story import BillingRun, Story
 from billing.tenants import service
 from billing.tenants.models import ApiKey
 from billing.web.auth import Scope, hash_key
@@ -32,21 +32,29 @@ __all__ = ["DEFAULT_CUSTOMERS", "DEMO_TENANT_FILE", "MAX_CUSTOMERS", "MIN_CUSTOM
 
 
 async def ensure(
-    ctx: AppContext, *, customers: int = DEFAULT_CUSTOMERS, progress: Callable[[str], None] | None = None
+    ctx: AppContext,
+    *,
+    billing_run: BillingRun,
+    customers: int = DEFAULT_CUSTOMERS,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The demo tenant of this data dir: the saved one while its keys work, else a new one."""
+    """The demo tenant of this data dir: the saved one while its keys work, else a new one.
+
+    ``billing_run`` is what ``POST /v1/billing/run`` does, for one tenant (``billing.jobs``)."""
     path = ctx.settings.data_dir / DEMO_TENANT_FILE
     saved = _load(path)
     if saved is not None and await _keys_work(ctx, saved):
         return saved | {"created": False}
     if progress is not None:
         progress(f"Building the demo tenant: {customers} customers, {HISTORY.days} days of history...")
-    info = await build(ctx, customers=customers)
+    info = await build(ctx, billing_run=billing_run, customers=customers)
     _save(path, info)
     return info | {"created": True}
 
 
-async def build(ctx: AppContext, *, customers: int = DEFAULT_CUSTOMERS) -> dict[str, Any]:
+async def build(
+    ctx: AppContext, *, billing_run: BillingRun, customers: int = DEFAULT_CUSTOMERS
+) -> dict[str, Any]:
     """A new demo tenant whose history ends at ``ctx.clock.now()``; its id and keys."""
     now = ctx.clock.now()
     personas = cast(customers, now=now)
@@ -65,7 +73,8 @@ async def build(ctx: AppContext, *, customers: int = DEFAULT_CUSTOMERS) -> dict[
         }
         await create_catalog(session, tenant.id, now=opened)
     finance_key_id = keys[Scope.FINANCE][0].id
-    await Story(ctx, tenant.id, finance_key_id, start=start, now=now).play(personas)
+    story = Story(ctx, tenant.id, finance_key_id, start=start, now=now, billing_run=billing_run)
+    await story.play(personas)
     return {
         "tenant_id": tenant.id,
         "admin_key_id": keys[Scope.ADMIN][0].id,

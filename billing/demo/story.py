@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from billing.core import outbox
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
 from billing.customers.schemas import CustomerCreate, CustomerPatch
@@ -29,15 +28,14 @@ from billing.invoicing import invoices, periods
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.finalize import void_draft_events
 from billing.invoicing.models import Invoice, Subscription
-from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import SubscriptionCreate
 from billing.invoicing.subscriptions import cancel_subscription, create_subscription, get_subscription
 from billing.metering.ingest import MAX_BATCH, ingest
-from billing.notifications.dispatch import dispatch_notifications
-from billing.webhooks.dispatcher import deliver_all
 
 DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
 Action = Callable[[datetime], Awaitable[None]]
+# ``POST /v1/billing/run`` for one tenant at a time, as the composition root builds it.
+BillingRun = Callable[[AppContext, datetime, str], Awaitable[object]]
 
 
 class DemoError(RuntimeError):
@@ -46,9 +44,17 @@ class DemoError(RuntimeError):
 
 class Story:
     def __init__(
-        self, ctx: AppContext, tenant_id: str, finance_key_id: str, *, start: datetime, now: datetime
+        self,
+        ctx: AppContext,
+        tenant_id: str,
+        finance_key_id: str,
+        *,
+        start: datetime,
+        now: datetime,
+        billing_run: BillingRun,
     ) -> None:
         self.clock = FrozenClock(start)
+        self.billing_run = billing_run
         self.ctx = replace(ctx, clock=self.clock)
         self.tenant_id = tenant_id
         self.finance_key_id = finance_key_id
@@ -88,11 +94,7 @@ class Story:
             await self._bill(at)
 
     async def _bill(self, at: datetime) -> None:
-        """In the order of ``POST /v1/billing/run``."""
-        await run_billing(self.ctx, at=at, tenant_id=self.tenant_id)
-        await outbox.dispatch_all(self.ctx, at=at)
-        await dispatch_notifications(self.ctx, at=at)
-        await deliver_all(self.ctx, at=at, tenant_id=self.tenant_id)
+        await self.billing_run(self.ctx, at, self.tenant_id)
 
     async def _billing_due(self, at: datetime) -> bool:
         """Whether the billing run has anything to do at ``at``. On most days it has not, and

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
 from billing.core.outbox import Message
-from billing.core.scheduler import tick
 from billing.customers.models import Customer
 from billing.dunning.policy import get_policy
 from billing.notifications.queue import queue_notification
@@ -82,11 +81,6 @@ def _stored_card(customer: Customer) -> dict[str, Any]:
         "exp_month": customer.card_exp_month,
         "exp_year": customer.card_exp_year,
     }
-
-
-@tick("card_scan", every_seconds=3600)
-async def card_scan_tick(ctx: AppContext) -> None:
-    await scan_expiring_cards(ctx, at=ctx.clock.now())
 
 
 async def on_card_removed(ctx: AppContext, message: Message) -> None:

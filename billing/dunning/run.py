@@ -15,11 +15,9 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
-from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows, finish_claim
 from billing.core.outbox import Message
-from billing.core.scheduler import tick
 from billing.dunning import cases
 from billing.dunning.cards import on_card_expiring, on_card_removed
 from billing.dunning.decide import at_waiting_slot
@@ -70,7 +68,7 @@ async def handle(ctx: AppContext, message: Message) -> None:
     await HANDLERS[message.topic](ctx, message)
 
 
-outbox.register_consumer("dunning", set(HANDLERS), handle)
+TOPICS = frozenset(HANDLERS)
 
 
 async def run_dunning(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
@@ -136,8 +134,3 @@ async def _attempted(ctx: AppContext, invoice_id: str, reason: str) -> bool:
     async with ctx.database.read() as session:
         query = sa.select(Payment.id).where(Payment.invoice_id == invoice_id, Payment.reason == reason)
         return (await session.scalar(query.limit(1))) is not None
-
-
-@tick("dunning", every_seconds=60)
-async def dunning_tick(ctx: AppContext) -> None:
-    await run_dunning(ctx, at=ctx.clock.now())

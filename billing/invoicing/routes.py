@@ -10,19 +10,13 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.core import outbox
-from billing.core.clock import ensure_utc
 from billing.core.context import AppContext
-from billing.core.errors import ValidationFailed
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.service import get_customer
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.models import Subscription
-from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import (
-    BillingRunIn,
-    BillingRunOut,
     CancelIn,
     InvoiceOut,
     PlanCreate,
@@ -33,10 +27,8 @@ from billing.invoicing.schemas import (
 )
 from billing.invoicing.upcoming import upcoming_invoice
 from billing.metering.usage_routes import timestamp_param
-from billing.notifications.dispatch import dispatch_notifications
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.web.dependencies import Caller, Ctx
-from billing.webhooks.dispatcher import deliver_all
 
 CustomerFilter = Annotated[
     str | None, QueryParameter(max_length=128, description="Customer id or external_id")
@@ -258,22 +250,3 @@ class UpcomingInvoiceController(Controller):
         async with ctx.database.read() as session:
             customer = await get_customer(session, principal.tenant_id, customer_id)
             return await upcoming_invoice(session, customer, ctx.clock.now())
-
-
-class BillingRunController(Controller):
-    path = "/billing/run"
-    tags = ["Invoices"]
-
-    @post(opt=scopes(ADMIN), status_code=200, summary="Do all billing work due by `at` (default now)")
-    async def run(self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn]) -> BillingRunOut:
-        now = ctx.clock.now()
-        at = ensure_utc(data.at) if data.at else now
-        if at > now and not ctx.settings.allow_time_travel:
-            raise ValidationFailed.field(
-                "at", "is in the future; set BILLING_ALLOW_TIME_TRAVEL=1 to allow it"
-            )
-        result = await run_billing(ctx, at=at, tenant_id=principal.tenant_id, actor=_actor(principal))
-        await outbox.dispatch_all(ctx, at=at)
-        await dispatch_notifications(ctx, at=at)
-        await deliver_all(ctx, at=at, tenant_id=principal.tenant_id)
-        return result

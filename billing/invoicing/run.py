@@ -1,9 +1,10 @@
-"""The billing run: all invoicing work due by ``at``, for one tenant or all of them.
+"""Invoicing's share of the billing run, due by ``at`` for one tenant or all of them: periods
+closed into drafts, drafts recomputed after late usage, drafts finalized after their grace period.
 
-Called by ``POST /v1/billing/run`` and by the scheduler every minute. Work is claimed by locking
-the subscription rows it concerns (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer
-at a time), so replicas running it together share the work and never do any of it twice; what
-is already done is no longer due, so running it again changes nothing.
+``billing.jobs`` runs these steps from the scheduler and from ``POST /v1/billing/run``. Work is
+claimed by locking the subscription rows it concerns (FOR UPDATE SKIP LOCKED on PostgreSQL;
+SQLite has one writer at a time), so replicas running it together share the work and never do
+any of it twice; what is already done is no longer due, so running it again changes nothing.
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
-from billing.core.scheduler import tick
-from billing.dunning.cards import scan_expiring_cards
-from billing.dunning.run import run_dunning
 from billing.invoicing.close import close_periods
 from billing.invoicing.finalize import finalize
 from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import recompute
 from billing.invoicing.run_tallies import RunTallies
-from billing.invoicing.schemas import BillingRunOut
-from billing.payments.charge import charge_due
-from billing.payments.reconcile import reconcile_due
 from billing.tenants.models import Tenant
 
 BATCH = 5000
@@ -37,26 +32,19 @@ log = structlog.get_logger("billing.invoicing.run")
 FAILURES = Counter("billing_run_failures_total", "Billing work that failed and was left for the next run")
 
 
-async def run_billing(
+async def close_due(
     ctx: AppContext, *, at: datetime, tenant_id: str | None = None, actor: str = SCHEDULER
-) -> BillingRunOut:
-    created = await _in_batches(ctx, Subscription.next_period_end <= at, tenant_id, _closer(at, actor))
-    recomputed = await _in_batches(
+) -> int:
+    """Close every period that has ended by ``at`` into a draft; return how many drafts."""
+    return await _in_batches(ctx, Subscription.next_period_end <= at, tenant_id, _closer(at, actor))
+
+
+async def recompute_due(
+    ctx: AppContext, *, at: datetime, tenant_id: str | None = None, actor: str = SCHEDULER
+) -> int:
+    """Recompute the drafts of subscriptions that received late usage; return how many."""
+    return await _in_batches(
         ctx, Subscription.usage_changed_at.is_not(None), tenant_id, _recomputer(at, actor)
-    )
-    finalized = await _finalize_due(ctx, at, tenant_id, actor)
-    reconciled = await reconcile_due(ctx, at=at, tenant_id=tenant_id)
-    charged = await charge_due(ctx, at=at, tenant_id=tenant_id)
-    dunning = await run_dunning(ctx, at=at, tenant_id=tenant_id)
-    await scan_expiring_cards(ctx, at=at, tenant_id=tenant_id)
-    return BillingRunOut(
-        at=at,
-        invoices_created=created,
-        drafts_recomputed=recomputed,
-        invoices_finalized=finalized,
-        payments_attempted=charged,
-        payments_reconciled=reconciled,
-        dunning_steps=dunning,
     )
 
 
@@ -143,7 +131,9 @@ async def _one_by_one(
     return done, after
 
 
-async def _finalize_due(ctx: AppContext, at: datetime, tenant_id: str | None, actor: str) -> int:
+async def finalize_due(
+    ctx: AppContext, *, at: datetime, tenant_id: str | None = None, actor: str = SCHEDULER
+) -> int:
     """Finalize drafts whose grace period has passed, one transaction each (the number sequence
     is locked only for that long). One that fails is logged, counted and left for the next run."""
     done = 0
@@ -172,8 +162,3 @@ async def _finalize_due(ctx: AppContext, at: datetime, tenant_id: str | None, ac
                 log.exception("finalizing an invoice failed; left as a draft", invoice=invoice_id)
                 FAILURES.inc()
                 failed.add(invoice_id)
-
-
-@tick("billing", every_seconds=60)
-async def billing_tick(ctx: AppContext) -> None:
-    await run_billing(ctx, at=ctx.clock.now())

@@ -157,17 +157,3 @@ class InvoiceOut(msgspec.Struct):
     payments: list[PaymentOut]
     refunds: list[RefundOut]
     object: str = "invoice"
-
-
-class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True):
-    at: AwareDateTime | None = None
-
-
-class BillingRunOut(msgspec.Struct):
-    at: datetime
-    invoices_created: int
-    drafts_recomputed: int
-    invoices_finalized: int
-    payments_attempted: int
-    payments_reconciled: int
-    dunning_steps: int

@@ -26,7 +26,6 @@ from prometheus_client import Counter
 
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows
-from billing.core.scheduler import tick
 from billing.notifications.delivery import DeliveryError, Transport, build_email, open_transport
 from billing.notifications.models import FAILED, QUEUED, SENT, Notification
 
@@ -67,11 +66,6 @@ async def dispatch_notifications(ctx: AppContext, *, at: datetime | None = None)
     finally:
         for transport in transports:
             await transport.close()
-
-
-@tick("notifications", every_seconds=10)
-async def notifications_tick(ctx: AppContext) -> None:
-    await dispatch_notifications(ctx)
 
 
 async def _dispatch_batch(ctx: AppContext, now: datetime, transports: list[Transport]) -> tuple[int, int]:

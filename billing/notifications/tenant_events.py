@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from billing.core.clock import format_timestamp
 from billing.core.context import AppContext
-from billing.core.outbox import Message, register_consumer
+from billing.core.outbox import Message
 from billing.notifications.queue import queue_tenant_notification
 
 CONSUMER = "notifications"
 ENDPOINT_DISABLED = "webhook_endpoint.disabled"
+TOPICS = frozenset({ENDPOINT_DISABLED})
 
 
 async def on_endpoint_disabled(ctx: AppContext, message: Message) -> None:
@@ -25,6 +26,3 @@ async def on_endpoint_disabled(ctx: AppContext, message: Message) -> None:
             data={**message.payload, "disabled_at": disabled_at},
             at=ctx.clock.now(),
         )
-
-
-register_consumer(CONSUMER, {ENDPOINT_DISABLED}, on_endpoint_disabled)

@@ -19,7 +19,6 @@ from prometheus_client import Counter
 
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows
-from billing.core.scheduler import tick
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import call_lease, record_outcome
 from billing.payments.charge import call_provider
@@ -149,15 +148,3 @@ async def flag_stale(ctx: AppContext, *, at: datetime) -> int:
         FLAGGED.labels(kind).inc(len(ids))
         flagged += len(ids)
     return flagged
-
-
-@tick("payments", every_seconds=60)
-async def payments_tick(ctx: AppContext) -> None:
-    """Charges due outside a billing run (a replica that missed it) are made by the billing tick;
-    this one resolves what is pending."""
-    await reconcile_due(ctx, at=ctx.clock.now())
-
-
-@tick("payments_sweep", every_seconds=3600)
-async def sweep_tick(ctx: AppContext) -> None:
-    await flag_stale(ctx, at=ctx.clock.now())

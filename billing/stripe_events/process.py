@@ -16,7 +16,6 @@ import structlog
 
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows, finish_claim
-from billing.core.scheduler import tick
 from billing.stripe_events.handlers import HANDLERS, StoredEvent, Unprocessable
 from billing.stripe_events.metrics import LAG
 from billing.stripe_events.metrics import PROCESSED as PROCESSED_TOTAL
@@ -141,7 +140,9 @@ def _seconds_since(then: datetime, now: datetime) -> float:
     return max((now - then).total_seconds(), 0.0)
 
 
-@tick("stripe_events", every_seconds=5)
-async def process_all(ctx: AppContext) -> None:
-    while await process_due(ctx) == CLAIM_BATCH:
-        pass
+async def process_all(ctx: AppContext) -> int:
+    """Process every stored event that is due; return how many were handled."""
+    done = 0
+    while (count := await process_due(ctx)) == CLAIM_BATCH:
+        done += count
+    return done + count

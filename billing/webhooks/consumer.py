@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.context import AppContext
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
-from billing.core.outbox import Message, register_consumer
+from billing.core.outbox import Message
 from billing.customers.models import Customer
 from billing.dunning.summary import customers_out
 from billing.invoicing.invoices import invoices_out
@@ -35,7 +35,6 @@ from billing.webhooks.events import (
     DUNNING_CUSTOMER_TOPICS,
     DUNNING_INVOICE_TOPICS,
     INVOICE_TOPICS,
-    TOPICS,
     subscribed,
 )
 from billing.webhooks.models import PENDING, WebhookDelivery, WebhookEndpoint
@@ -144,6 +143,3 @@ async def _customer(session: AsyncSession, tenant_id: str, customer_id: object) 
     if customer is None or customer.tenant_id != tenant_id:
         return None
     return (await customers_out(session, [customer]))[0]
-
-
-register_consumer(CONSUMER, set(TOPICS), handle)

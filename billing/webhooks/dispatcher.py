@@ -22,13 +22,11 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-import billing.webhooks.consumer  # noqa: F401 (registers the outbox consumer wherever deliveries go out)
 from billing.core import outbox
 from billing.core.clock import monotonic_ns, wall_time_ns
 from billing.core.context import AppContext
 from billing.core.crypto import SecretDecryptionError
 from billing.core.db.claims import claim_rows, finish_claim
-from billing.core.scheduler import tick
 from billing.webhooks import backoff, metrics, signing
 from billing.webhooks.endpoints import set_enabled, signing_secrets
 from billing.webhooks.events import ENDPOINT_DISABLED
@@ -104,14 +102,15 @@ async def deliver_due(
     return len(rows)
 
 
-@tick("webhooks", every_seconds=5)
-async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id: str | None = None) -> None:
+async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id: str | None = None) -> int:
     """Everything due by ``at``; what fails now waits at least 10 s, so this loop ends.
 
     A batch may be short of CLAIM_BATCH while more is due (the per-endpoint cap), so only an
     empty claim ends it."""
-    while await deliver_due(ctx, at=at, tenant_id=tenant_id):
-        pass
+    delivered = 0
+    while count := await deliver_due(ctx, at=at, tenant_id=tenant_id):
+        delivered += count
+    return delivered
 
 
 def _client() -> httpx.AsyncClient:

@@ -1,6 +1,7 @@
 """Run by the crash tests as ``python -m tests.crash.driver <at> <tenant id>``: what
-``POST /v1/billing/run {"at": at}`` does for that tenant (the billing run, then the outbox, the
-queued emails and the webhook deliveries), in a process of its own whose clock stands at ``at``.
+``POST /v1/billing/run {"at": at}`` does for that tenant (every job of ``billing.jobs``: the
+invoices, the charges, then the outbox, the queued emails and the webhook deliveries), in a
+process of its own whose clock stands at ``at``.
 
 A test kills it mid-dispatch and starts it again at a later ``at``. ``billing serve`` would do the
 same work, but it claims webhook deliveries on the wall clock, so the claims of a killed server
@@ -13,15 +14,11 @@ import asyncio
 import sys
 from datetime import datetime
 
-import billing.app  # noqa: F401 (registers every outbox consumer, as ``billing serve`` does)
-from billing.core import outbox
+from billing import jobs
 from billing.core.clock import FrozenClock, parse_timestamp
 from billing.core.context import AppContext
 from billing.core.logs import configure_logging
 from billing.core.settings import Settings
-from billing.invoicing.run import run_billing
-from billing.notifications.dispatch import dispatch_notifications
-from billing.webhooks.dispatcher import deliver_all
 
 
 async def main(at: datetime, tenant_id: str) -> None:
@@ -29,10 +26,7 @@ async def main(at: datetime, tenant_id: str) -> None:
     configure_logging(settings.log_level, settings.log_format)
     ctx = AppContext.create(settings, clock=FrozenClock(at))
     try:
-        await run_billing(ctx, at=at, tenant_id=tenant_id)
-        await outbox.dispatch_all(ctx, at=at)
-        await dispatch_notifications(ctx, at=at)
-        await deliver_all(ctx, at=at, tenant_id=tenant_id)
+        await jobs.billing_run(ctx, at, tenant_id)
     finally:
         await ctx.close()
 

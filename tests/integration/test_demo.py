@@ -12,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing import demo
+from billing import demo, jobs
 from billing.core.context import AppContext
 from billing.customers.models import Customer
 from billing.demo.roster import MIN_CUSTOMERS
@@ -51,7 +51,7 @@ async def row_counts(ctx: AppContext) -> dict[str, int]:
 async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_second_run_adds_nothing(
     ctx: AppContext, client: httpx.AsyncClient
 ) -> None:
-    info = await demo.ensure(ctx)
+    info = await demo.ensure(ctx, billing_run=jobs.billing_run)
     assert info["created"] is True
     admin, finance = info["admin_key"], info["finance_key"]
 
@@ -90,7 +90,7 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
     saved = ctx.settings.data_dir / demo.DEMO_TENANT_FILE
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     before = await row_counts(ctx)
-    again = await demo.ensure(ctx)
+    again = await demo.ensure(ctx, billing_run=jobs.billing_run)
     assert again == info | {"created": False}
     assert await row_counts(ctx) == before
 
@@ -106,7 +106,7 @@ async def test_a_saved_demo_whose_key_no_longer_works_is_built_again(
     async with ctx.database.transaction() as session:
         await service.revoke_api_key(session, old.key_ids[Scope.FINANCE], now=ctx.clock.now())
 
-    new = await demo.ensure(ctx, customers=MIN_CUSTOMERS)
+    new = await demo.ensure(ctx, billing_run=jobs.billing_run, customers=MIN_CUSTOMERS)
     assert new["created"] is True and new["tenant_id"] != old.id
     assert json.loads(saved.read_text()) == {k: v for k, v in new.items() if k != "created"}
     response = await client.get("/v1/tenant", headers=bearer(new["admin_key"]))

@@ -8,7 +8,7 @@ import csv
 import dataclasses
 import io
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +16,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from billing import jobs
 from billing.app import create_app
 from billing.core import outbox
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
 from billing.core.settings import Settings
-from billing.invoicing.run import run_billing
 from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.test_auth import assert_problem
@@ -460,8 +460,8 @@ async def test_the_scheduler_records_itself_as_the_actor(
     client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext
 ) -> None:
     await setup(client, tenant, ["c1"], starts_at="2026-10-01T00:00:00Z", base_fee=1000)
-    result = await run_billing(ctx, at=datetime(2026, 11, 2, tzinfo=UTC))
-    assert (result.invoices_created, result.invoices_finalized) == (1, 1)
+    done = await jobs.run_jobs(ctx, jobs.Run(at=datetime(2026, 11, 2, tzinfo=UTC)))
+    assert (done["close_periods"], done["finalize_drafts"]) == (1, 1)
     (invoice,) = await listed(client, tenant)
     transitions = [(t["status"], t["actor"], t["at"]) for t in invoice["status_transitions"]]
     assert transitions == [
@@ -583,29 +583,17 @@ async def test_csv_amounts_use_the_currency_exponent(
 # Outbox
 
 
-@pytest.fixture
-def consumer() -> Iterator[None]:
-    async def handler(_ctx: AppContext, _message: outbox.Message) -> None:
-        return None
-
-    outbox.register_consumer("test", {"*"}, handler)
-    try:
-        yield
-    finally:
-        outbox.unregister_consumer("test")
-
-
 async def outbox_rows(ctx: AppContext) -> Counter[tuple[str, str]]:
     table = outbox.OutboxEvent.__table__
     async with ctx.database.read() as session:
         rows = await session.execute(
-            sa.select(table.c.topic, table.c.payload).where(table.c.consumer == "test")
+            sa.select(table.c.topic, table.c.payload).where(table.c.consumer == outbox.FAN_OUT)
         )
         return Counter((row.topic, row.payload["invoice_id"]) for row in rows)
 
 
 async def test_status_changes_are_written_to_the_outbox(
-    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext, consumer: None
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext
 ) -> None:
     await setup(client, tenant, ["c1", "c2"], starts_at="2026-10-01T00:00:00Z", base_fee=1000)
     await call(client, tenant, "/v1/customers", {"external_id": "zero"}, status=201)
@@ -633,7 +621,9 @@ async def test_status_changes_are_written_to_the_outbox(
     table = outbox.OutboxEvent.__table__
     async with ctx.database.read() as session:
         rows = await session.execute(
-            sa.select(table.c.payload).where(table.c.consumer == "test", table.c.topic == "invoice.paid")
+            sa.select(table.c.payload).where(
+                table.c.consumer == outbox.FAN_OUT, table.c.topic == "invoice.paid"
+            )
         )
         (paid,) = [row.payload for row in rows]
     assert (paid["status"], paid["total"], paid["amount_due"]) == ("paid", 0, 0)
@@ -701,9 +691,10 @@ async def test_concurrent_billing_runs_do_each_piece_of_work_once(
     customers = [f"c{n:02d}" for n in range(30)]
     await setup(client, tenant, customers, starts_at="2026-09-01T00:00:00Z", base_fee=1000)
     at = datetime(2026, 11, 2, tzinfo=UTC)
-    results = await asyncio.gather(run_billing(ctx, at=at), run_billing(ctx, at=at))
-    assert sum(r.invoices_created for r in results) == 60
-    assert sum(r.invoices_finalized for r in results) == 60
+    run = jobs.Run(at=at)
+    results = await asyncio.gather(jobs.run_jobs(ctx, run), jobs.run_jobs(ctx, run))
+    assert sum(r["close_periods"] for r in results) == 60
+    assert sum(r["finalize_drafts"] for r in results) == 60
     everything = await listed(client, tenant)
     assert len(everything) == 60
     per_period = Counter((i["subscription"], i["period_start"]) for i in everything)

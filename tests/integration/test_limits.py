@@ -14,7 +14,7 @@ import pytest
 from litestar import Litestar
 from prometheus_client import REGISTRY
 
-from billing.core import outbox
+from billing import jobs
 from billing.core.context import AppContext
 from billing.metering.event_routes import BATCH_BODY_LIMIT
 from billing.metering.ingest import MAX_BATCH
@@ -211,7 +211,7 @@ async def test_a_slow_endpoint_holds_at_most_4_deliveries_while_another_endpoint
         )
         for _ in range(10):
             await card_event(ctx, tenant.id, customer["id"])
-        await outbox.dispatch_all(ctx)  # ten deliveries queued for the slow endpoint alone
+        await jobs.dispatch_outbox(ctx)  # ten deliveries queued for the slow endpoint alone
         fast_endpoint = await call(
             client, tenant, "/v1/webhook-endpoints", {"url": fast.url, "events": events}, status=201
         )

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from billing import jobs
 from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.ids import new_id
-from billing.core.scheduler import registered_ticks
 from billing.customers import service as customers
 from billing.customers.models import Customer
 from billing.customers.schemas import CustomerCreate
@@ -617,7 +617,8 @@ async def test_a_disabled_webhook_endpoint_emails_the_tenant_once(
             payload=payload,
             now=ctx.clock.now(),
         )
-    consumer = next(c for c in outbox.consumers_of("webhook_endpoint.disabled") if c.name == "notifications")
+    (consumer,) = [c for c in jobs.CONSUMERS if c.name == "notifications"]
+    assert await outbox.fan_out(ctx, jobs.CONSUMERS) == 1
     assert await outbox.dispatch(ctx, consumer) == 1
     message = outbox.Message(
         event_id, scene.tenant.id, "webhook_endpoint.disabled", payload, ctx.clock.now(), 2
@@ -745,4 +746,4 @@ async def test_the_preview_of_an_unknown_kind_is_404_and_needs_a_reading_scope(
 
 
 def test_the_dispatcher_runs_as_a_tick() -> None:
-    assert "notifications" in {t.name for t in registered_ticks()}
+    assert "notifications" in {t.name for t in jobs.ticks()}

@@ -1,10 +1,11 @@
-"""The outbox: fan-out at emit time, claimed dispatch, backoff, failure and exactly-once handling."""
+"""The outbox: one row per event, fan-out to the listed consumers, claimed dispatch, backoff,
+failure and exactly-once handling."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -12,21 +13,22 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from billing import jobs
 from billing.core import outbox
 from billing.core.context import AppContext
 from billing.core.outbox import (
     CLAIM_BATCH,
+    FAN_OUT,
     LEASE,
     MAX_ATTEMPTS,
     Consumer,
     Message,
-    dispatch,
+    dispatch_all,
     emit,
-    register_consumer,
+    fan_out,
     retry_delay,
-    unregister_consumer,
 )
-from billing.core.scheduler import registered_ticks, run_tick
+from billing.core.scheduler import run_tick
 from billing.core.settings import Settings
 from tests.conftest import TenantHandle
 
@@ -42,6 +44,7 @@ class Recorder:
     messages: list[Message] = field(default_factory=list)
     contexts: list[AppContext] = field(default_factory=list)
     fail_with: Callable[[Message], Exception | None] = lambda _message: None
+    handler: Callable[[AppContext, Message], Any] | None = None
 
     async def __call__(self, ctx: AppContext, message: Message) -> None:
         self.messages.append(message)
@@ -53,20 +56,21 @@ class Recorder:
 
     @property
     def consumer(self) -> Consumer:
-        return next(c for c in outbox.consumers_of(TOPIC) if c.name == self.name)
+        return Consumer(self.name, frozenset({TOPIC}), self.handler or self)
 
     def calls_per_event(self) -> Counter[str]:
         return Counter(m.event_id for m in self.messages)
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    handler = Recorder("test_outbox")
-    register_consumer(handler.name, {TOPIC}, handler)
-    try:
-        yield handler
-    finally:
-        unregister_consumer(handler.name)
+def recorder() -> Recorder:
+    return Recorder("test_outbox")
+
+
+async def dispatch(ctx: AppContext, consumer: Consumer, **kwargs: Any) -> int:
+    """Fan out what was emitted to ``consumer``, then handle one batch of its rows."""
+    await fan_out(ctx, [consumer])
+    return await outbox.dispatch(ctx, consumer, **kwargs)
 
 
 async def emit_events(ctx: AppContext, tenant_id: str, count: int, topic: str = TOPIC) -> list[str]:
@@ -88,48 +92,66 @@ async def rows_of(ctx: AppContext, consumer: str | None = None) -> list[sa.Row[A
 # --- emit ------------------------------------------------------------------------------------------
 
 
-async def test_emit_writes_one_row_per_subscribed_consumer_only(
+async def test_emit_writes_one_row_per_event_and_fan_out_copies_it_to_subscribed_consumers_only(
     ctx: AppContext, tenant: TenantHandle
 ) -> None:
     async def ignore(_ctx: AppContext, _message: Message) -> None:
         return None
 
-    register_consumer("test_orders", {TOPIC}, ignore)
-    register_consumer("test_everything", {"*"}, ignore)
-    register_consumer("test_refunds", {"test.refund_issued"}, ignore)
-    try:
-        async with ctx.database.transaction() as session:
-            event_id = await emit(
-                session, tenant_id=tenant.id, topic=TOPIC, payload={"order": 7}, now=ctx.clock.now()
-            )
-            unsubscribed_id = await emit(
-                session, tenant_id=tenant.id, topic="test.nobody_listens", payload={}, now=ctx.clock.now()
-            )
-            expected_for_topic = {c.name for c in outbox.consumers_of(TOPIC)}
-            expected_for_unsubscribed = {c.name for c in outbox.consumers_of("test.nobody_listens")}
-    finally:
-        for name in ("test_orders", "test_everything", "test_refunds"):
-            unregister_consumer(name)
+    orders = Consumer("test_orders", frozenset({TOPIC}), ignore)
+    everything = Consumer("test_everything", frozenset({"*"}), ignore)
+    refunds = Consumer("test_refunds", frozenset({"test.refund_issued"}), ignore)
+    async with ctx.database.transaction() as session:
+        event_id = await emit(
+            session, tenant_id=tenant.id, topic=TOPIC, payload={"order": 7}, now=ctx.clock.now()
+        )
+        unsubscribed_id = await emit(
+            session, tenant_id=tenant.id, topic="test.nobody_listens", payload={}, now=ctx.clock.now()
+        )
+    emitted = await rows_of(ctx)
+    assert [(r.event_id, r.consumer, r.processed_at) for r in emitted] == [
+        (event_id, FAN_OUT, None),
+        (unsubscribed_id, FAN_OUT, None),
+    ]
 
+    assert await fan_out(ctx, [orders, everything, refunds]) == 2
     rows = await rows_of(ctx)
     for_event = [r for r in rows if r.event_id == event_id]
-    assert sorted(r.consumer for r in for_event) == sorted(expected_for_topic)
-    assert {"test_orders", "test_everything"} <= expected_for_topic
-    assert "test_refunds" not in expected_for_topic
+    assert sorted(r.consumer for r in for_event) == sorted([FAN_OUT, "test_orders", "test_everything"])
     assert all(
         r.topic == TOPIC
         and r.payload == {"order": 7}
         and r.tenant_id == tenant.id
         and r.attempts == 0
         and r.created_at == r.available_at == ctx.clock.now()
-        and r.processed_at is None
         and r.claimed_by is None
         for r in for_event
     )
+    copies = [r for r in for_event if r.consumer != FAN_OUT]
+    assert all(r.processed_at is None for r in copies)
+    assert [r.processed_at for r in for_event if r.consumer == FAN_OUT] == [ctx.clock.now()]
     unsubscribed = [r for r in rows if r.event_id == unsubscribed_id]
-    assert sorted(r.consumer for r in unsubscribed) == sorted(expected_for_unsubscribed)
-    assert "test_orders" not in expected_for_unsubscribed
-    assert "test_refunds" not in expected_for_unsubscribed
+    assert sorted(r.consumer for r in unsubscribed) == sorted([FAN_OUT, "test_everything"])
+
+    assert await fan_out(ctx, [orders, everything, refunds]) == 0  # each event is fanned out once
+    assert len(await rows_of(ctx)) == len(rows)
+
+
+async def test_every_process_fans_out_to_the_consumers_of_the_composition_root(
+    ctx: AppContext, tenant: TenantHandle
+) -> None:
+    async with ctx.database.transaction() as session:
+        await emit(
+            session,
+            tenant_id=tenant.id,
+            topic="invoice.paid",
+            payload={"invoice_id": "in_1"},
+            now=ctx.clock.now(),
+        )
+    await fan_out(ctx, jobs.CONSUMERS)
+    consumers = {r.consumer for r in await rows_of(ctx)} - {FAN_OUT}
+    assert consumers == {c.name for c in jobs.CONSUMERS if "invoice.paid" in c.topics}
+    assert {"dunning", "webhooks"} <= consumers
 
 
 async def test_emit_for_a_topic_nobody_subscribes_to_writes_no_row_for_our_consumer(
@@ -138,11 +160,10 @@ async def test_emit_for_a_topic_nobody_subscribes_to_writes_no_row_for_our_consu
     topic = "test.topic_without_consumers"
     await emit_events(ctx, tenant.id, 2, topic=topic)
 
-    rows = await rows_of(ctx)
-    assert [r for r in rows if r.consumer == recorder.name] == []
-    # Only wildcard consumers (if any are registered by the app) get a row.
-    assert sorted(r.consumer for r in rows) == sorted(2 * [c.name for c in outbox.consumers_of(topic)])
     assert await dispatch(ctx, recorder.consumer) == 0
+    rows = await rows_of(ctx)
+    assert [r.consumer for r in rows] == [FAN_OUT, FAN_OUT]
+    assert all(r.processed_at == ctx.clock.now() for r in rows)
 
 
 async def test_nothing_is_emitted_when_the_transaction_rolls_back(
@@ -307,7 +328,7 @@ async def test_a_handler_that_outlives_its_lease_cannot_overwrite_the_new_claime
             assert await dispatch(handler_ctx, recorder.consumer) == 1
             raise RuntimeError("too late")
 
-    register_consumer(recorder.name, {TOPIC}, slow_then_fail)
+    recorder.handler = slow_then_fail
     await emit_events(ctx, tenant.id, 1)
 
     assert await dispatch(ctx, recorder.consumer) == 1
@@ -320,20 +341,26 @@ async def test_a_handler_that_outlives_its_lease_cannot_overwrite_the_new_claime
     assert row.claimed_by is None
 
 
-async def test_outbox_tick_drains_every_batch_of_every_consumer(
+async def test_dispatch_all_drains_every_batch_of_every_consumer(
     ctx: AppContext, tenant: TenantHandle, recorder: Recorder
 ) -> None:
     other = Recorder("test_outbox_other")
-    register_consumer(other.name, {TOPIC}, other)
-    try:
-        events = await emit_events(ctx, tenant.id, CLAIM_BATCH + 5)
-        [outbox_tick] = [t for t in registered_ticks() if t.name == "outbox"]
-        assert await run_tick(ctx, outbox_tick) is True
-    finally:
-        unregister_consumer(other.name)
+    events = await emit_events(ctx, tenant.id, CLAIM_BATCH + 5)
+    assert await dispatch_all(ctx, [recorder.consumer, other.consumer]) == 2 * (CLAIM_BATCH + 5)
 
     assert recorder.calls_per_event() == dict.fromkeys(events, 1)
     assert other.calls_per_event() == dict.fromkeys(events, 1)
+
+
+async def test_the_outbox_tick_dispatches_for_the_composition_roots_consumers(
+    ctx: AppContext, tenant: TenantHandle, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "CONSUMERS", (*jobs.CONSUMERS, recorder.consumer))
+    events = await emit_events(ctx, tenant.id, 3)
+    [outbox_tick] = [t for t in jobs.ticks() if t.name == "outbox"]
+    assert outbox_tick.every_seconds == 5
+    assert await run_tick(ctx, outbox_tick) is True
+    assert recorder.calls_per_event() == dict.fromkeys(events, 1)
 
 
 # --- two dispatchers -----------------------------------------------------------------------------

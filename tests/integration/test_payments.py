@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from billing.core import outbox
+from billing import jobs
 from billing.core.context import AppContext
 from billing.core.outbox import Message
 from billing.payments.failures import record_webhook_failure
 from billing.web.auth import Scope
-from tests.conftest import TenantHandle, subscribe
+from tests.conftest import TenantHandle, listening, subscribe
 from tests.integration.test_auth import assert_problem
 from tests.integration.test_invoice_lifecycle import call, run
 
@@ -46,14 +46,8 @@ async def open_invoice(
 @pytest.fixture
 def topics() -> Iterator[list[Message]]:
     """The payment outcomes queued for consumers (dunning, webhooks), in order."""
-    seen: list[Message] = []
-
-    async def handle(ctx: AppContext, message: Message) -> None:
-        seen.append(message)
-
-    outbox.register_consumer("test_payments", {"invoice.paid", "invoice.payment_failed"}, handle)
-    yield seen
-    outbox.unregister_consumer("test_payments")
+    with listening({"invoice.paid", "invoice.payment_failed"}) as seen:
+        yield seen
 
 
 async def test_a_finalized_invoice_is_charged_once_and_paid(
@@ -70,7 +64,7 @@ async def test_a_finalized_invoice_is_charged_once_and_paid(
     again = await run(client, tenant, "2026-11-03T00:00:00Z")
     assert again["payments_attempted"] == 0
     assert len((await call(client, tenant, f"/v1/invoices/{invoice['id']}", method="GET"))["payments"]) == 1
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert [(m.topic, m.payload["invoice_id"]) for m in topics] == [("invoice.paid", invoice["id"])]
 
 
@@ -111,7 +105,7 @@ async def test_a_failed_charge_is_recorded_with_its_class_and_handed_to_dunning(
         decline_code,
     )
     assert payment["decline_type"] == (failure_class if failure_class != "action_required" else None)
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     (message,) = topics
     assert message.topic == "invoice.payment_failed"
     assert message.payload["invoice_id"] == invoice["id"] and message.payload["source"] == "charge"
@@ -136,7 +130,7 @@ async def test_pay_charges_the_next_attempt_after_the_card_is_replaced(
     assert paid["payments"][2]["payment_method"] == "pm_card_visa"
     response = await client.post(f"/v1/invoices/{invoice['id']}/pay", headers=tenant.headers())
     assert_problem(response, 409, "invalid_transition")
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert [m.topic for m in topics] == ["invoice.payment_failed"] * 2 + ["invoice.paid"]
 
 
@@ -233,5 +227,5 @@ async def test_a_webhook_failure_and_the_charge_path_record_one_failure_between_
         assert await record_webhook_failure(session, **report) == "already_recorded"
         assert await record_webhook_failure(session, **report | {"invoice_id": "inv_other"}) == "skipped"
         assert await record_webhook_failure(session, **report | {"tenant_id": "ten_other"}) == "skipped"
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert [m.topic for m in topics] == ["invoice.payment_failed"]

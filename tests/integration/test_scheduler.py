@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from billing.core import outbox
+from billing import jobs
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
-from billing.core.scheduler import Scheduler, Tick, registered_ticks, run_tick
+from billing.core.scheduler import Scheduler, Tick, run_tick
 from billing.core.settings import Settings
 from tests.conftest import FROZEN_AT, TEST_SECRET_KEY
 
@@ -114,18 +114,19 @@ async def test_scheduler_runs_its_tick_every_interval_despite_failures_and_stops
     scheduler.shutdown()  # a second shutdown is harmless
 
 
-def test_registered_ticks_include_the_outbox_dispatcher() -> None:
-    ticks = {t.name: t for t in registered_ticks()}
+def test_every_job_is_a_tick_at_its_own_interval() -> None:
+    ticks = {t.name: t for t in jobs.ticks()}
 
-    assert "outbox" in ticks
-    assert ticks["outbox"].run is outbox.outbox_tick
+    assert list(ticks) == [job.name for job in jobs.JOBS]
+    assert {name: tick.every_seconds for name, tick in ticks.items()} == {
+        job.name: job.every_seconds for job in jobs.JOBS
+    }
     assert ticks["outbox"].every_seconds == 5
-    assert [t.name for t in registered_ticks()] == sorted(ticks)
-
-
-async def test_scheduler_without_explicit_ticks_schedules_every_registered_tick(
-    plain_ctx: AppContext,
-) -> None:
-    scheduler = Scheduler(plain_ctx)
-    assert [t.name for t in scheduler.ticks] == [t.name for t in registered_ticks()]
-    assert "outbox" in [t.name for t in scheduler.ticks]
+    assert {
+        "close_periods",
+        "payments_charge",
+        "dunning",
+        "stripe_events",
+        "notifications",
+        "webhooks",
+    } <= set(ticks)

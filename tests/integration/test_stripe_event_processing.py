@@ -12,10 +12,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from billing.core import outbox
+from billing import jobs
 from billing.core.context import AppContext
 from billing.core.outbox import Message
-from billing.core.scheduler import registered_ticks, run_tick
+from billing.core.scheduler import run_tick
 from billing.customers.models import Customer
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import open_attempt
@@ -32,7 +32,7 @@ from billing.stripe_events.process import (
 from billing.tenants.models import Tenant
 from billing.web.auth import Scope
 from tests import stripe_payloads as sp
-from tests.conftest import TenantHandle
+from tests.conftest import TenantHandle, listening
 from tests.integration.test_auth import assert_problem
 from tests.integration.test_payments import open_invoice
 from tests.integration.test_stripe_webhooks import SECRET, send, set_secrets, stored
@@ -45,16 +45,8 @@ CARD_TOPICS = {handlers.TOPIC_EXPIRING, handlers.TOPIC_REMOVED, handlers.TOPIC_U
 @contextmanager
 def recorded_topics(*extra: str) -> Iterator[list[Message]]:
     """What the handlers hand to dunning and outgoing webhooks through the outbox, in order."""
-    seen: list[Message] = []
-
-    async def handle(ctx: AppContext, message: Message) -> None:
-        seen.append(message)
-
-    outbox.register_consumer("test_stripe_events", CARD_TOPICS | set(extra), handle)
-    try:
+    with listening(CARD_TOPICS | set(extra)) as seen:
         yield seen
-    finally:
-        outbox.unregister_consumer("test_stripe_events")
 
 
 @pytest.fixture
@@ -89,7 +81,7 @@ async def receive(client: httpx.AsyncClient, tenant: TenantHandle, evt: dict[str
 async def process_and_dispatch(ctx: AppContext) -> None:
     while await process_due(ctx):
         pass
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
 
 
 async def status_of(client: httpx.AsyncClient, tenant: TenantHandle, stripe_event_id: str) -> dict[str, Any]:
@@ -450,7 +442,7 @@ async def test_a_failing_handler_is_retried_with_backoff_then_failed_then_reproc
         "/v1/stripe-events", headers=stripe_tenant.headers(), params={"status": "failed"}
     )
     assert [e["stripe_event_id"] for e in response.json()["data"]] == [evt["id"]]
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert topics == []
 
     monkeypatch.undo()
@@ -463,7 +455,7 @@ async def test_a_failing_handler_is_retried_with_backoff_then_failed_then_reproc
         1,
         None,
     )
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert [m.topic for m in topics] == ["customer.payment_method_expiring"]
     again = await client.post(f"/v1/stripe-events/{failed['id']}/reprocess", headers=stripe_tenant.headers())
     assert_problem(again, 409, "invalid_transition")
@@ -495,7 +487,7 @@ async def test_a_skipped_event_can_be_reprocessed_once_the_customer_exists(
         f"/v1/stripe-events/{skipped['id']}/reprocess", headers=stripe_tenant.headers()
     )
     assert response.status_code == 200 and response.json()["status"] == "processed"
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert len(topics) == 1
 
 
@@ -545,7 +537,7 @@ async def test_a_processor_that_lost_its_lease_commits_nothing(
     clock.advance(LEASE + timedelta(seconds=1))
     assert await process_due(ctx) == 1  # another replica takes the expired lease and does the work
     await process_row(ctx, slow_row, slow_token)  # the first one wakes up: its effects roll back
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     assert len(topics) == 1
     (row,) = await stored(ctx)
     assert (row.status, row.attempts) == ("processed", 1)
@@ -571,7 +563,7 @@ async def test_events_delivered_out_of_order_are_processed_in_stripe_order(
 async def test_the_scheduler_runs_the_processing_tick(
     client: httpx.AsyncClient, ctx: AppContext, stripe_tenant: TenantHandle
 ) -> None:
-    (processing,) = [t for t in registered_ticks() if t.name == "stripe_events"]
+    (processing,) = [t for t in jobs.ticks() if t.name == "stripe_events"]
     assert processing.every_seconds == 5
     await receive(client, stripe_tenant, sp.event(EXPIRING, sp.card("cus_Nobody")))
     assert await run_tick(ctx, processing) is True
@@ -640,3 +632,25 @@ async def test_one_card_expiring_notice_per_card_and_month_however_often_stripe_
     )
     assert response.status_code == 200, response.text
     assert len(response.json()["data"]) == 2  # 2026-12 once, 2027-12 once
+
+
+async def test_a_billing_run_processes_a_received_event_through_to_its_email(
+    client: httpx.AsyncClient, ctx: AppContext, stripe_tenant: TenantHandle
+) -> None:
+    """With no scheduler and no worker, ``POST /v1/billing/run`` is all the work there is."""
+    await customer(client, stripe_tenant)
+    evt = sp.event(EXPIRING, sp.card("cus_Stripe42", exp_month=12, exp_year=2026))
+    await receive(client, stripe_tenant, evt)
+    assert (await status_of(client, stripe_tenant, evt["id"]))["status"] == "received"
+
+    response = await client.post("/v1/billing/run", headers=stripe_tenant.headers(), json={})
+    assert response.status_code == 200, response.text
+
+    assert (await status_of(client, stripe_tenant, evt["id"]))["status"] == "processed"
+    response = await client.get(
+        "/v1/notifications",
+        headers=stripe_tenant.headers(),
+        params={"customer": "c1", "kind": "card_expiring"},
+    )
+    (email,) = response.json()["data"]
+    assert email["status"] == "sent", email

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
+from billing import jobs
 from billing.core.context import AppContext
 from billing.core.outbox import OutboxEvent
 from billing.stripe_events.models import StripeEvent
@@ -508,9 +509,8 @@ async def test_concurrent_deliveries_of_many_events_are_each_stored_once(
 
 
 async def _dispatch(ctx: AppContext) -> None:
-    from billing.core import outbox
 
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
 
 
 def _broken(error: Exception) -> Any:

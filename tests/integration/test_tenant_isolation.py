@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
-from billing.core import outbox
+from billing import jobs
 from billing.core.context import AppContext
 from billing.core.ids import new_id
 from billing.customers import service as customers
@@ -27,7 +27,6 @@ from billing.dunning.models import DunningCase
 from billing.invoicing import plans, subscriptions
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.models import Invoice, Subscription
-from billing.invoicing.run import run_billing
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import ingest, meters
 from billing.metering.schemas import MeterCreate
@@ -90,7 +89,7 @@ async def _subscription(ctx: AppContext, owner: TenantHandle) -> str:
 
 async def _invoice(ctx: AppContext, owner: TenantHandle) -> str:
     await _customer(ctx, owner)
-    await run_billing(ctx, at=datetime(2026, 11, 1, tzinfo=UTC), tenant_id=owner.id)
+    await jobs.run_jobs(ctx, jobs.Run(at=datetime(2026, 11, 1, tzinfo=UTC), tenant_id=owner.id))
     async with ctx.database.read() as session:
         return (await session.scalars(sa.select(Invoice.id).where(Invoice.tenant_id == owner.id))).one()
 
@@ -106,7 +105,7 @@ async def _payment(ctx: AppContext, owner: TenantHandle) -> str:
         start = datetime(2026, 10, 1, tzinfo=UTC)
         subscription = SubscriptionCreate(customer=customer.id, plan="paid", starts_at=start)
         await subscriptions.create_subscription(session, owner.id, subscription, now=now)
-    await run_billing(ctx, at=datetime(2026, 11, 3, tzinfo=UTC), tenant_id=owner.id)
+    await jobs.run_jobs(ctx, jobs.Run(at=datetime(2026, 11, 3, tzinfo=UTC), tenant_id=owner.id))
     async with ctx.database.read() as session:
         return (await session.scalars(sa.select(Payment.id).where(Payment.tenant_id == owner.id))).one()
 
@@ -114,7 +113,7 @@ async def _payment(ctx: AppContext, owner: TenantHandle) -> str:
 async def _case(ctx: AppContext, owner: TenantHandle) -> str:
     """The dunning case the failed charge of ``_payment`` opened."""
     await _payment(ctx, owner)
-    await outbox.dispatch_all(ctx, at=datetime(2026, 11, 3, tzinfo=UTC))
+    await jobs.dispatch_outbox(ctx, at=datetime(2026, 11, 3, tzinfo=UTC))
     async with ctx.database.read() as session:
         return (
             await session.scalars(sa.select(DunningCase.id).where(DunningCase.tenant_id == owner.id))

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
+from billing import jobs
 from billing.core import outbox
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
@@ -27,7 +28,7 @@ from billing.webhooks import consumer, dispatcher
 from billing.webhooks.backoff import RETRY_WINDOW
 from billing.webhooks.events import ENDPOINT_DISABLED
 from billing.webhooks.models import WebhookDelivery, WebhookEndpoint
-from tests.conftest import FROZEN_AT, TenantHandle
+from tests.conftest import FROZEN_AT, TenantHandle, listening
 from tests.fakes.webhook_receiver import Answer, WebhookReceiver, running_receiver
 from tests.integration.test_auth import assert_problem
 from tests.integration.test_invoice_lifecycle import call, run
@@ -45,14 +46,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def disabled_notices() -> Iterator[list[Message]]:
     """What the notifications work will turn into an email to the tenant's support address."""
-    seen: list[Message] = []
-
-    async def handle(_ctx: AppContext, message: Message) -> None:
-        seen.append(message)
-
-    outbox.register_consumer("test_webhook_disabled", {ENDPOINT_DISABLED}, handle)
-    yield seen
-    outbox.unregister_consumer("test_webhook_disabled")
+    with listening({ENDPOINT_DISABLED}) as seen:
+        yield seen
 
 
 async def endpoint_for(
@@ -89,7 +84,7 @@ async def card_event(ctx: AppContext, tenant_id: str, customer_id: str) -> str:
 
 async def deliver(ctx: AppContext, *, at: datetime | None = None) -> None:
     """What the scheduler does: the outbox queues deliveries, the dispatcher sends what is due."""
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     await dispatcher.deliver_all(ctx, at=at)
 
 
@@ -171,7 +166,7 @@ async def test_card_and_dunning_events_carry_the_customer_or_the_invoice(
     client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext, receiver: WebhookReceiver
 ) -> None:
     invoice = await open_invoice(client, tenant, "pm_card_chargeDeclined")
-    await outbox.dispatch_all(ctx)  # the invoice's own events, before any endpoint exists: not sent
+    await jobs.dispatch_outbox(ctx)  # the invoice's own events, before any endpoint exists: not sent
     events = [
         "customer.payment_method_expiring",
         "customer.suspended",
@@ -391,7 +386,7 @@ async def test_backoff_under_time_travel_for_three_days_then_failed_and_the_endp
     assert disabled["enabled"] is False and disabled["disabled_at"] == "2026-11-24T12:00:00Z"
     assert disabled["disabled_reason"] == "every attempt failed since 2026-11-21T12:00:00Z"
     clock.set(FROZEN_AT + RETRY_WINDOW)  # the outbox hands events over by its clock, not by ``at``
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     (notice,) = disabled_notices
     assert (notice.topic, notice.tenant_id) == (ENDPOINT_DISABLED, tenant.id)
     assert notice.payload == {"endpoint_id": endpoint["id"], "url": receiver.url}
@@ -501,7 +496,7 @@ async def test_two_dispatchers_never_send_a_delivery_twice(
     endpoint = await endpoint_for(client, tenant, receiver, ["customer.payment_method_expiring"])
     receiver.default = Answer(200, delay=0.01)
     events = [await card_event(ctx, tenant.id, customer["id"]) for _ in range(60)]
-    await outbox.dispatch_all(ctx)
+    await jobs.dispatch_outbox(ctx)
     other = AppContext.create(settings, clock=clock)  # another replica: its own engine and connections
     try:
         handled = await asyncio.gather(drain(ctx), drain(other), drain(other))

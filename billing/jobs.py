@@ -1,0 +1,120 @@
+"""The composition root for background work: every job and every outbox consumer, as data.
+
+The scheduler of ``billing serve`` and ``billing worker`` runs each job every ``every_seconds``
+(the work is claimed in the database, so any number of replicas share it without doing any of
+it twice); ``POST /v1/billing/run`` runs every job once, in this order, at its ``at``. A new job
+is a function in its domain plus one line in ``JOBS``; a new outbox consumer, one line in
+``CONSUMERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from billing.core.context import AppContext
+from billing.core.outbox import Consumer, dispatch_all
+from billing.core.scheduler import Tick
+from billing.dunning import cards as dunning_cards
+from billing.dunning import run as dunning_run
+from billing.invoicing import run as invoicing_run
+from billing.invoicing.invoices import SCHEDULER
+from billing.notifications import tenant_events
+from billing.notifications.dispatch import dispatch_notifications
+from billing.payments.charge import charge_due
+from billing.payments.reconcile import flag_stale, reconcile_due
+from billing.stripe_events.process import process_all
+from billing.webhooks import consumer as webhook_consumer
+from billing.webhooks import events as webhook_events
+from billing.webhooks.dispatcher import deliver_all
+
+
+@dataclass(frozen=True)
+class Run:
+    """One pass over the jobs: the time it works at (None: the clock's, as each piece of work is
+    done), one tenant or all of them, and who asked (recorded on invoice status changes)."""
+
+    at: datetime | None = None
+    tenant_id: str | None = None
+    actor: str = SCHEDULER
+
+    def when(self, ctx: AppContext) -> datetime:
+        return self.at or ctx.clock.now()
+
+
+JobFunction = Callable[[AppContext, Run], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every_seconds: int
+    run: JobFunction  # returns how much it did
+
+
+CONSUMERS: tuple[Consumer, ...] = (
+    Consumer("dunning", dunning_run.TOPICS, dunning_run.handle),
+    Consumer(webhook_consumer.CONSUMER, webhook_events.TOPICS, webhook_consumer.handle),
+    Consumer(tenant_events.CONSUMER, tenant_events.TOPICS, tenant_events.on_endpoint_disabled),
+)
+
+JOBS: tuple[Job, ...] = (
+    Job(
+        "close_periods",
+        60,
+        lambda ctx, r: invoicing_run.close_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id, actor=r.actor),
+    ),
+    Job(
+        "recompute_drafts",
+        60,
+        lambda ctx, r: invoicing_run.recompute_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id, actor=r.actor),
+    ),
+    Job(
+        "finalize_drafts",
+        60,
+        lambda ctx, r: invoicing_run.finalize_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id, actor=r.actor),
+    ),
+    # What providers told us, before we ask them anything.
+    Job("stripe_events", 5, lambda ctx, r: process_all(ctx)),
+    Job("payments_reconcile", 60, lambda ctx, r: reconcile_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
+    Job("payments_charge", 60, lambda ctx, r: charge_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
+    Job("payments_sweep", 3600, lambda ctx, r: flag_stale(ctx, at=r.when(ctx))),
+    Job("dunning", 60, lambda ctx, r: dunning_run.run_dunning(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
+    Job(
+        "card_scan",
+        60,
+        lambda ctx, r: dunning_cards.scan_expiring_cards(ctx, at=r.when(ctx), tenant_id=r.tenant_id),
+    ),
+    # Last: what the jobs above emitted, then the emails and webhooks that queued.
+    Job("outbox", 5, lambda ctx, r: dispatch_all(ctx, CONSUMERS, at=r.at)),
+    Job("notifications", 10, lambda ctx, r: dispatch_notifications(ctx, at=r.at)),
+    Job("webhooks", 5, lambda ctx, r: deliver_all(ctx, at=r.at, tenant_id=r.tenant_id)),
+)
+
+
+async def run_jobs(ctx: AppContext, run: Run) -> dict[str, int]:
+    """Every job once, in order, at ``run.at``; how much each did, by name. Errors propagate."""
+    return {job.name: await job.run(ctx, run) for job in JOBS}
+
+
+async def billing_run(ctx: AppContext, at: datetime, tenant_id: str) -> dict[str, int]:
+    """``POST /v1/billing/run`` as a function, for one tenant (the demo replays its history so)."""
+    return await run_jobs(ctx, Run(at=at, tenant_id=tenant_id))
+
+
+async def dispatch_outbox(ctx: AppContext, *, at: datetime | None = None) -> int:
+    """Fan out and handle everything due in the outbox, for every consumer."""
+    return await dispatch_all(ctx, CONSUMERS, at=at)
+
+
+def ticks() -> list[Tick]:
+    """The scheduler's ticks: each job at its own interval, working at the clock's time."""
+    return [Tick(job.name, job.every_seconds, _tick(job)) for job in JOBS]
+
+
+def _tick(job: Job) -> Callable[[AppContext], Awaitable[int]]:
+    async def run(ctx: AppContext) -> int:
+        return await job.run(ctx, Run())
+
+    return run
