@@ -21,8 +21,8 @@ from billing.core.logs import configure_logging
 from billing.core.scheduler import Scheduler
 from billing.core.settings import Settings
 from billing.customers.routes import CustomerController
+from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
-from billing.dunning.summary import CUSTOMER_PORTS
 from billing.finance.routes import finance_router
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.routes import (
@@ -36,6 +36,7 @@ from billing.metering.routes import MeterController
 from billing.metering.usage_routes import UsageController
 from billing.notifications.routes import NotificationController
 from billing.payments.routes import InvoicePaymentController, PaymentController
+from billing.payments.views import PAYMENTS
 from billing.stripe_events.receiver import StripeWebhookController
 from billing.stripe_events.routes import StripeEventController
 from billing.tenants.routes import ApiKeyController, TenantController
@@ -124,6 +125,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
             # The interfaces lower domains own, filled in by the domains above them.
             "coverage": Provide(lambda: SUBSCRIPTION_COVERAGE, sync_to_thread=False, use_cache=True),
             "customer_ports": Provide(lambda: CUSTOMER_PORTS, sync_to_thread=False, use_cache=True),
+            "invoice_payments": Provide(lambda: PAYMENTS, sync_to_thread=False, use_cache=True),
         },
     )
     metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])

@@ -31,6 +31,7 @@ from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.schemas import SubscriptionCreate
 from billing.invoicing.subscriptions import cancel_subscription, create_subscription, get_subscription
 from billing.metering.ingest import MAX_BATCH, ingest
+from billing.payments.views import PAYMENTS
 
 DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
 Action = Callable[[datetime], Awaitable[None]]
@@ -214,7 +215,7 @@ class Story:
                 )
                 draft = (await session.scalars(query)).one()
                 await void_draft_events(session, sub, draft)
-                await invoices.void(session, draft, at=at, actor=self.finance_key_id)
+                await invoices.void(session, draft, at=at, actor=self.finance_key_id, payments=PAYMENTS)
 
         return act
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,10 +23,12 @@ from billing.customers.service import update_payment_status
 from billing.dunning.decide import Case, Email, Policy, Step, after_failure
 from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
+from billing.dunning.summary import customer_snapshot
 from billing.invoicing import invoices
 from billing.invoicing.models import Invoice
 from billing.notifications.queue import queue_notification
 from billing.payments.declines import FailureClass
+from billing.payments.views import PAYMENTS
 
 ACTOR = "dunning"
 
@@ -153,13 +156,15 @@ async def _exhaust(
     case.closed_at = at
     case.next_action = case.next_action_at = None
     if policy.final_action == "mark_uncollectible" and invoice.status == "open":
-        await invoices.mark_uncollectible(session, invoice, at=at, actor=ACTOR)
+        await invoices.mark_uncollectible(session, invoice, at=at, actor=ACTOR, payments=PAYMENTS)
     event = {"case_id": case.id, "invoice_id": invoice.id, "customer_id": case.customer_id}
     if policy.suspend_customer:
         await update_payment_status(session, case.customer_id, "delinquent", at=at)
+        suspended = event | {"object": await customer_snapshot(session, case.customer_id)}
         await outbox.emit(
-            session, tenant_id=case.tenant_id, topic="customer.suspended", payload=event, now=at
+            session, tenant_id=case.tenant_id, topic="customer.suspended", payload=suspended, now=at
         )
+    event["object"] = await invoice_snapshot(session, invoice)
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.exhausted", payload=event, now=at)
 
 
@@ -175,7 +180,12 @@ async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetim
     await notify(session, case, "payment_recovered", f"payment_recovered:{invoice.id}", {}, at=at)
     if not await _has_unpaid_cases(session, case.customer_id, other_than=case.id):
         await update_payment_status(session, case.customer_id, "ok", at=at)
-    event = {"case_id": case.id, "invoice_id": invoice.id, "customer_id": case.customer_id}
+    event = {
+        "case_id": case.id,
+        "invoice_id": invoice.id,
+        "customer_id": case.customer_id,
+        "object": await invoice_snapshot(session, invoice),
+    }
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.recovered", payload=event, now=at)
     return case
 
@@ -217,3 +227,10 @@ async def _has_unpaid_cases(session: AsyncSession, customer_id: str, *, other_th
         .limit(1)
     )
     return (await session.scalar(query)) is not None
+
+
+async def invoice_snapshot(session: AsyncSession, invoice: Invoice) -> Any:
+    """The invoice as it is now, as an event carries it (``data`` of an outgoing webhook)."""
+    await session.flush()
+    (out,) = await invoices.invoices_out(session, [invoice], PAYMENTS)
+    return msgspec.to_builtins(out)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.customers.models import Customer
 from billing.customers.schemas import CustomerOut, customer_out
-from billing.dunning.cases import payment_method_changed
 from billing.dunning.models import DunningCase
 
 
@@ -41,16 +40,9 @@ async def customers_out(session: AsyncSession, customers: Sequence[Customer]) ->
     return [customer_out(customer, cases.get(customer.id)) for customer in customers]
 
 
-class DunningCustomerPorts:
-    """:class:`billing.customers.ports.CustomerPorts` as dunning fills them."""
-
-    async def summaries(
-        self, session: AsyncSession, customer_ids: Sequence[str]
-    ) -> dict[str, dict[str, Any]]:
-        return await open_cases(session, customer_ids)
-
-    async def payment_method_changed(self, session: AsyncSession, customer_id: str, *, at: datetime) -> None:
-        await payment_method_changed(session, customer_id, at=at)
-
-
-CUSTOMER_PORTS = DunningCustomerPorts()
+async def customer_snapshot(session: AsyncSession, customer_id: str) -> Any:
+    """The customer as it is now, with its open case, as an event carries it (``data`` of an
+    outgoing webhook)."""
+    await session.flush()
+    (out,) = await customers_out(session, [await session.get_one(Customer, customer_id)])
+    return msgspec.to_builtins(out)

@@ -42,6 +42,7 @@ from billing.finance.web import (
 from billing.invoicing import actions
 from billing.invoicing.export import export_rows
 from billing.payments.charge import pay_now
+from billing.payments.views import PAYMENTS
 from billing.web.dependencies import Ctx
 
 DONE = {
@@ -145,7 +146,7 @@ class InvoicePages(Controller):
         if query.errors:
             raise BadRequest("The filter is not valid; correct it on the invoice list first")
         return Stream(
-            export_rows(ctx.database, user.tenant_id, query.filters),
+            export_rows(ctx.database, user.tenant_id, query.filters, PAYMENTS),
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": 'attachment; filename="invoices.csv"',
@@ -215,14 +216,14 @@ async def _invoice_page(
 # Each action as the invoice page runs it: (ctx, tenant id, invoice id, actor).
 _RUNNERS: dict[str, Callable[[AppContext, str, str, str], Awaitable[object]]] = {
     "finalize": lambda ctx, tenant_id, invoice_id, actor: actions.finalize_now(
-        ctx, tenant_id, invoice_id, actor=actor
+        ctx, tenant_id, invoice_id, PAYMENTS, actor=actor
     ),
     "pay": lambda ctx, tenant_id, invoice_id, actor: pay_now(ctx, tenant_id, invoice_id),
     "void": lambda ctx, tenant_id, invoice_id, actor: actions.void_now(
-        ctx, tenant_id, invoice_id, actor=actor
+        ctx, tenant_id, invoice_id, PAYMENTS, actor=actor
     ),
     "mark-uncollectible": lambda ctx, tenant_id, invoice_id, actor: actions.mark_uncollectible_now(
-        ctx, tenant_id, invoice_id, actor=actor
+        ctx, tenant_id, invoice_id, PAYMENTS, actor=actor
     ),
 }
 

@@ -24,6 +24,7 @@ from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
+from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.subscriptions import next_period_end
 from billing.metering.models import Meter
@@ -152,9 +153,14 @@ async def insert_drafts(
         InvoiceStatusChange.__table__,
         [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
     )
+    created = [Invoice(**row) for row, _ in new]  # as inserted; never added to the session
+    snapshots = await invoices.invoices_out(session, created, NO_PAYMENTS_YET)
     await outbox.emit_many(
         session,
-        [(str(row["tenant_id"]), "invoice.created", invoices.event_payload(row)) for row, _ in new],
+        [
+            (invoice.tenant_id, "invoice.created", invoices.event_payload(invoice, snapshot))
+            for invoice, snapshot in zip(created, snapshots, strict=True)
+        ],
         now=at,
     )
     return len(new)

@@ -14,6 +14,7 @@ from billing.core.clock import format_timestamp
 from billing.core.db.engine import Database
 from billing.core.pagination import PageRequest
 from billing.invoicing import invoices
+from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import InvoiceOut, LineOut
 
 PAGE = 100
@@ -42,7 +43,7 @@ COLUMNS = (
 
 
 async def export_rows(
-    database: Database, tenant_id: str, filters: invoices.InvoiceFilters
+    database: Database, tenant_id: str, filters: invoices.InvoiceFilters, payments: InvoicePayments
 ) -> AsyncIterator[bytes]:
     yield _csv_line(COLUMNS)
     after: str | None = None
@@ -51,7 +52,7 @@ async def export_rows(
             rows, has_more = await invoices.list_invoices(
                 session, tenant_id, filters, PageRequest(PAGE, after)
             )
-            page = await invoices.invoices_out(session, rows)
+            page = await invoices.invoices_out(session, rows, payments)
         chunk = b"".join(
             _csv_line(_row(invoice, position, line))
             for invoice in page

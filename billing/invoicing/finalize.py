@@ -17,6 +17,7 @@ from billing.invoicing import invoices, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
 from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.subscriptions import get_subscription
 from billing.tenants.models import Tenant
 
@@ -84,8 +85,8 @@ async def _finalize_one(
     await invoices.replace_lines(session, invoice, drafted, at)
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
     invoice.finalized_at = invoice.due_at = at
-    await invoices.record_status(session, invoice, "open", at=at, actor=actor)
+    await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     if invoice.amount_due == 0:
         invoice.paid_at = at
-        await invoices.record_status(session, invoice, "paid", at=at, actor=actor)
+        await invoices.record_status(session, invoice, "paid", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     await session.flush()

@@ -2,17 +2,20 @@
 
 Every status change is a row with its time and actor (an API key id, or ``scheduler``) and an
 outbox event (``invoice.created``, ``invoice.finalized``, ``invoice.paid``, ``invoice.voided``,
-``invoice.uncollectible``) for payments, dunning and outgoing webhooks to consume.
+``invoice.uncollectible``) for payments, dunning and outgoing webhooks to consume. The event
+carries the invoice as it is at that moment (``snapshot``): a consumer that runs later, after the
+invoice moved on, still tells what happened then.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,10 +26,9 @@ from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
-from billing.invoicing.schemas import InvoiceOut, LineOut, StatusChangeOut, TierLineOut
+from billing.invoicing.ports import InvoicePayments
+from billing.invoicing.schemas import InvoiceOut, LineOut, PaymentOut, RefundOut, StatusChangeOut, TierLineOut
 from billing.metering.models import Meter
-from billing.payments.models import Payment, Refund
-from billing.payments.schemas import PaymentOut, RefundOut, payment_out, refund_out
 
 SCHEDULER = "scheduler"
 FINALIZED = ("open", "paid", "void", "uncollectible")
@@ -102,17 +104,20 @@ async def record_status(
     *,
     at: datetime,
     actor: str,
+    payments: InvoicePayments,
     topic: str | None = None,
 ) -> None:
-    """Move the invoice to ``status`` and keep who did it; queue ``topic`` (default invoice.<status>)."""
+    """Move the invoice to ``status`` and keep who did it; queue ``topic`` (default invoice.<status>)
+    with the invoice as it is now."""
     invoice.status = status
     invoice.updated_at = at
     session.add(InvoiceStatusChange(invoice_id=invoice.id, status=status, at=at, actor=actor))
+    (snapshot,) = await invoices_out(session, [invoice], payments)
     await outbox.emit(
         session,
         tenant_id=invoice.tenant_id,
         topic=topic or f"invoice.{_TOPICS.get(status, status)}",
-        payload=event_payload(invoice),
+        payload=event_payload(invoice, snapshot),
         now=at,
     )
 
@@ -123,11 +128,14 @@ _TOPICS = {"open": "finalized", "void": "voided", "draft": "created"}
 _PAYLOAD = ("customer_id", "subscription_id", "status", "number", "currency", "total", "amount_due")
 
 
-def event_payload(invoice: Invoice | Mapping[str, object]) -> dict[str, object]:
-    """The outbox payload of an invoice, from the object or from the row about to be inserted."""
-    if isinstance(invoice, Mapping):
-        return {"invoice_id": invoice["id"]} | {key: invoice[key] for key in _PAYLOAD}
-    return {"invoice_id": invoice.id} | {key: getattr(invoice, key) for key in _PAYLOAD}
+def event_payload(invoice: Invoice, snapshot: InvoiceOut) -> dict[str, object]:
+    """The outbox payload of an invoice event: the ids consumers look up, and the whole invoice
+    as it was (``object``, the wire shape) for outgoing webhooks."""
+    return (
+        {"invoice_id": invoice.id}
+        | {key: getattr(invoice, key) for key in _PAYLOAD}
+        | {"object": msgspec.to_builtins(snapshot)}
+    )
 
 
 async def get_invoice(
@@ -144,12 +152,6 @@ async def lock_invoice(session: AsyncSession, invoice_id: str) -> Invoice:
     """The invoice by id, locked until the caller commits (for work already scoped to its tenant)."""
     query = sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update()
     return (await session.scalars(query)).one()
-
-
-async def pending_payment(session: AsyncSession, invoice_id: str) -> str | None:
-    """The id of a payment of the invoice whose outcome is not known yet, if any."""
-    query = sa.select(Payment.id).where(Payment.invoice_id == invoice_id, Payment.status == "pending")
-    return await session.scalar(query.limit(1))
 
 
 def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice]]:
@@ -189,10 +191,12 @@ async def list_invoices(
     return await fetch_page(session, filtered(tenant_id, filters), Invoice.id, page)
 
 
-async def void(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
+async def void(
+    session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str, payments: InvoicePayments
+) -> None:
     if invoice.status not in ("draft", "open"):
         raise Conflict(f"A {invoice.status} invoice cannot be voided", code="invalid_transition")
-    pending = await pending_payment(session, invoice.id)
+    pending = await payments.pending_payment(session, invoice.id)
     if pending is not None:
         raise Conflict(
             f"Payment {pending} of this invoice is pending; void it once its outcome is known",
@@ -200,21 +204,25 @@ async def void(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: 
         )
     invoice.voided_at = at
     invoice.amount_due = 0
-    await record_status(session, invoice, "void", at=at, actor=actor)
+    await record_status(session, invoice, "void", at=at, actor=actor, payments=payments)
 
 
-async def mark_uncollectible(session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str) -> None:
+async def mark_uncollectible(
+    session: AsyncSession, invoice: Invoice, *, at: datetime, actor: str, payments: InvoicePayments
+) -> None:
     if invoice.status != "open":
         code = "invoice_not_draft" if invoice.status == "draft" else "invalid_transition"
         raise Conflict(
             f"Only an open invoice can be marked uncollectible, not a {invoice.status} one", code=code
         )
     invoice.marked_uncollectible_at = at
-    await record_status(session, invoice, "uncollectible", at=at, actor=actor)
+    await record_status(session, invoice, "uncollectible", at=at, actor=actor, payments=payments)
 
 
-async def invoices_out(session: AsyncSession, invoices: Sequence[Invoice]) -> list[InvoiceOut]:
-    """The wire shape of many invoices, with three queries whatever their number."""
+async def invoices_out(
+    session: AsyncSession, invoices: Sequence[Invoice], payments: InvoicePayments
+) -> list[InvoiceOut]:
+    """The wire shape of many invoices, with a few queries whatever their number."""
     if not invoices:
         return []
     ids = [invoice.id for invoice in invoices]
@@ -244,24 +252,15 @@ async def invoices_out(session: AsyncSession, invoices: Sequence[Invoice]) -> li
             )
         ).all()
     )
-    payments: dict[str, list[PaymentOut]] = defaultdict(list)
-    for payment in await session.scalars(
-        sa.select(Payment).where(Payment.invoice_id.in_(ids)).order_by(Payment.invoice_id, Payment.attempt)
-    ):
-        payments[payment.invoice_id].append(payment_out(payment))
-    refunds: dict[str, list[RefundOut]] = defaultdict(list)
-    for refund in await session.scalars(
-        sa.select(Refund).where(Refund.invoice_id.in_(ids)).order_by(Refund.invoice_id, Refund.id)
-    ):
-        refunds[refund.invoice_id].append(refund_out(refund))
+    paid, refunded = await payments.payments_of(session, ids)
     return [
         invoice_out(
             invoice,
             lines[invoice.id],
             changes[invoice.id],
             external_ids[invoice.customer_id],
-            payments=payments[invoice.id],
-            refunds=refunds[invoice.id],
+            payments=paid.get(invoice.id, []),
+            refunds=refunded.get(invoice.id, []),
         )
         for invoice in invoices
     ]

@@ -16,6 +16,7 @@ from billing.customers.service import get_customer
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.models import Subscription
+from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import (
     CancelIn,
     InvoiceOut,
@@ -28,8 +29,10 @@ from billing.invoicing.schemas import (
 from billing.invoicing.upcoming import upcoming_invoice
 from billing.metering.usage_routes import timestamp_param
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
-from billing.web.dependencies import Caller, Ctx
+from billing.web.dependencies import Caller, Ctx, Port
 
+# The payments of invoices, provided by the composition root (app.py) under this name.
+Payments = Port[InvoicePayments]
 CustomerFilter = Annotated[
     str | None, QueryParameter(max_length=128, description="Customer id or external_id")
 ]
@@ -175,6 +178,7 @@ class InvoiceController(Controller):
         self,
         ctx: Ctx,
         principal: Caller,
+        invoice_payments: Payments,
         limit: Limit = 20,
         starting_after: StartingAfter = None,
         status: StatusFilter = None,
@@ -189,7 +193,7 @@ class InvoiceController(Controller):
             rows, has_more = await invoices.list_invoices(
                 session, principal.tenant_id, filters, PageRequest(limit, starting_after)
             )
-            return Page(await invoices.invoices_out(session, rows), has_more)
+            return Page(await invoices.invoices_out(session, rows, invoice_payments), has_more)
 
     @get(
         "/export.csv",
@@ -201,6 +205,7 @@ class InvoiceController(Controller):
         self,
         ctx: Ctx,
         principal: Caller,
+        invoice_payments: Payments,
         status: StatusFilter = None,
         customer: CustomerFilter = None,
         period_start_gte: TimeFilter = None,
@@ -210,24 +215,34 @@ class InvoiceController(Controller):
             ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt
         )
         return Stream(
-            export_rows(ctx.database, principal.tenant_id, filters),
+            export_rows(ctx.database, principal.tenant_id, filters, invoice_payments),
             media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="invoices.csv"'},
         )
 
     @get("/{invoice_id:str}", opt=scopes(READ), summary="Get an invoice")
-    async def get_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        return await actions.read_invoice(ctx, principal.tenant_id, invoice_id)
+    async def get_invoice(
+        self, ctx: Ctx, principal: Caller, invoice_payments: Payments, invoice_id: FromPath[str]
+    ) -> InvoiceOut:
+        return await actions.read_invoice(ctx, principal.tenant_id, invoice_id, invoice_payments)
 
     @post("/{invoice_id:str}/finalize", opt=scopes(FINANCE), status_code=200, summary="Finalize a draft now")
-    async def finalize_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        return await actions.finalize_now(ctx, principal.tenant_id, invoice_id, actor=_actor(principal))
+    async def finalize_invoice(
+        self, ctx: Ctx, principal: Caller, invoice_payments: Payments, invoice_id: FromPath[str]
+    ) -> InvoiceOut:
+        return await actions.finalize_now(
+            ctx, principal.tenant_id, invoice_id, invoice_payments, actor=_actor(principal)
+        )
 
     @post(
         "/{invoice_id:str}/void", opt=scopes(FINANCE), status_code=200, summary="Void a draft or open invoice"
     )
-    async def void_invoice(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
-        return await actions.void_now(ctx, principal.tenant_id, invoice_id, actor=_actor(principal))
+    async def void_invoice(
+        self, ctx: Ctx, principal: Caller, invoice_payments: Payments, invoice_id: FromPath[str]
+    ) -> InvoiceOut:
+        return await actions.void_now(
+            ctx, principal.tenant_id, invoice_id, invoice_payments, actor=_actor(principal)
+        )
 
     @post(
         "/{invoice_id:str}/mark-uncollectible",
@@ -235,9 +250,11 @@ class InvoiceController(Controller):
         status_code=200,
         summary="Give up collecting an open invoice",
     )
-    async def mark_uncollectible(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
+    async def mark_uncollectible(
+        self, ctx: Ctx, principal: Caller, invoice_payments: Payments, invoice_id: FromPath[str]
+    ) -> InvoiceOut:
         return await actions.mark_uncollectible_now(
-            ctx, principal.tenant_id, invoice_id, actor=_actor(principal)
+            ctx, principal.tenant_id, invoice_id, invoice_payments, actor=_actor(principal)
         )
 
 

@@ -8,8 +8,6 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from billing.payments.schemas import PaymentOut, RefundOut
-
 # Decimal strings on the wire; JSON numbers are accepted too and read exactly (never as floats).
 DecimalText = str | int
 
@@ -129,6 +127,44 @@ class StatusChangeOut(msgspec.Struct):
     status: str
     at: datetime
     actor: str
+
+
+class PaymentOut(msgspec.Struct):
+    id: str
+    invoice: str
+    customer: str
+    status: str
+    amount: int
+    currency: str
+    attempt: int
+    reason: str
+    provider: str
+    provider_payment_id: str | None
+    payment_method: str | None
+    failure_code: str | None
+    decline_code: str | None
+    decline_type: str | None
+    failure_message: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    flagged_at: datetime | None
+    object: str = "payment"
+
+
+class RefundOut(msgspec.Struct):
+    id: str
+    invoice: str
+    payment: str
+    status: str
+    amount: int
+    currency: str
+    provider_refund_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    flagged_at: datetime | None
+    object: str = "refund"
 
 
 class InvoiceOut(msgspec.Struct):

@@ -21,11 +21,12 @@ from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
 from billing.core.settings import Settings
 from billing.customers.models import Customer
-from billing.invoicing.invoices import event_payload, lock_invoice, record_status
+from billing.invoicing.invoices import event_payload, invoices_out, lock_invoice, record_status
 from billing.invoicing.models import Invoice
 from billing.payments.declines import FailureClass, classify
 from billing.payments.models import Payment, Refund
 from billing.payments.provider import ChargeRequest, ChargeResult, Outcome
+from billing.payments.views import PAYMENTS
 from billing.tenants.models import Tenant
 
 log = structlog.get_logger("billing.payments")
@@ -181,7 +182,7 @@ async def _settle(session: AsyncSession, invoice: Invoice, payment: Payment, *, 
     invoice.updated_at = at
     if invoice.amount_due == 0 and invoice.status in ("open", "uncollectible"):
         invoice.paid_at = at
-        await record_status(session, invoice, "paid", at=at, actor=f"payment:{payment.id}")
+        await record_status(session, invoice, "paid", at=at, actor=f"payment:{payment.id}", payments=PAYMENTS)
     elif invoice.status not in ("open", "paid", "uncollectible"):
         # Voids wait for pending payments, so this is a charge that outlived its invoice.
         log.error("payment_succeeded_on_closed_invoice", payment=payment.id, invoice=invoice.id)
@@ -204,7 +205,11 @@ async def _fail(
         session,
         tenant_id=invoice.tenant_id,
         topic="invoice.payment_failed",
-        payload={**event_payload(invoice), "payment": failure_payload(payment), "source": source},
+        payload={
+            **event_payload(invoice, (await invoices_out(session, [invoice], PAYMENTS))[0]),
+            "payment": failure_payload(payment),
+            "source": source,
+        },
         now=at,
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.context import AppContext
 from billing.core.errors import Conflict
 from billing.customers.models import Customer
-from billing.invoicing.invoices import get_invoice, lock_invoice, pending_payment
+from billing.invoicing.invoices import get_invoice, lock_invoice
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import (
     NO_PAYMENT_METHOD,
@@ -31,6 +31,7 @@ from billing.payments.attempts import (
 from billing.payments.models import Payment
 from billing.payments.provider import ChargeResult, Outcome
 from billing.payments.registry import ProviderUnavailable, open_provider
+from billing.payments.views import PAYMENTS
 from billing.tenants.models import Tenant
 
 BATCH = 500
@@ -122,7 +123,7 @@ async def charge_invoice(
 
 async def _chargeable(session: AsyncSession, invoice: Invoice, *, strict: bool) -> bool:
     if invoice.status == "open" and invoice.amount_due > 0:
-        pending = await pending_payment(session, invoice.id)
+        pending = await PAYMENTS.pending_payment(session, invoice.id)
         if pending is None:
             return True
         if strict:

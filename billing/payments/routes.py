@@ -17,6 +17,7 @@ from billing.payments.charge import pay_now
 from billing.payments.models import Payment
 from billing.payments.refunds import refund_invoice
 from billing.payments.schemas import PaymentOut, RefundIn, payment_out
+from billing.payments.views import PAYMENTS
 from billing.web.auth import ADMIN, FINANCE, READ, scopes
 from billing.web.dependencies import Caller, Ctx
 
@@ -28,14 +29,14 @@ class InvoicePaymentController(Controller):
     @post("/pay", opt=scopes(FINANCE), status_code=200, summary="Charge an open invoice now")
     async def pay(self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str]) -> InvoiceOut:
         await pay_now(ctx, principal.tenant_id, invoice_id)
-        return await read_invoice(ctx, principal.tenant_id, invoice_id)
+        return await read_invoice(ctx, principal.tenant_id, invoice_id, PAYMENTS)
 
     @post("/refund", opt=scopes(ADMIN), status_code=200, summary="Refund a paid invoice, fully or in part")
     async def refund(
         self, ctx: Ctx, principal: Caller, invoice_id: FromPath[str], data: JSONBody[RefundIn]
     ) -> InvoiceOut:
         await refund_invoice(ctx, principal.tenant_id, invoice_id, data.amount, actor=principal.key_id)
-        return await read_invoice(ctx, principal.tenant_id, invoice_id)
+        return await read_invoice(ctx, principal.tenant_id, invoice_id, PAYMENTS)
 
 
 PaymentStatus = Annotated[

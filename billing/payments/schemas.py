@@ -1,51 +1,13 @@
-"""Payments and refunds on the wire."""
+"""Payments and refunds on the wire (their shapes are part of the invoice's, in invoicing)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from billing.invoicing.schemas import PaymentOut, RefundOut
 from billing.payments.models import Payment, Refund
-
-
-class PaymentOut(msgspec.Struct):
-    id: str
-    invoice: str
-    customer: str
-    status: str
-    amount: int
-    currency: str
-    attempt: int
-    reason: str
-    provider: str
-    provider_payment_id: str | None
-    payment_method: str | None
-    failure_code: str | None
-    decline_code: str | None
-    decline_type: str | None
-    failure_message: str | None
-    created_at: datetime
-    completed_at: datetime | None
-    flagged_at: datetime | None
-    object: str = "payment"
-
-
-class RefundOut(msgspec.Struct):
-    id: str
-    invoice: str
-    payment: str
-    status: str
-    amount: int
-    currency: str
-    provider_refund_id: str | None
-    failure_code: str | None
-    failure_message: str | None
-    created_at: datetime
-    completed_at: datetime | None
-    flagged_at: datetime | None
-    object: str = "refund"
 
 
 class RefundIn(msgspec.Struct, forbid_unknown_fields=True):

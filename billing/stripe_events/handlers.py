@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import outbox
 from billing.customers.models import Customer
 from billing.customers.service import set_payment_status
+from billing.dunning.summary import customers_out
 from billing.stripe_events.models import PROCESSED, SKIPPED
 from billing.stripe_events.schemas import (
     Card,
@@ -122,8 +123,9 @@ async def _emit_for_card(
     topic: str,
     now: datetime,
 ) -> None:
-    for customer in customers:
-        payload = _card_payload(customer, card, event)
+    await session.flush()
+    for customer, snapshot in zip(customers, await customers_out(session, customers), strict=True):
+        payload = _card_payload(customer, card, event) | {"object": msgspec.to_builtins(snapshot)}
         await outbox.emit(session, tenant_id=event.tenant_id, topic=topic, payload=payload, now=now)
 
 
@@ -132,11 +134,10 @@ async def _removed(
 ) -> str:
     if not customers:
         return SKIPPED
-    await _emit_for_card(session, event, card, customers, TOPIC_REMOVED, now)
     for customer in customers:
         if customer.default_payment_method == card.id:
             set_payment_status(customer, "action_required", at=now)
-    await session.flush()
+    await _emit_for_card(session, event, card, customers, TOPIC_REMOVED, now)
     return PROCESSED
 
 

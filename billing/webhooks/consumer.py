@@ -29,6 +29,7 @@ from billing.customers.models import Customer
 from billing.dunning.summary import customers_out
 from billing.invoicing.invoices import invoices_out
 from billing.invoicing.models import Invoice
+from billing.payments.views import PAYMENTS
 from billing.webhooks.backoff import RETRY_WINDOW
 from billing.webhooks.events import (
     CARD_TOPICS,
@@ -105,7 +106,11 @@ async def envelope_body(session: AsyncSession, message: Message) -> str | None:
 async def _resource(
     session: AsyncSession, tenant_id: str, topic: str, payload: Mapping[str, Any]
 ) -> tuple[Any, dict[str, Any]] | None:
-    if topic in INVOICE_TOPICS or topic in DUNNING_INVOICE_TOPICS:
+    """The object as the event saw it (its snapshot); for events written before they carried one,
+    the object as it is now."""
+    if "object" in payload:
+        data = payload["object"]
+    elif topic in INVOICE_TOPICS or topic in DUNNING_INVOICE_TOPICS:
         data = await _invoice(session, tenant_id, payload.get("invoice_id"))
     else:
         data = await _customer(session, tenant_id, payload.get("customer_id"))
@@ -133,7 +138,7 @@ async def _invoice(session: AsyncSession, tenant_id: str, invoice_id: object) ->
         return None
     query = sa.select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.id == invoice_id)
     invoice = (await session.scalars(query)).first()
-    return None if invoice is None else (await invoices_out(session, [invoice]))[0]
+    return None if invoice is None else (await invoices_out(session, [invoice], PAYMENTS))[0]
 
 
 async def _customer(session: AsyncSession, tenant_id: str, customer_id: object) -> Any:

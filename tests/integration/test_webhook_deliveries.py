@@ -133,7 +133,18 @@ async def test_invoice_events_are_signed_and_carry_the_invoice_as_the_api_return
         assert list(body) == ["id", "type", "created_at", "data"]
         assert body["id"].startswith("evt_") and request.webhook_id == body["id"]
         assert body["created_at"] == "2026-11-02T00:00:00Z"  # when the invoice changed, in the billing run
-        assert body["data"] == api_invoice  # a snapshot taken when the event was turned into deliveries
+        if body["type"] == "invoice.paid":
+            assert body["data"] == api_invoice
+        else:  # the invoice as it was when it was finalized, before the charge in the same run paid it
+            assert body["data"] == api_invoice | {
+                "status": "open",
+                "amount_paid": 0,
+                "amount_due": api_invoice["total"],
+                "paid_at": None,
+                "status_transitions": api_invoice["status_transitions"][:2],
+                "payments": [],
+            }
+            assert [t["status"] for t in body["data"]["status_transitions"]] == ["draft", "open"]
         assert request.path == "/hooks" and request.headers["content-type"] == "application/json"
     log = await deliveries(client, tenant, endpoint["id"])
     assert {d["type"] for d in log} == {"invoice.finalized", "invoice.paid"}
