@@ -111,8 +111,8 @@ def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     allowed = handler.opt.get(OPT_SCOPES)
     principal = connection.scope.get("auth")
     if not isinstance(principal, Principal) or not allowed or principal.scope not in allowed:
-        scope = principal.scope if isinstance(principal, Principal) else "none"
-        raise Forbidden(f"A key with scope {scope!r} may not call this operation")
+        scope = principal.scope.value if isinstance(principal, Principal) else "none"
+        raise Forbidden(f"A key with scope {scope} may not call this operation")
 
 
 def scopes(allowed: frozenset[Scope]) -> dict[str, Any]:

@@ -79,6 +79,18 @@ async def test_each_scope_reaches_only_its_operations(
         assert_problem(response, 403, "forbidden")
 
 
+@pytest.mark.parametrize(
+    ("scope", "method", "path"),
+    [(Scope.FINANCE, "POST", "/v1/billing/run"), (Scope.INGEST, "GET", "/v1/tenant")],
+)
+async def test_a_forbidden_request_names_the_keys_scope(
+    client: httpx.AsyncClient, tenant: TenantHandle, scope: Scope, method: str, path: str
+) -> None:
+    response = await client.request(method, path, headers=tenant.headers(scope), json={})
+    body = assert_problem(response, 403, "forbidden")
+    assert body["detail"] == f"A key with scope {scope.value} may not call this operation"
+
+
 async def test_a_forbidden_request_changes_nothing(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
     response = await client.patch(
         "/v1/tenant", headers=tenant.headers(Scope.FINANCE), json={"name": "Hijacked"}
