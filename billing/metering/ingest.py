@@ -49,6 +49,12 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     properties: dict[str, Any] | None = None
 
 
+class _WrittenValue(msgspec.Struct):
+    """An event's value as its JSON has it, for the message that rejects it."""
+
+    value: msgspec.Raw
+
+
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
@@ -63,6 +69,7 @@ class IngestResult(msgspec.Struct):
 
 _event_decoder = msgspec.json.Decoder(EventIn)
 _raw_id_decoder = msgspec.json.Decoder(dict[str, Any])
+_written_value_decoder = msgspec.json.Decoder(_WrittenValue)
 # Payload hashes compare what an event means, so properties are hashed with sorted keys.
 _payload_encoder = msgspec.json.Encoder(order="sorted")
 _json = msgspec.json.Encoder()
@@ -164,7 +171,7 @@ def _decode(raw: bytes, latest: datetime) -> tuple[EventIn, str | None]:
     try:
         event.value = money.parse_decimal(event.value)
     except money.InvalidDecimal as exc:
-        raise Rejection("invalid_value", str(exc)) from None
+        raise Rejection("invalid_value", f"{_written_value(raw)} {exc.reason}") from None
     if event.timestamp > latest:
         raise Rejection("timestamp_in_future", "timestamp is more than 5 minutes ahead of the server's clock")
     properties = None if event.properties is None else _json.encode(event.properties)
@@ -185,6 +192,13 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(item) for item in value)
     return False
+
+
+def _written_value(raw: bytes) -> str:
+    """The value as the user wrote it: a JSON number's text (``1e30``, which the Decimal would show
+    as ``1E+30``), or a JSON string's content (``NaN``)."""
+    text = bytes(_written_value_decoder.decode(raw).value)
+    return msgspec.json.decode(text, type=str) if text.startswith(b'"') else text.decode()
 
 
 def _raw_id(raw: bytes) -> str | None:
