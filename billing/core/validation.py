@@ -19,7 +19,7 @@ def _timezones() -> frozenset[str]:
 
 def timezone(field: str, value: str) -> str:
     if value not in _timezones():
-        raise ValidationFailed.field(field, f"{value!r} is not an IANA time zone name")
+        raise ValidationFailed.field(field, f"'{value}' is not an IANA time zone name")
     return value
 
 
@@ -32,7 +32,7 @@ def email(field: str, value: str) -> str:
 
 def currency(field: str, value: str) -> str:
     if not money.is_currency(value):
-        raise ValidationFailed.field(field, f"{value!r} is not an ISO 4217 currency code (upper case)")
+        raise ValidationFailed.field(field, f"'{value}' is not an ISO 4217 currency code (upper case)")
     return value
 
 

@@ -66,7 +66,7 @@ async def create_customer(
         updated_at=now,
     )
     if not await insert_row_ignore(session, customer):
-        raise Conflict(f"A customer with external_id {customer.external_id!r} already exists")
+        raise Conflict(f"A customer with external_id '{customer.external_id}' already exists")
     return customer
 
 
@@ -189,7 +189,7 @@ def locale(field: str, value: str) -> str:
             return str(Locale.parse(value.replace("-", "_")))
         except (UnknownLocaleError, ValueError):
             pass
-    raise ValidationFailed.field(field, f"{value!r} is not a known locale (e.g. 'en', 'de-DE')")
+    raise ValidationFailed.field(field, f"'{value}' is not a known locale (e.g. 'en', 'de-DE')")
 
 
 def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:

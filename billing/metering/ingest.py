@@ -263,15 +263,15 @@ def _candidate(
     subscriptions: list[Coverage],
 ) -> Candidate:
     if customer is None:
-        raise Rejection("unknown_customer", f"no customer {event.customer!r}")
+        raise Rejection("unknown_customer", f"no customer '{event.customer}'")
     if meter is None:
-        raise Rejection("unknown_meter", f"no meter {event.meter!r}")
+        raise Rejection("unknown_meter", f"no meter '{event.meter}'")
     timestamp = event.timestamp.astimezone(UTC)
     subscription = covering(subscriptions, timestamp)
     if subscription is None:
         raise Rejection(
             "no_subscription",
-            f"no subscription of customer {event.customer!r} covers {format_timestamp(timestamp)}",
+            f"no subscription of customer '{event.customer}' covers {format_timestamp(timestamp)}",
         )
     value = event.value
     # msgspec writes a UTC datetime as format_timestamp does, and canonical decimals print as
@@ -291,7 +291,7 @@ def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:
     raw = (event.properties or {}).get(prop)
     if raw is None:
         raise Rejection(
-            "invalid_event", f"meter {meter.key!r} counts distinct properties.{prop}, which is missing"
+            "invalid_event", f"meter '{meter.key}' counts distinct properties.{prop}, which is missing"
         )
     value = rollups.unique_key(raw)
     if len(value) > UNIQUE_VALUE_MAX_LENGTH:

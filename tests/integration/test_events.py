@@ -126,6 +126,18 @@ async def test_a_rejected_value_is_named_as_it_was_written(
         assert (result["status"], result["code"], result["message"]) == ("rejected", "invalid_value", message)
 
 
+async def test_an_unknown_customer_or_meter_is_named_as_it_was_written(
+    client: httpx.AsyncClient, metered: TenantHandle
+) -> None:
+    body = await post_batch(
+        client, metered, [event("u1", customer="O'Brien"), event("u2", meter="api\\calls")]
+    )
+    assert [(r["code"], r["message"]) for r in body["results"]] == [
+        ("unknown_customer", "no customer 'O'Brien'"),
+        ("unknown_meter", "no meter 'api\\calls'"),
+    ]
+
+
 async def test_duplicates_and_conflicts_never_change_usage(
     client: httpx.AsyncClient, metered: TenantHandle
 ) -> None:
