@@ -260,12 +260,19 @@ class UpcomingInvoiceController(Controller):
             return await upcoming_invoice(session, customer, ctx.clock.now())
 
 
+# A run without a body, or with an empty one, is a run of {}: Litestar gives the body parameter
+# its default then.
+EMPTY_RUN = BillingRunIn()
+
+
 class BillingRunController(Controller):
     path = "/billing/run"
     tags = ["Invoices"]
 
     @post(opt=scopes(ADMIN), status_code=200, summary="Do all billing work due by `at` (default now)")
-    async def run(self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn]) -> BillingRunOut:
+    async def run(
+        self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn] = EMPTY_RUN
+    ) -> BillingRunOut:
         now = ctx.clock.now()
         at = ensure_utc(data.at) if data.at else now
         if at > now and not ctx.settings.allow_time_travel:

@@ -159,7 +159,9 @@ class InvoiceOut(msgspec.Struct):
     object: str = "invoice"
 
 
-class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True):
+class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Frozen, so that an instance may be the default of the handler's body: no body means ``{}``."""
+
     at: AwareDateTime | None = None
 
 
