@@ -44,6 +44,7 @@ from billing.web.auth import ApiKeyMiddleware, scope_guard
 from billing.web.dependencies import provide_context, provide_principal
 from billing.web.health import HealthController
 from billing.web.openapi import document_problems
+from billing.web.options import answer_options, record_allowed_methods
 from billing.web.request_context import request_context_middleware
 from billing.webhooks.routes import WebhookDeliveryController, WebhookEndpointController
 
@@ -134,6 +135,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
         dependencies={"ctx": Provide(provide_context, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics.middleware],
+        before_request=answer_options,
         openapi_config=_openapi(),
         lifespan=[lifespan],
         request_max_body_size=max_body_bytes,
@@ -141,6 +143,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
         logging_config=None,
     )
     document_problems(app)
+    record_allowed_methods(app)
     # Outermost, so that errors raised by any middleware (401s) and unrouted paths get an id too.
     app.asgi_handler = request_context_middleware(app.asgi_handler)
     return app

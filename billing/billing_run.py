@@ -18,8 +18,15 @@ from billing.web.dependencies import Caller, Ctx
 AwareDateTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True):
+class BillingRunIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Frozen, so that an instance may be the default of the handler's body: no body means ``{}``."""
+
     at: AwareDateTime | None = None
+
+
+# A run without a body, or with an empty one, is a run of {}: Litestar gives the body parameter
+# its default then.
+EMPTY_RUN = BillingRunIn()
 
 
 class BillingRunOut(msgspec.Struct):
@@ -37,7 +44,9 @@ class BillingRunController(Controller):
     tags = ["Invoices"]
 
     @post(opt=scopes(ADMIN), status_code=200, summary="Do all billing work due by `at` (default now)")
-    async def run(self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn]) -> BillingRunOut:
+    async def run(
+        self, ctx: Ctx, principal: Caller, data: JSONBody[BillingRunIn] = EMPTY_RUN
+    ) -> BillingRunOut:
         now = ctx.clock.now()
         at = ensure_utc(data.at) if data.at else now
         if at > now and not ctx.settings.allow_time_travel:

@@ -80,11 +80,11 @@ def parse_timestamp(text: str) -> datetime:
     """RFC 3339 timestamp with any UTC offset -> aware UTC datetime."""
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise InvalidTimestamp(f"{text!r} is not an RFC 3339 timestamp with a UTC offset")
+        raise InvalidTimestamp(f"'{text}' is not an RFC 3339 timestamp with a UTC offset")
     try:
         return _datetime_from_match(match).astimezone(UTC)
     except (ValueError, OverflowError) as error:
-        raise InvalidTimestamp(f"{text!r} is not a valid timestamp: {error}") from None
+        raise InvalidTimestamp(f"'{text}' is not a valid timestamp: {error}") from None
 
 
 def format_timestamp(dt: datetime) -> str:

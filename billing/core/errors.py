@@ -29,6 +29,8 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 # character_not_in_repertoire (a NUL in text), untranslatable_character (a \u0000 in jsonb)
 _UNSTORABLE_TEXT = {"22021", "22P05"}
 _CLIENT_DISCONNECTED = "client disconnected prematurely"  # what Litestar raises when the body is cut
+# What Litestar says when a handler's body is missing: the KeyError of its ``data`` argument.
+_MISSING_BODY = "'data'"
 log = structlog.get_logger("billing.core.errors")
 UNHANDLED_ERRORS = Counter("billing_unhandled_errors_total", "Requests that failed with an unexpected error")
 DATABASE_UNAVAILABLE = Counter(
@@ -186,6 +188,8 @@ def _field_error(item: dict[str, Any]) -> FieldError:
     if key in ("", "data"):  # the body as a whole: name the offending field when msgspec does
         unknown = _UNKNOWN_FIELD.search(message)
         key = unknown.group(1) if unknown else "body"
+        if message == _MISSING_BODY:
+            message = "a JSON body is required"
     return FieldError(field=key.removeprefix("$."), message=message)
 
 

@@ -78,7 +78,16 @@ class UnknownCurrency(ValueError):
 
 
 class InvalidDecimal(ValueError):
-    """A value is not an acceptable decimal number."""
+    """A value is not an acceptable decimal number, for ``reason``.
+
+    With ``value``, the value as it was given (a Decimal as ``str`` shows it: ``NaN``, ``1E+30``),
+    the message is ``"<value> <reason>"``; a caller that knows how its user wrote the value can
+    name it that way instead.
+    """
+
+    def __init__(self, reason: str, *, value: str | None = None) -> None:
+        super().__init__(reason if value is None else f"{value} {reason}")
+        self.reason = reason
 
 
 def exponent(currency: str) -> int:
@@ -86,7 +95,7 @@ def exponent(currency: str) -> int:
     try:
         return CURRENCY_EXPONENTS[currency]
     except KeyError:
-        raise UnknownCurrency(f"unknown currency code {currency!r}") from None
+        raise UnknownCurrency(f"unknown currency code '{currency}'") from None
 
 
 def currencies_by_exponent() -> dict[int, list[str]]:
@@ -122,12 +131,12 @@ def parse_decimal(
     """
     number = _to_decimal(value)
     if number.copy_abs() > max_magnitude:
-        raise InvalidDecimal(f"{value!r} is larger in magnitude than {format_decimal(max_magnitude)}")
+        raise InvalidDecimal(f"is larger in magnitude than {format_decimal(max_magnitude)}", value=str(value))
     canonical = _canonical(number)
     if canonical is None or not _has_at_most(canonical, max_fraction_digits):
         raise InvalidDecimal(
-            f"{value!r} has {_fraction_digits(number)} fractional digits; "
-            f"at most {max_fraction_digits} are allowed"
+            f"has {_fraction_digits(number)} fractional digits; at most {max_fraction_digits} are allowed",
+            value=str(value),
         )
     return canonical
 
@@ -218,17 +227,17 @@ def _to_decimal(value: str | int | Decimal) -> Decimal:
 
 def _decimal_from_text(text: str) -> Decimal:
     if not _DECIMAL_TEXT.fullmatch(text):
-        raise InvalidDecimal(f"{text!r} is not a decimal number")
+        raise InvalidDecimal("is not a decimal number", value=f"'{text}'")
     try:
         with localcontext(_exact_context()):
             return Decimal(text)
     except DecimalException:
-        raise InvalidDecimal(f"{text!r} is out of range") from None
+        raise InvalidDecimal("is out of range", value=text) from None
 
 
 def _require_finite(value: Decimal) -> None:
     if not value.is_finite():
-        raise InvalidDecimal(f"{value!r} is not a finite number")
+        raise InvalidDecimal("is not a finite number", value=str(value))
 
 
 def _significant_parts(value: Decimal) -> tuple[int, str, int]:

@@ -28,7 +28,7 @@ def _timezones() -> frozenset[str]:
 
 def timezone(field: str, value: str) -> str:
     if value not in _timezones():
-        raise ValidationFailed.field(field, f"{value!r} is not an IANA time zone name")
+        raise ValidationFailed.field(field, f"'{value}' is not an IANA time zone name")
     return value
 
 
@@ -41,7 +41,7 @@ def email(field: str, value: str) -> str:
 
 def currency(field: str, value: str) -> str:
     if not money.is_currency(value):
-        raise ValidationFailed.field(field, f"{value!r} is not an ISO 4217 currency code (upper case)")
+        raise ValidationFailed.field(field, f"'{value}' is not an ISO 4217 currency code (upper case)")
     return value
 
 
@@ -82,7 +82,7 @@ def locale(field: str, value: str) -> str:
             return str(Locale.parse(value.replace("-", "_")))
         except (UnknownLocaleError, ValueError):
             pass
-    raise ValidationFailed.field(field, f"{value!r} is not a known locale (e.g. 'en', 'de-DE')")
+    raise ValidationFailed.field(field, f"'{value}' is not a known locale (e.g. 'en', 'de-DE')")
 
 
 def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:

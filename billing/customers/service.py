@@ -58,7 +58,7 @@ async def create_customer(
         updated_at=now,
     )
     if not await insert_row_ignore(session, customer):
-        raise Conflict(f"A customer with external_id {customer.external_id!r} already exists")
+        raise Conflict(f"A customer with external_id '{customer.external_id}' already exists")
     return customer
 
 

@@ -54,7 +54,7 @@ async def create_plan(session: AsyncSession, tenant_id: str, data: PlanCreate, *
         updated_at=now,
     )
     if not await insert_row_ignore(session, plan):
-        raise Conflict(f"A plan with code {plan.code!r} already exists")
+        raise Conflict(f"A plan with code '{plan.code}' already exists")
     return plan
 
 
@@ -74,7 +74,7 @@ async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, no
     used = await session.scalar(sa.select(sa.exists().where(Subscription.plan_id == plan.id)))
     if used:
         raise Conflict(
-            f"Plan {plan.code!r} is used by a subscription and cannot change; create a plan with a new code",
+            f"Plan '{plan.code}' is used by a subscription and cannot change; create a plan with a new code",
             code="plan_in_use",
         )
     if patch.name is not UNSET:
@@ -163,9 +163,9 @@ async def _prices(session: AsyncSession, tenant_id: str, prices: list[PriceIn]) 
         field = f"prices[{index}]"
         meter = meters.get(price.meter)
         if meter is None:
-            errors.append(FieldError(f"{field}.meter", f"no meter with key {price.meter!r}"))
+            errors.append(FieldError(f"{field}.meter", f"no meter with key '{price.meter}'"))
         elif meter.id in seen:
-            errors.append(FieldError(f"{field}.meter", f"meter {price.meter!r} already has a price"))
+            errors.append(FieldError(f"{field}.meter", f"meter '{price.meter}' already has a price"))
         else:
             seen.add(meter.id)
         parsed, problems = _parse_price(price)

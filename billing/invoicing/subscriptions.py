@@ -34,7 +34,7 @@ async def create_subscription(
     plan = await get_plan(session, tenant_id, data.plan)
     if plan.currency != customer.currency:
         raise ValidationFailed.field(
-            "plan", f"plan {plan.code!r} bills in {plan.currency}; the customer pays in {customer.currency}"
+            "plan", f"plan '{plan.code}' bills in {plan.currency}; the customer pays in {customer.currency}"
         )
     starts_at = ensure_utc(data.starts_at) if data.starts_at else now
     await _lock_customer(session, customer.id)

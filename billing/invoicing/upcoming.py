@@ -27,7 +27,7 @@ async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datet
         period = periods.period_containing(sub.starts_at, sub.cancel_at, sub.timezone, now)
         if period is not None:
             return await _preview(session, customer, sub, period)
-    raise NotFound(f"Customer {customer.external_id!r} has no subscription in effect now")
+    raise NotFound(f"Customer '{customer.external_id}' has no subscription in effect now")
 
 
 async def _preview(

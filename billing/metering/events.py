@@ -39,7 +39,7 @@ async def get_event(session: AsyncSession, tenant_id: str, event_id: str) -> Eve
     )
     row = (await session.execute(query)).first()
     if row is None:
-        raise NotFound(f"No event {event_id!r}")
+        raise NotFound(f"No event '{event_id}'")
     event, external_id, meter_key = row
     return EventOut(
         id=event.event_id,

@@ -49,6 +49,12 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     properties: dict[str, Any] | None = None
 
 
+class _WrittenValue(msgspec.Struct):
+    """An event's value as its JSON has it, for the message that rejects it."""
+
+    value: msgspec.Raw
+
+
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
@@ -63,6 +69,7 @@ class IngestResult(msgspec.Struct):
 
 _event_decoder = msgspec.json.Decoder(EventIn)
 _raw_id_decoder = msgspec.json.Decoder(dict[str, Any])
+_written_value_decoder = msgspec.json.Decoder(_WrittenValue)
 # Payload hashes compare what an event means, so properties are hashed with sorted keys.
 _payload_encoder = msgspec.json.Encoder(order="sorted")
 _json = msgspec.json.Encoder()
@@ -172,7 +179,7 @@ def _decode(raw: bytes, latest: datetime) -> tuple[EventIn, str | None]:
     try:
         event.value = money.parse_decimal(event.value)
     except money.InvalidDecimal as exc:
-        raise Rejection("invalid_value", str(exc)) from None
+        raise Rejection("invalid_value", f"{_written_value(raw)} {exc.reason}") from None
     if event.timestamp > latest:
         raise Rejection("timestamp_in_future", "timestamp is more than 5 minutes ahead of the server's clock")
     properties = None if event.properties is None else _json.encode(event.properties)
@@ -193,6 +200,13 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(item) for item in value)
     return False
+
+
+def _written_value(raw: bytes) -> str:
+    """The value as the user wrote it: a JSON number's text (``1e30``, which the Decimal would show
+    as ``1E+30``), or a JSON string's content (``NaN``)."""
+    text = bytes(_written_value_decoder.decode(raw).value)
+    return msgspec.json.decode(text, type=str) if text.startswith(b'"') else text.decode()
 
 
 def _raw_id(raw: bytes) -> str | None:
@@ -258,15 +272,15 @@ def _candidate(
     subscriptions: list[Coverage],
 ) -> Candidate:
     if customer is None:
-        raise Rejection("unknown_customer", f"no customer {event.customer!r}")
+        raise Rejection("unknown_customer", f"no customer '{event.customer}'")
     if meter is None:
-        raise Rejection("unknown_meter", f"no meter {event.meter!r}")
+        raise Rejection("unknown_meter", f"no meter '{event.meter}'")
     timestamp = event.timestamp.astimezone(UTC)
     subscription = covering(subscriptions, timestamp)
     if subscription is None:
         raise Rejection(
             "no_subscription",
-            f"no subscription of customer {event.customer!r} covers {format_timestamp(timestamp)}",
+            f"no subscription of customer '{event.customer}' covers {format_timestamp(timestamp)}",
         )
     value = event.value
     # msgspec writes a UTC datetime as format_timestamp does, and canonical decimals print as
@@ -286,7 +300,7 @@ def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:
     raw = (event.properties or {}).get(prop)
     if raw is None:
         raise Rejection(
-            "invalid_event", f"meter {meter.key!r} counts distinct properties.{prop}, which is missing"
+            "invalid_event", f"meter '{meter.key}' counts distinct properties.{prop}, which is missing"
         )
     value = rollups.unique_key(raw)
     if len(value) > UNIQUE_VALUE_MAX_LENGTH:

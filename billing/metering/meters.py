@@ -42,7 +42,7 @@ async def create_meter(session: AsyncSession, tenant_id: str, data: MeterCreate,
         updated_at=now,
     )
     if not await insert_row_ignore(session, meter):
-        raise Conflict(f"A meter with key {meter.key!r} already exists")
+        raise Conflict(f"A meter with key '{meter.key}' already exists")
     return meter
 
 

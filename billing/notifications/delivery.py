@@ -229,7 +229,7 @@ async def _mail_transaction(client: aiosmtplib.SMTP, email: Email) -> None:
 
 def _envelope(address: str) -> bytes:
     if not address.isascii() or any(char in address for char in "<>\r\n "):
-        raise DeliveryError(f"not an address for the SMTP envelope: {address!r}", permanent=True)
+        raise DeliveryError(f"not an address for the SMTP envelope: '{address}'", permanent=True)
     return address.encode("ascii")
 
 

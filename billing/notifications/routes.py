@@ -96,7 +96,7 @@ class NotificationController(Controller):
         locale: PreviewLocale = None,
     ) -> Response[Any]:
         if kind not in ALL_KINDS:
-            raise NotFound(f"No email kind {kind!r}; kinds: {', '.join(ALL_KINDS)}")
+            raise NotFound(f"No email kind '{kind}'; kinds: {', '.join(ALL_KINDS)}")
         async with ctx.database.read() as session:
             tenant = await session.get(Tenant, principal.tenant_id)
         if tenant is None:

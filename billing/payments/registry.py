@@ -43,7 +43,7 @@ async def open_provider(
     """The provider ``name`` (default: the tenant's) set up for ``tenant``, closed after use."""
     factory = PROVIDERS.get(name or tenant.payment_provider)
     if factory is None:
-        raise ProviderUnavailable(f"unknown payment provider {name or tenant.payment_provider!r}")
+        raise ProviderUnavailable(f"unknown payment provider '{name or tenant.payment_provider}'")
     provider = factory(ctx, tenant)
     try:
         yield provider

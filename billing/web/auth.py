@@ -14,11 +14,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from litestar.connection import ASGIConnection
+from litestar.enums import HttpMethod
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from billing.core.errors import Forbidden, Unauthorized
 from billing.tenants.models import ApiKey
+from billing.web.options import OPT_ALLOW
 
 KEY_PREFIX = "bk_"
 OPT_SCOPES = "scopes"
@@ -98,12 +100,19 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
 
 
 def scope_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Fail closed: a route that declares no scopes is reachable by nobody."""
+    """Fail closed: a route that declares no scopes is reachable by nobody.
+
+    OPTIONS needs no key: it is answered with the route's methods and nothing else
+    (:mod:`billing.web.options`), and the middleware does not authenticate it (Litestar's
+    default), but guards still run for it (litestar#2314).
+    """
+    if connection.scope.get("method") == HttpMethod.OPTIONS and OPT_ALLOW in handler.opt:
+        return
     allowed = handler.opt.get(OPT_SCOPES)
-    principal = connection.auth
+    principal = connection.scope.get("auth")
     if not isinstance(principal, Principal) or not allowed or principal.scope not in allowed:
-        scope = principal.scope if isinstance(principal, Principal) else "none"
-        raise Forbidden(f"A key with scope {scope!r} may not call this operation")
+        scope = principal.scope.value if isinstance(principal, Principal) else "none"
+        raise Forbidden(f"A key with scope {scope} may not call this operation")
 
 
 def scopes(allowed: frozenset[Scope]) -> dict[str, Any]:

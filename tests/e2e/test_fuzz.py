@@ -2,10 +2,12 @@
 
 Schemathesis generates requests from the OpenAPI document, authenticated with an admin key, and
 checks every answer: never a 5xx, and always a documented status code, content type, headers and
-body. One server per database (SQLite, and PostgreSQL when BILLING_TEST_POSTGRES_URL is set),
-seeded with a customer, a meter, a plan, a subscription, invoices, payments, a dunning case,
-notifications, a Stripe event and a webhook endpoint, so that id-taking operations reach real
-objects about half of the time.
+body. Each request is also sent as OPTIONS (which the document leaves out: every route answers
+it), to be answered 204 with an ``Allow`` header listing the path's documented methods. One server
+per database (SQLite, and PostgreSQL when BILLING_TEST_POSTGRES_URL is set), seeded with a
+customer, a meter, a plan, a subscription, invoices, payments, a dunning case, notifications, a
+Stripe event and a webhook endpoint, so that id-taking operations reach real objects about half of
+the time.
 
 Bounded for ``make test`` (derandomized, BILLING_FUZZ_EXAMPLES examples per operation, default
 8); ``bench/README.md`` documents the long run.
@@ -34,6 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
@@ -214,8 +217,20 @@ SETTINGS = settings(
 )
 
 
+def options_answered(ctx: Any, response: Any, case: Any) -> None:
+    """OPTIONS on a path that is routed: 204 and an ``Allow`` header (that lists the path's
+    documented methods: ``allow_header_conformance``)."""
+    if response.status_code != 404:
+        assert response.status_code == 204, f"OPTIONS answered {response.status_code}, not 204"
+        assert response.headers.get("allow"), "OPTIONS answered without an Allow header"
+
+
+OPTIONS_CHECKS = [not_a_server_error, options_answered, allow_header_conformance]
+
+
 def fuzz(target: FuzzTarget, operation: Any) -> None:
-    """Valid and invalid requests for one operation; raises on the first (shrunk) failure."""
+    """Valid and invalid requests for one operation, each also sent as OPTIONS; raises on the first
+    (shrunk) failure."""
     strategy = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE)
 
     @SETTINGS
@@ -223,6 +238,8 @@ def fuzz(target: FuzzTarget, operation: Any) -> None:
     def run(case: Any) -> None:
         target.prepare(case)
         case.call_and_validate(headers=target.auth, checks=CHECKS, timeout=30)
+        options = operation.Case(method="OPTIONS", path_parameters=case.path_parameters, query=case.query)
+        options.call_and_validate(headers=target.auth, checks=OPTIONS_CHECKS, timeout=30)
 
     run()
 

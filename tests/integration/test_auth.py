@@ -79,6 +79,18 @@ async def test_each_scope_reaches_only_its_operations(
         assert_problem(response, 403, "forbidden")
 
 
+@pytest.mark.parametrize(
+    ("scope", "method", "path"),
+    [(Scope.FINANCE, "POST", "/v1/billing/run"), (Scope.INGEST, "GET", "/v1/tenant")],
+)
+async def test_a_forbidden_request_names_the_keys_scope(
+    client: httpx.AsyncClient, tenant: TenantHandle, scope: Scope, method: str, path: str
+) -> None:
+    response = await client.request(method, path, headers=tenant.headers(scope), json={})
+    body = assert_problem(response, 403, "forbidden")
+    assert body["detail"] == f"A key with scope {scope.value} may not call this operation"
+
+
 async def test_a_forbidden_request_changes_nothing(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
     response = await client.patch(
         "/v1/tenant", headers=tenant.headers(Scope.FINANCE), json={"name": "Hijacked"}
@@ -135,3 +147,31 @@ async def test_a_limit_out_of_range_answers_422(
 ) -> None:
     response = await client.get(f"/v1/api-keys?limit={limit}", headers=tenant.headers())
     assert_problem(response, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/tenant", "GET, OPTIONS, PATCH"),
+        ("/v1/customers", "GET, OPTIONS, POST"),
+        ("/v1/customers/acme-42", "GET, OPTIONS, PATCH"),
+        ("/v1/invoices/export.csv", "GET, OPTIONS"),
+        ("/v1/invoices/inv_unknown/void", "OPTIONS, POST"),
+        ("/v1/billing/run", "OPTIONS, POST"),
+        ("/v1/webhook-endpoints/whe_unknown", "DELETE, GET, OPTIONS, PATCH"),
+    ],
+)
+@pytest.mark.parametrize("key", ["none", "admin", "ingest", "unknown"])
+async def test_options_answers_204_with_the_routes_methods_with_or_without_a_key(
+    client: httpx.AsyncClient, tenant: TenantHandle, path: str, allow: str, key: str
+) -> None:
+    headers = {
+        "none": {},
+        "admin": tenant.headers(),
+        "ingest": tenant.headers(Scope.INGEST),
+        "unknown": {"Authorization": "Bearer bk_unknownkeyunknownkeyunknownkey"},
+    }[key]
+    response = await client.options(path, headers=headers)
+    assert response.status_code == 204, response.text
+    assert response.headers["allow"] == allow
+    assert response.content == b""

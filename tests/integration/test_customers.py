@@ -319,6 +319,21 @@ async def test_malformed_json_answers_400(
     assert_problem(response, 400, "malformed_json")
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("content", [None, b""], ids=["no body", "empty body"])
+async def test_a_missing_body_answers_422_saying_so(
+    client: httpx.AsyncClient, tenant: TenantHandle, method: str, content: bytes | None
+) -> None:
+    await create(client, tenant)
+    path = "/v1/customers" if method == "POST" else "/v1/customers/acme-42"
+
+    response = await client.request(method, path, headers=tenant.headers(), content=content)
+
+    body = assert_problem(response, 422, "validation_error")
+    assert body["detail"] == "body: a JSON body is required"
+    assert body["errors"] == [{"field": "body", "message": "a JSON body is required"}]
+
+
 async def test_list_pages_newest_first_with_starting_after(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:

@@ -102,6 +102,43 @@ async def test_a_mixed_batch_answers_every_event_in_order(
     assert total(await usage(client, metered)) == sum(range(accepted)) + 10
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"NaN"', "NaN is not a finite number"),
+        ('"-Infinity"', "-Infinity is not a finite number"),
+        ('"1E+30"', "1E+30 is larger in magnitude than 1000000000000000"),
+        ("1e30", "1e30 is larger in magnitude than 1000000000000000"),
+        ("1000000000000000.5", "1000000000000000.5 is larger in magnitude than 1000000000000000"),
+        ('"0.0000000000001"', "0.0000000000001 has 13 fractional digits; at most 12 are allowed"),
+        ("1.0000000000001E-3", "1.0000000000001E-3 has 16 fractional digits; at most 12 are allowed"),
+    ],
+)
+async def test_a_rejected_value_is_named_as_it_was_written(
+    client: httpx.AsyncClient, metered: TenantHandle, value: str, message: str
+) -> None:
+    raw = f'{{"id": "v1", "customer": "acme-1", "meter": "api_calls", "timestamp": "{AT}", "value": {value}}}'
+    headers = {**metered.headers(Scope.INGEST), "content-type": "application/json"}
+    batch = await client.post("/v1/events/batch", headers=headers, content=f'{{"events": [{raw}]}}')
+    single = await client.post("/v1/events", headers=headers, content=raw)
+    for response in (batch, single):
+        assert response.status_code in (200, 202), response.text
+        [result] = response.json()["results"]
+        assert (result["status"], result["code"], result["message"]) == ("rejected", "invalid_value", message)
+
+
+async def test_an_unknown_customer_or_meter_is_named_as_it_was_written(
+    client: httpx.AsyncClient, metered: TenantHandle
+) -> None:
+    body = await post_batch(
+        client, metered, [event("u1", customer="O'Brien"), event("u2", meter="api\\calls")]
+    )
+    assert [(r["code"], r["message"]) for r in body["results"]] == [
+        ("unknown_customer", "no customer 'O'Brien'"),
+        ("unknown_meter", "no meter 'api\\calls'"),
+    ]
+
+
 async def test_duplicates_and_conflicts_never_change_usage(
     client: httpx.AsyncClient, metered: TenantHandle
 ) -> None:

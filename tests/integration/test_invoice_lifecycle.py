@@ -660,6 +660,58 @@ async def test_a_future_at_needs_time_travel_and_a_past_at_is_accepted(
     assert (await run(client, tenant, "2026-12-02T00:00:00Z"))["invoices_created"] == 1  # time travel on
 
 
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(None, None), (b"", None), (b"", "application/json"), (b"{}", "application/json")],
+    ids=["no body", "empty body", "empty JSON body", "empty object"],
+)
+async def test_a_run_without_a_body_runs_now(
+    client: httpx.AsyncClient, tenant: TenantHandle, content: bytes | None, content_type: str | None
+) -> None:
+    await setup(client, tenant, ["c1"], starts_at="2026-10-01T00:00:00Z", base_fee=1000)
+    headers = tenant.headers() | ({"content-type": content_type} if content_type else {})
+    response = await client.post("/v1/billing/run", headers=headers, content=content)
+    assert response.status_code == 200, response.text
+    assert (response.json()["at"], response.json()["invoices_created"]) == ("2026-11-21T12:00:00Z", 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code", "errors"),
+    [
+        (b"{", 400, "malformed_json", None),
+        (b"   ", 400, "malformed_json", None),
+        (b"null", 422, "validation_error", [{"field": "body", "message": "Expected `object`, got `null`"}]),
+        (b"[]", 422, "validation_error", [{"field": "body", "message": "Expected `object`, got `array`"}]),
+        (
+            b'{"at": "soon"}',
+            422,
+            "validation_error",
+            [{"field": "at", "message": "Invalid RFC3339 encoded datetime"}],
+        ),
+        (
+            b'{"when": null}',
+            422,
+            "validation_error",
+            [{"field": "when", "message": "Object contains unknown field `when`"}],
+        ),
+    ],
+)
+async def test_a_run_with_a_bad_body_answers_a_problem_and_runs_nothing(
+    client: httpx.AsyncClient,
+    tenant: TenantHandle,
+    content: bytes,
+    status: int,
+    code: str,
+    errors: list[dict] | None,
+) -> None:
+    await setup(client, tenant, ["c1"], starts_at="2026-10-01T00:00:00Z", base_fee=1000)
+    headers = tenant.headers() | {"content-type": "application/json"}
+    response = await client.post("/v1/billing/run", headers=headers, content=content)
+    body = assert_problem(response, status, code)
+    assert body.get("errors") == errors
+    assert await listed(client, tenant) == []
+
+
 # Concurrency (PostgreSQL)
 
 

@@ -227,6 +227,23 @@ async def test_an_invalid_price_answers_422_naming_the_field_and_creates_nothing
 
 
 @pytest.mark.parametrize(
+    ("unit_amount", "message"),
+    [
+        ("1,5", "'1,5' is not a decimal number"),
+        ("NaN", "'NaN' is not a decimal number"),
+        ("1E+30", "1E+30 is larger in magnitude than 1000000000000000"),
+        (THIRTEEN, f"{THIRTEEN} has 13 fractional digits; at most 12 are allowed"),
+    ],
+)
+async def test_an_invalid_decimal_is_named_as_it_was_written(
+    client: httpx.AsyncClient, metered: TenantHandle, unit_amount: str, message: str
+) -> None:
+    response = await create(client, metered, prices=[per_unit(unit_amount)])
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["errors"] == [{"field": "prices[0].unit_amount", "message": message}]
+
+
+@pytest.mark.parametrize(
     ("fields", "field"),
     [
         ({"currency": "XYZ"}, "currency"),
