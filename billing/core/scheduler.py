@@ -10,6 +10,7 @@ import asyncio
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -20,6 +21,8 @@ from billing.core.context import AppContext
 from billing.core.db.engine import database_unavailable
 
 TickFunction = Callable[[AppContext], Awaitable[None]]
+# A tick function keeps its own signature (deliver_all also takes at= and tenant_id=).
+F = TypeVar("F", bound=TickFunction)
 # Modules whose import registers their ticks.
 TICK_MODULES: tuple[str, ...] = (
     "billing.invoicing.run",
@@ -46,10 +49,10 @@ class Tick:
 _TICKS: dict[str, Tick] = {}
 
 
-def tick(name: str, *, every_seconds: int) -> Callable[[TickFunction], TickFunction]:
+def tick(name: str, *, every_seconds: int) -> Callable[[F], F]:
     """Register ``fn`` to run every ``every_seconds`` on every replica that runs the scheduler."""
 
-    def register(fn: TickFunction) -> TickFunction:
+    def register(fn: F) -> F:
         _TICKS[name] = Tick(name, every_seconds, fn)
         return fn
 
