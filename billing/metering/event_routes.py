@@ -58,7 +58,7 @@ class EventController(Controller):
         operation_class=raw_json_body(BATCH_SCHEMA, "1 to 1000 usage events"),
         summary="Post 1 to 1000 usage events; one result per event, in order",
     )
-    async def post_batch(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
+    async def post_batch(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:
         raw_events = _batch_events(await request.body())
         return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
 
@@ -68,7 +68,7 @@ class EventController(Controller):
         operation_class=raw_json_body(EVENT_SCHEMA, "One usage event"),
         summary="Post one usage event",
     )
-    async def post_event(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:  # type: ignore[type-arg]
+    async def post_event(self, ctx: Ctx, principal: Caller, request: Request) -> IngestResult:
         raw_events = _single_event(await request.body())
         return await ingest.ingest(ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now())
 
