@@ -151,7 +151,7 @@ async def pending_payment(session: AsyncSession, invoice_id: str) -> str | None:
     return await session.scalar(query.limit(1))
 
 
-def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice]]:
+def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[Invoice]:
     stmt = sa.select(Invoice).where(Invoice.tenant_id == tenant_id)
     if filters.status is not None:
         stmt = stmt.where(Invoice.status == filters.status)
