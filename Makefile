@@ -37,6 +37,7 @@ $(CHROMIUM):
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check billing tests migrations bench
 	$(BIN)/ruff format --check billing tests migrations bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -19,6 +19,7 @@ from litestar.exceptions import (
     SerializationException,
     ValidationException,
 )
+from litestar.types import ExceptionHandlersMap
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError
 
@@ -268,7 +269,7 @@ def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> R
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApiError: handle_api_error,
     ValidationException: handle_validation,
     HTTPException: handle_http_exception,

@@ -35,7 +35,7 @@ class PageRequest:
 
 
 async def fetch_page(
-    session: AsyncSession, stmt: sa.Select[Any], id_column: sa.ColumnElement[str], page: PageRequest
+    session: AsyncSession, stmt: sa.Select[Any], id_column: sa.SQLColumnExpression[str], page: PageRequest
 ) -> tuple[list[Any], bool]:
     """Run ``stmt`` for one page; the caller's filters (tenant first) are already in it."""
     if page.starting_after is not None:

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import outbox
 from billing.core.db.inserts import insert_ignore
+from billing.core.db.queries import rowcount
 from billing.core.ids import new_id
 from billing.customers.service import update_payment_status
 from billing.dunning.decide import Case, Email, Policy, Step, after_failure
@@ -211,7 +212,7 @@ async def payment_method_changed(session: AsyncSession, customer_id: str, *, at:
         .values(next_action="retry_now", next_action_at=at, updated_at=at),
         execution_options={"synchronize_session": False},
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 async def _has_unpaid_cases(session: AsyncSession, customer_id: str, *, other_than: str) -> bool:

@@ -35,7 +35,8 @@ class DunningController(Controller):
     async def get_policy(self, ctx: Ctx, principal: Caller) -> PolicyOut:
         async with ctx.database.read() as session:
             row = await session.get(DunningPolicy, principal.tenant_id)
-            return policy_out(await get_policy(session, principal.tenant_id), row and row.updated_at)
+            updated_at = row.updated_at if row is not None else None
+            return policy_out(await get_policy(session, principal.tenant_id), updated_at)
 
     @put("/policy", opt=scopes(ADMIN), summary="Replace the dunning policy")
     async def put_policy(self, ctx: Ctx, principal: Caller, data: JSONBody[PolicyIn]) -> PolicyOut:

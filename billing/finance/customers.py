@@ -114,7 +114,7 @@ def read_query(raw: Mapping[str, str]) -> CustomerQuery:
     return CustomerQuery(params, errors, int(page) if page.isdigit() and 0 < int(page) <= 100_000 else 1)
 
 
-def filtered(tenant_id: str, query: CustomerQuery) -> sa.Select[tuple[Customer]]:
+def filtered(tenant_id: str, query: CustomerQuery) -> sa.Select[Customer]:
     stmt = sa.select(Customer).where(Customer.tenant_id == tenant_id)
     if text := query.params["q"]:
         stmt = stmt.where(

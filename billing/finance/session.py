@@ -135,7 +135,7 @@ _KEYS = (
 )
 
 
-def _user(session_id: str, row: sa.Row[Any], csrf_token: str) -> FinanceUser:
+def _user(session_id: str, row: sa.Row[str, str | None, str, str, str], csrf_token: str) -> FinanceUser:
     return FinanceUser(
         session_id, row.tenant_id, row.tenant_name, row.id, row.name, Scope(row.scope), csrf_token
     )

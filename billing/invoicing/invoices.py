@@ -154,7 +154,7 @@ async def lock_invoice(session: AsyncSession, invoice_id: str) -> Invoice:
     return (await session.scalars(query)).one()
 
 
-def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[tuple[Invoice]]:
+def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[Invoice]:
     stmt = sa.select(Invoice).where(Invoice.tenant_id == tenant_id)
     if filters.status is not None:
         stmt = stmt.where(Invoice.status == filters.status)

@@ -105,7 +105,7 @@ async def _batch(
         return done, subs[-1].id
 
 
-def _due(due: sa.ColumnElement[bool], tenant_id: str | None, after: str) -> sa.Select[tuple[Subscription]]:
+def _due(due: sa.ColumnElement[bool], tenant_id: str | None, after: str) -> sa.Select[Subscription]:
     query = sa.select(Subscription).where(due, Subscription.id > after).order_by(Subscription.id)
     return query.where(Subscription.tenant_id == tenant_id) if tenant_id is not None else query
 

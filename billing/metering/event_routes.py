@@ -63,7 +63,7 @@ class EventController(Controller):
     )
     async def post_batch(
         self, ctx: Ctx, principal: Caller, coverage: Coverage, request: Request
-    ) -> IngestResult:  # type: ignore[type-arg]
+    ) -> IngestResult:
         raw_events = _batch_events(await request.body())
         return await ingest.ingest(
             ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now(), coverage=coverage
@@ -77,7 +77,7 @@ class EventController(Controller):
     )
     async def post_event(
         self, ctx: Ctx, principal: Caller, coverage: Coverage, request: Request
-    ) -> IngestResult:  # type: ignore[type-arg]
+    ) -> IngestResult:
         raw_events = _single_event(await request.body())
         return await ingest.ingest(
             ctx.database, principal.tenant_id, raw_events, now=ctx.clock.now(), coverage=coverage

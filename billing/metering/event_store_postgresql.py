@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -95,7 +95,8 @@ async def store(
         [e.payload_hash for e in events],
     )
     result = await connection.exec_driver_sql(_PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now))
-    new = dict(result.all())
+    # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (event_id, seq).
+    new: dict[str, int] = dict(cast("Sequence[tuple[str, int]]", result.all()))
     uniques = [e for e in events if e.unique_value is not None and e.event_id in new]
     if uniques:
         await connection.exec_driver_sql(

@@ -393,7 +393,7 @@ async def _fold_raw_events(
         fold_event(result[(row.customer_id, row.meter_id)], by_id[row.meter_id], row)
 
 
-def fold_event(tally: Tally, meter: Meter, row: sa.Row[Any]) -> None:
+def fold_event(tally: Tally, meter: Meter, row: sa.Row[*tuple[Any, ...]]) -> None:
     """Add one raw event (a row with value, timestamp, seq and properties) to a tally."""
     tally.merge(Partial(1, row.value, row.value, row.value, row.timestamp, row.seq))
     if meter.aggregation == "unique_count":

@@ -6,6 +6,7 @@ customer's timezone), so that templates only place them.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class Formatter:
     def month(self, year: int, month: int) -> str:
         return _date(date(year, month, 1), "MMMM y", self.locale)
 
-    def _local(self, at: datetime) -> date:
+    def _local(self, at: datetime) -> dt.date:
         return at.astimezone(self.tz).date()
 
 
@@ -140,13 +141,18 @@ def web_link(url: str | None) -> str | None:
 
 
 class CustomerFacts(Protocol):
-    """What an email needs of a customer (an ORM object or a row of these columns)."""
+    """What an email needs of a customer (an ORM object or a row of these columns), read only."""
 
-    id: str
-    email: str | None
-    name: str | None
-    locale: str | None
-    timezone: str | None
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def locale(self) -> str | None: ...
+    @property
+    def timezone(self) -> str | None: ...
 
 
 class InvoiceFacts(Protocol):
@@ -195,13 +201,16 @@ def dunning_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
 def card_view(card: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
     brand = str(card.get("brand") or "").strip()
     month, year = card.get("exp_month"), card.get("exp_year")
-    has_expiry = isinstance(month, int) and isinstance(year, int) and 1 <= month <= 12 and year > 0
+    expiry: str | None = None
+    expiry_month: str | None = None
+    if isinstance(month, int) and isinstance(year, int) and 1 <= month <= 12 and year > 0:
+        expiry, expiry_month = f"{month:02d}/{year}", fmt.month(year, month)
     return {
         "id": card.get("id"),
         "brand": CARD_BRANDS.get(brand.lower(), brand.title() or "Card"),
         "last4": str(card.get("last4") or "????"),
-        "expiry": f"{month:02d}/{year}" if has_expiry else None,
-        "expiry_month": fmt.month(year, month) if has_expiry else None,
+        "expiry": expiry,
+        "expiry_month": expiry_month,
     }
 
 

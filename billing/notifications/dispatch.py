@@ -26,6 +26,7 @@ from prometheus_client import Counter
 
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows
+from billing.core.db.queries import rowcount
 from billing.notifications.delivery import DeliveryError, Transport, build_email, open_transport
 from billing.notifications.models import FAILED, QUEUED, SENT, Notification
 
@@ -36,7 +37,7 @@ LANES = 8
 MAX_ATTEMPTS = 10
 LEASE = timedelta(minutes=5)
 SEND_BUDGET_SECONDS = 120.0
-TABLE: sa.Table = Notification.__table__  # type: ignore[assignment]
+TABLE = Notification.__table__
 OUTCOME_COLUMNS = ("status", "attempts", "last_error", "next_attempt_at", "sent_at")
 log = structlog.get_logger("billing.notifications")
 DELIVERIES = Counter("billing_notifications_total", "Notification send attempts by outcome", ["outcome"])
@@ -183,6 +184,6 @@ class _Outcomes:
             return
         for _, done in batch:
             done.set_result(None)
-        written = result.rowcount  # type: ignore[attr-defined]
+        written = rowcount(result)
         if 0 <= written < len(batch):
             log.warning("notification_claims_lost", lost=len(batch) - written)

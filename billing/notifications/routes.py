@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
 from litestar import Controller, MediaType, Response, get
@@ -31,7 +31,7 @@ Kind = Literal[
     "webhook_endpoint_disabled",
 ]
 Status = Literal["queued", "sent", "failed", "skipped"]
-assert set(Kind.__args__) == set(ALL_KINDS) and set(Status.__args__) == set(STATUSES)
+assert set(get_args(Kind)) == set(ALL_KINDS) and set(get_args(Status)) == set(STATUSES)
 
 CustomerFilter = Annotated[
     str | None, QueryParameter(max_length=128, description="Customer id or external_id")

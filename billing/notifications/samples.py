@@ -18,7 +18,7 @@ SAMPLE_AMOUNT = Decimal("123.45")
 
 def sample_context(kind: str, tenant: Tenant, now: datetime, locale: str | None) -> dict[str, Any]:
     if kind in TENANT_KINDS:
-        data = {"endpoint_id": "whe_sample", "url": "https://example.com/webhooks/billing"}
+        data: dict[str, Any] = {"endpoint_id": "whe_sample", "url": "https://example.com/webhooks/billing"}
         return content.tenant_context(kind, tenant, data, now)
     customer = Customer(
         id="cus_sample",

@@ -88,7 +88,7 @@ async def open_attempt(
         "created_at": at,
         "updated_at": at,
     }
-    inserted = await insert_ignore(session, Payment.__table__, [row], returning=[Payment.id])
+    inserted = await insert_ignore(session, Payment.__table__, [row], returning=[Payment.__table__.c.id])
     if not inserted:
         return None
     return await session.get_one(Payment, row["id"]), token

@@ -68,7 +68,7 @@ async def charge_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = N
             return done
 
 
-def _uncharged(tenant_id: str | None) -> sa.Select[tuple[str]]:
+def _uncharged(tenant_id: str | None) -> sa.Select[str]:
     attempted = sa.exists().where(Payment.invoice_id == Invoice.id)
     query = (
         sa.select(Invoice.id)

@@ -53,7 +53,7 @@ FlaggedFilter = Annotated[bool | None, QueryParameter(description="Pending for m
 
 def _filtered(
     tenant_id: str, customer_id: str | None, invoice: str | None, status: str | None, flagged: bool | None
-) -> sa.Select[tuple[Payment]]:
+) -> sa.Select[Payment]:
     query = sa.select(Payment).where(Payment.tenant_id == tenant_id)
     if customer_id is not None:
         query = query.where(Payment.customer_id == customer_id)

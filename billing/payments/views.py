@@ -17,12 +17,12 @@ from billing.payments.schemas import payment_out, refund_out
 class InvoicePaymentsView:
     async def payments_of(self, session: AsyncSession, invoice_ids: Sequence[str]) -> PaymentsByInvoice:
         payments: dict[str, list[PaymentOut]] = defaultdict(list)
-        query = sa.select(Payment).where(Payment.invoice_id.in_(invoice_ids))
-        for payment in await session.scalars(query.order_by(Payment.invoice_id, Payment.attempt)):
+        of_payments = sa.select(Payment).where(Payment.invoice_id.in_(invoice_ids))
+        for payment in await session.scalars(of_payments.order_by(Payment.invoice_id, Payment.attempt)):
             payments[payment.invoice_id].append(payment_out(payment))
         refunds: dict[str, list[RefundOut]] = defaultdict(list)
-        query = sa.select(Refund).where(Refund.invoice_id.in_(invoice_ids))
-        for refund in await session.scalars(query.order_by(Refund.invoice_id, Refund.id)):
+        of_refunds = sa.select(Refund).where(Refund.invoice_id.in_(invoice_ids))
+        for refund in await session.scalars(of_refunds.order_by(Refund.invoice_id, Refund.id)):
             refunds[refund.invoice_id].append(refund_out(refund))
         return payments, refunds
 

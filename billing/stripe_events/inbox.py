@@ -33,8 +33,8 @@ KEYS_CACHE_SIZE = 1024
 EVENTS_PER_TRANSACTION = 100
 NEW, DUPLICATE, STALE = "new", "duplicate", "stale"
 log = structlog.get_logger("billing.stripe_events")
-_TABLE: sa.Table = StripeEvent.__table__  # type: ignore[assignment]
-_TENANTS: sa.Table = Tenant.__table__  # type: ignore[assignment]
+_TABLE = StripeEvent.__table__
+_TENANTS = Tenant.__table__
 
 
 class StorageFailed(Exception):

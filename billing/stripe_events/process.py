@@ -25,7 +25,7 @@ MAX_ATTEMPTS = 10
 CLAIM_BATCH = 50
 LEASE = timedelta(minutes=2)
 log = structlog.get_logger("billing.stripe_events")
-TABLE: sa.Table = StripeEvent.__table__  # type: ignore[assignment]
+TABLE = StripeEvent.__table__
 
 
 class _Data(msgspec.Struct):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody
 
@@ -75,5 +77,6 @@ class ApiKeyController(Controller):
             return service.api_key_out(key)
 
 
-def _fields(out: ApiKeyOut) -> dict[str, object]:
+def _fields(out: ApiKeyOut) -> dict[str, Any]:
+    """``out``'s fields by name: ApiKeyCreated has the same ones, and the key."""
     return {name: getattr(out, name) for name in out.__struct_fields__}

@@ -47,6 +47,8 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._parsed_head_bytes = 0  # of the URL and headers parsed so far
         self._deadline: asyncio.TimerHandle | None = None
 
+    # Ignored override: uvicorn's protocol, like this one, takes the asyncio.Transport it is given,
+    # narrower than the BaseTransport of asyncio.BaseProtocol.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._enter("headers")

@@ -50,7 +50,7 @@ LEASE = timedelta(minutes=2)
 DISABLE_AFTER = timedelta(days=3)
 USER_AGENT = "billing-webhooks/1.0"
 MAX_ERROR = 500
-TABLE: sa.Table = WebhookDelivery.__table__  # type: ignore[assignment]
+TABLE = WebhookDelivery.__table__
 log = structlog.get_logger("billing.webhooks")
 
 

@@ -4,6 +4,7 @@ and shown once."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 import sqlalchemy as sa
 from msgspec import UnsetType
@@ -134,7 +135,21 @@ def endpoint_with_secret(endpoint: WebhookEndpoint, secret: str) -> EndpointWith
     return EndpointWithSecret(**_fields(endpoint), secret=secret)
 
 
-def _fields(endpoint: WebhookEndpoint) -> dict[str, object]:
+class _Fields(TypedDict):
+    """What EndpointOut and EndpointWithSecret show of an endpoint."""
+
+    id: str
+    url: str
+    description: str | None
+    events: list[str]
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _fields(endpoint: WebhookEndpoint) -> _Fields:
     return {
         "id": endpoint.id,
         "url": endpoint.url,

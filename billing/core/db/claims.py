@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from billing.core.db.queries import rowcount
 from billing.core.db.types import UTCDateTime
 
 
@@ -71,4 +72,4 @@ async def finish_claim(
         .values(claimed_by=None, claim_expires_at=None, **values)
     )
     result = await session.execute(stmt, execution_options={"synchronize_session": False})
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return rowcount(result) == 1

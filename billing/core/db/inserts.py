@@ -104,7 +104,9 @@ async def _insert_unnest(
         if column.key in rows[0]:
             values = [row[column.key] for row in rows]
         else:  # a scalar default (_unnest_fits)
-            values = [column.default.arg] * len(rows)  # type: ignore[union-attr]
+            default = column.default
+            assert isinstance(default, sa.ColumnDefault)  # defaulted holds no other column
+            values = [default.arg] * len(rows)
         arrays.append(values if process is None else [process(value) for value in values])
         type_name = impl.compile(dialect=dialect)
         if isinstance(impl, sa.JSON):  # bound as JSON text
@@ -116,7 +118,7 @@ async def _insert_unnest(
         f"SELECT * FROM unnest({', '.join(casts)}) {on_conflict}"
     )
     if returning:
-        sql += f" RETURNING {', '.join(quote(c.name) for c in returning)}"  # type: ignore[attr-defined]
+        sql += f" RETURNING {', '.join(quote(c.name) for c in returning)}"
     connection = await session.connection()
     result = await connection.exec_driver_sql(sql, tuple(arrays))
     return list(result.all()) if returning else []
@@ -133,6 +135,6 @@ def column_values(row: Base) -> dict[str, Any]:
 
 async def insert_row_ignore(session: AsyncSession, row: Base) -> bool:
     """Insert a new ORM object unless a unique constraint already holds its key; tell which."""
-    table: sa.Table = row.__table__  # type: ignore[assignment]
+    table = row.__table__
     primary_key = list(table.primary_key.columns)
     return bool(await insert_ignore(session, table, [column_values(row)], returning=primary_key))

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from billing.core import money
 from billing.core.db.types import ExactDecimal
 
-M = TypeVar("M")
+
+class _TenantRow(Protocol):
+    """A model with ``id`` and ``tenant_id`` columns (mapped attributes, read on the class)."""
+
+    id: ClassVar[InstrumentedAttribute[str]]
+    tenant_id: ClassVar[InstrumentedAttribute[str]]
+
+
+M = TypeVar("M", bound=_TenantRow)
 
 
 def decimal_sum(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -68,11 +77,10 @@ def any_of(column: sa.ColumnElement[Any], values: Sequence[Any], dialect: str) -
 
 
 async def find_by_id_or_key(
-    session: AsyncSession, model: type[M], tenant_id: str, key: sa.ColumnElement[str], ref: str
+    session: AsyncSession, model: type[M], tenant_id: str, key: sa.SQLColumnExpression[str], ref: str
 ) -> M | None:
     """The tenant's row whose id or natural key (external_id, meter key...) is ``ref``; the id wins."""
-    id_column: Any = model.id  # type: ignore[attr-defined]
-    tenant_column: Any = model.tenant_id  # type: ignore[attr-defined]
+    id_column, tenant_column = model.id, model.tenant_id
     query = (
         sa.select(model)
         .where(tenant_column == tenant_id, sa.or_(id_column == ref, key == ref))
@@ -80,3 +88,11 @@ async def find_by_id_or_key(
         .limit(1)
     )
     return (await session.scalars(query)).first()
+
+
+def rowcount(result: sa.Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` types every result as a plain
+    ``Result``; for these statements it is a ``CursorResult``, which has the count."""
+    if not isinstance(result, sa.CursorResult):
+        raise TypeError(f"{type(result).__name__} has no row count")
+    return result.rowcount

@@ -39,6 +39,8 @@ class Connection(aiosqlite.Connection):
     # A BEGIN not run yet: the next statement's trip runs it first.
     _begin: str | None = None
 
+    # Ignored override: aiosqlite's returns an awaitable that opens a cursor on the connection's
+    # thread; this one returns the Cursor at once (no trip), which SQLAlchemy's adapter then enters.
     def cursor(self) -> Cursor:  # type: ignore[override]
         return Cursor(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -23,6 +23,11 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+    if TYPE_CHECKING:
+        # Every model declares a __tablename__, so each is mapped to a Table (SQLAlchemy types
+        # __table__ as any FromClause, which a class mapped to a subquery would have).
+        __table__: ClassVar[sa.Table]
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -7,7 +7,7 @@ retries on (they reuse the idempotency key, so they never charge twice).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
 
@@ -19,6 +19,9 @@ from billing.payments.provider import (
     RefundRequest,
     RefundResult,
 )
+
+if TYPE_CHECKING:
+    from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
 API_VERSION = "2026-10-28.endive"
 # PaymentIntent status -> our outcome; ``requires_payment_method`` is a decline (see _from_intent).
@@ -57,7 +60,7 @@ class StripeProvider:
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         try:
             intent = await self._client.v1.payment_intents.create_async(
-                _intent_params(request),  # type: ignore[arg-type]
+                _intent_params(request),
                 options={"idempotency_key": request.idempotency_key},
             )
         except stripe.StripeError as error:
@@ -80,14 +83,14 @@ class StripeProvider:
         return _from_intent(found.data[0]) if found.data else ChargeResult(Outcome.NOT_FOUND)
 
     async def refund(self, request: RefundRequest) -> RefundResult:
-        params = {
+        params: RefundCreateParams = {
             "payment_intent": request.provider_payment_id,
             "amount": request.amount,
             "metadata": {"refund_id": request.refund_id},
         }
         try:
             refund = await self._client.v1.refunds.create_async(
-                params,  # type: ignore[arg-type]
+                params,
                 options={"idempotency_key": request.idempotency_key},
             )
         except stripe.StripeError as error:
@@ -101,8 +104,8 @@ class StripeProvider:
         await self._http.close_async()
 
 
-def _intent_params(request: ChargeRequest) -> dict[str, Any]:
-    params: dict[str, Any] = {
+def _intent_params(request: ChargeRequest) -> PaymentIntentCreateParams:
+    params: PaymentIntentCreateParams = {
         "amount": request.amount,
         "currency": request.currency.lower(),
         "off_session": True,
@@ -113,12 +116,12 @@ def _intent_params(request: ChargeRequest) -> dict[str, Any]:
             "payment_id": request.payment_id,
         },
     }
-    optional = {
-        "customer": request.customer,
-        "payment_method": request.payment_method,
-        "description": request.description,
-    }
-    params.update({key: value for key, value in optional.items() if value})
+    if request.customer:
+        params["customer"] = request.customer
+    if request.payment_method:
+        params["payment_method"] = request.payment_method
+    if request.description:
+        params["description"] = request.description
     return params
 
 
