@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -40,6 +41,7 @@ from billing.payments.views import PAYMENTS
 from billing.stripe_events.receiver import StripeWebhookController
 from billing.stripe_events.routes import StripeEventController
 from billing.tenants.routes import ApiKeyController, TenantController
+from billing.tenants.service import principal_for_key
 from billing.web.auth import ApiKeyMiddleware, scope_guard
 from billing.web.dependencies import provide_context, provide_principal
 from billing.web.health import HealthController
@@ -119,7 +121,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
     api = Router(
         path="/v1",
         route_handlers=API_ROUTES,
-        middleware=[ApiKeyMiddleware],
+        middleware=[DefineMiddleware(ApiKeyMiddleware, find_key=principal_for_key)],
         guards=[scope_guard],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),

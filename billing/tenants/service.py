@@ -16,7 +16,7 @@ from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.tenants.models import ApiKey, Tenant
 from billing.tenants.schemas import ApiKeyOut, TenantOut, TenantPatch
-from billing.web.auth import Scope, generate_key
+from billing.web.auth import Principal, Scope, generate_key
 
 MAX_WEBHOOK_SECRETS = 5
 GRACE_PERIOD_MAX_HOURS = 24 * 31
@@ -206,3 +206,15 @@ def api_key_out(key: ApiKey) -> ApiKeyOut:
         created_at=key.created_at,
         revoked_at=key.revoked_at,
     )
+
+
+async def principal_for_key(session: AsyncSession, digest: str) -> Principal | None:
+    """Who calls with the live API key of this SHA-256 digest; None if none (unknown or revoked)."""
+    row = (
+        await session.execute(
+            sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.scope).where(
+                ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    return None if row is None else Principal(tenant_id=row.tenant_id, key_id=row.id, scope=Scope(row.scope))

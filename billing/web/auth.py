@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import sqlalchemy as sa
 from litestar.connection import ASGIConnection
 from litestar.enums import HttpMethod
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import Forbidden, Unauthorized
-from billing.tenants.models import ApiKey
 from billing.web.options import OPT_ALLOW
 
 KEY_PREFIX = "bk_"
@@ -74,8 +75,16 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return token.strip()
 
 
+# Finds the live key with this SHA-256 digest: the tenants domain's, handed in by app.py.
+KeyLookup = Callable[[AsyncSession, str], Awaitable[Principal | None]]
+
+
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     """Resolves the bearer key to a :class:`Principal`; unknown or revoked keys answer 401."""
+
+    def __init__(self, app: ASGIApp, *, find_key: KeyLookup) -> None:
+        super().__init__(app)
+        self.find_key = find_key
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -85,16 +94,9 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
             raise Unauthorized()
         database = connection.app.state.database
         async with database.read() as session:
-            row = (
-                await session.execute(
-                    sa.select(ApiKey.id, ApiKey.tenant_id, ApiKey.scope).where(
-                        ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None)
-                    )
-                )
-            ).first()
-        if row is None:
+            principal = await self.find_key(session, hash_key(token))
+        if principal is None:
             raise Unauthorized("The API key is unknown or revoked")
-        principal = Principal(tenant_id=row.tenant_id, key_id=row.id, scope=Scope(row.scope))
         connection.scope.setdefault("state", {})["tenant_id"] = principal.tenant_id
         return AuthenticationResult(user=principal, auth=principal)
 
