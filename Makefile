@@ -1,4 +1,5 @@
 # The two commands of the README: `make run` and `make test`. Both work on a fresh clone.
+# `make lint`: ruff, mypy and the import contracts of pyproject.toml (.ci/run runs it first).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,6 +39,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check billing tests migrations bench
 	$(BIN)/ruff format --check billing tests migrations bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
