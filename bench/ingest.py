@@ -81,7 +81,7 @@ async def bench_database(database: str, prefix: str = "billing-bench-") -> tuple
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     if database == "postgresql":
         return data_dir, await create_postgres_database()
-    return data_dir, f"sqlite+aiosqlite:///{data_dir}/billing.core.db"
+    return data_dir, f"sqlite+aiosqlite:///{data_dir}/billing.db"
 
 
 def server_env(data_dir: Path, url: str) -> dict[str, str]:

@@ -130,7 +130,7 @@ def database_url(
 ) -> str:
     """A migrated database per dialect, shared by the session's tests."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'billing.core.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'billing.db'}"
     else:
         url = fresh_postgres_database()
     upgrade(url)

@@ -117,7 +117,7 @@ class _Reader:
         return value.rstrip("/")
 
     def database_url(self, data_dir: Path) -> str:
-        value = self.raw("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'billing.core.db'}"
+        value = self.raw("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'billing.db'}"
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             self.errors.append(
                 "BILLING_DATABASE_URL: expected sqlite+aiosqlite:///<path> or postgresql+asyncpg://..."

@@ -38,7 +38,7 @@ async def deployment(
     """A database of its own (never shared with other tests: invoice numbers start at 1), migrated,
     with the tenant Acme and its admin key."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.core.db'}"
+        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
     else:
         url = await asyncio.to_thread(fresh_postgres_database)  # it runs its own event loop
     await upgrade_async(url)

@@ -44,7 +44,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def row_counts(data_dir: Path) -> dict[str, int]:
-    with sqlite3.connect(data_dir / "billing.core.db") as connection:
+    with sqlite3.connect(data_dir / "billing.db") as connection:
         return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES}
 
 

@@ -151,7 +151,7 @@ def exited_cleanly_or_by_sigterm(returncode: int) -> bool:
 
 
 def tenant_count(data_dir: Path) -> int:
-    with sqlite3.connect(data_dir / "billing.core.db") as connection:
+    with sqlite3.connect(data_dir / "billing.db") as connection:
         count: int = connection.execute("SELECT count(*) FROM tenants").fetchone()[0]
         return count
 

@@ -36,7 +36,7 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "billing.core.db"
+        return self.data_dir / "billing.db"
 
     @property
     def database_url(self) -> str:
@@ -70,7 +70,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     env = {key: value for key, value in os.environ.items() if not key.startswith("BILLING_")}
     env.update(
         BILLING_DATA_DIR=str(data_dir),
-        BILLING_DATABASE_URL=f"sqlite+aiosqlite:///{data_dir / 'billing.core.db'}",
+        BILLING_DATABASE_URL=f"sqlite+aiosqlite:///{data_dir / 'billing.db'}",
         BILLING_LOG_LEVEL="warning",
     )
     space = Workspace(data_dir, env)
@@ -202,7 +202,7 @@ def test_the_database_stores_only_hashes_of_keys(workspace: Workspace, acme: dic
     plaintext = acme["api_key"]
     stored = workspace.query("SELECT key_hash FROM api_keys WHERE id = ?", acme["api_key_id"])
     assert stored == [(hash_key(plaintext),)]
-    files = sorted(workspace.data_dir.glob("billing.core.db*"))  # the database, its WAL and shared memory
+    files = sorted(workspace.data_dir.glob("billing.db*"))  # the database, its WAL and shared memory
     assert workspace.db_path in files
     for path in files:
         content = path.read_bytes()

@@ -37,7 +37,7 @@ def test_defaults_describe_a_development_service_under_dot_var(
     assert not settings.production
     assert settings.data_dir == data_dir
     assert settings.data_dir.is_absolute()
-    assert settings.database_url == f"sqlite+aiosqlite:///{data_dir / 'billing.core.db'}"
+    assert settings.database_url == f"sqlite+aiosqlite:///{data_dir / 'billing.db'}"
     assert settings.dialect == "sqlite"
     assert settings.scheduler is True
     assert settings.allow_time_travel is False
@@ -54,7 +54,7 @@ def test_data_dir_is_resolved_to_an_absolute_path(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({"BILLING_DATA_DIR": "data/here"})
     assert settings.data_dir == (tmp_path / "data" / "here").resolve()
-    assert settings.database_url == f"sqlite+aiosqlite:///{settings.data_dir / 'billing.core.db'}"
+    assert settings.database_url == f"sqlite+aiosqlite:///{settings.data_dir / 'billing.db'}"
 
 
 def test_from_env_without_a_mapping_reads_the_process_environment(
@@ -122,7 +122,7 @@ def test_settings_are_frozen(env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("url", "dialect"),
     [
-        ("sqlite+aiosqlite:////var/lib/billing/billing.core.db", "sqlite"),
+        ("sqlite+aiosqlite:////var/lib/billing/billing.db", "sqlite"),
         ("postgresql+asyncpg://billing:pw@127.0.0.1:5432/billing", "postgresql"),
     ],
 )
@@ -141,7 +141,7 @@ INVALID = [
     ("BILLING_MAX_BODY_BYTES", "1.5"),
     ("BILLING_MAX_BODY_BYTES", "1MB"),
     ("BILLING_DATABASE_URL", "mysql://127.0.0.1/billing"),
-    ("BILLING_DATABASE_URL", "sqlite:///billing.core.db"),
+    ("BILLING_DATABASE_URL", "sqlite:///billing.db"),
     ("BILLING_SMTP_URL", "http://mail.example.com"),
     ("BILLING_SMTP_URL", "smtp://"),
     ("BILLING_STRIPE_API_BASE", "ftp://127.0.0.1"),
