@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -194,18 +194,29 @@ def batches(total: int, start: datetime, seed: int = 7) -> list[bytes]:
     return out
 
 
-async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") -> None:
+async def setup(
+    base: str,
+    key: str,
+    starts_at: str = "2026-01-01T00:00:00Z",
+    *,
+    customers: int = CUSTOMERS,
+    meters: Sequence[tuple[str, str]] = METERS,
+    plan: dict[str, Any] | None = None,
+) -> None:
+    """Through the API: ``meters`` (key, aggregation), one plan (``plan``'s body; by default
+    ``metered``, a per-unit price on each meter) and ``customers`` customers, ``customer-0000``
+    on, each subscribed to it from ``starts_at``."""
+    plan = plan or {
+        "code": "metered",
+        "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in meters],
+    }
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-        for meter, aggregation in METERS:
+        for meter, aggregation in meters:
             body: dict[str, Any] = {"key": meter, "name": meter, "aggregation": aggregation}
             if aggregation == "unique_count":
                 body["unique_property"] = "user_id"
             (await client.post("/v1/meters", json=body)).raise_for_status()
-        plan = {
-            "code": "metered",
-            "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in METERS],
-        }
         (await client.post("/v1/plans", json=plan)).raise_for_status()
         semaphore = asyncio.Semaphore(16)
 
@@ -215,12 +226,12 @@ async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") ->
                 (await client.post("/v1/customers", json=body)).raise_for_status()
                 subscription = {
                     "customer": body["external_id"],
-                    "plan": "metered",
+                    "plan": plan["code"],
                     "starts_at": starts_at,
                 }
                 (await client.post("/v1/subscriptions", json=subscription)).raise_for_status()
 
-        await asyncio.gather(*[customer(n) for n in range(CUSTOMERS)])
+        await asyncio.gather(*[customer(n) for n in range(customers)])
 
 
 class Counts(msgspec.Struct):
