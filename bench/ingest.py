@@ -110,8 +110,10 @@ async def drop_postgres_database(url: str) -> None:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env, self.port = env, port
+    """``billing serve`` on ``port``; its log (stderr) goes to the file ``log``, or nowhere."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path | None = None) -> None:
+        self.env, self.port, self.log = env, port, log
         self.process: subprocess.Popen[bytes] | None = None
 
     def run(self, *args: str) -> str:
@@ -121,9 +123,10 @@ class Server:
 
     def start(self) -> None:
         self.run("migrate")
-        self.process = subprocess.Popen(
-            [*BILLING, "serve", "--port", str(self.port)], env=self.env, stderr=subprocess.DEVNULL
-        )
+        with self.log.open("ab") if self.log else open(os.devnull, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [*BILLING, "serve", "--port", str(self.port)], env=self.env, stderr=stderr
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -251,20 +254,34 @@ def batch_request(port: int, key: str, body: bytes) -> bytes:
 
 
 async def post_batches(
-    port: int, key: str, queue: list[bytes], posted: list[int], latencies: list[float] | None = None
+    port: int,
+    key: str,
+    queue: list[bytes],
+    posted: list[int],
+    latencies: list[float] | None = None,
+    failed: list[bytes] | None = None,
 ) -> None:
     """One keep-alive connection posting batches from ``queue`` until it is empty (raw HTTP/1.1:
-    lighter than an HTTP library, so that the load generator takes little of the machine)."""
+    lighter than an HTTP library, so that the load generator takes little of the machine).
+
+    An answer other than 200 raises; but with ``failed`` given, a batch answered with a 5xx is put
+    back at the far end of the queue and resent later, as a client does (nothing of a failed batch
+    is stored), and the answer is appended to ``failed``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while queue:
             started = time.perf_counter()
-            writer.write(batch_request(port, key, queue.pop()))
+            payload = queue.pop()
+            writer.write(batch_request(port, key, payload))
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
                 int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
             )
             body = await reader.readexactly(length)
+            if head[9:12] != b"200" and failed is not None and head[9:10] == b"5":
+                failed.append(head[9:12] + b" " + body)
+                queue.insert(0, payload)
+                continue
             if head[9:12] != b"200":
                 raise RuntimeError(f"batch answered {head[9:12].decode()}: {body[:300]!r}")
             if latencies is not None:
