@@ -1,12 +1,27 @@
 """Billing-run benchmark: close one month of hourly usage into drafts, against a bare aggregate.
 
-Loads N customers (subscribed since the start of October, UTC) with one hourly rollup per hour of
-October on 2 meters, starts ``billing serve``, and times ``POST /v1/billing/run`` at the end of
-October until every draft exists. The baseline, measured in the same run on the same rows, is
-one bare SQL aggregate: the sum, count and max per (customer, meter) over the month's rollups.
+N customers, subscribed since the start of October (UTC) to a plan with a base fee and 2 meters,
+have one hourly reading per hour of October on each meter. Then ``POST /v1/billing/run`` with
+``at`` an hour after October's end is timed until it answers (and until every draft exists).
+The baseline, measured in the same run on the same rows, is one bare SQL aggregate: the sum,
+count and max per (customer, meter) over the month's hourly rollups.
 
-    .venv/bin/python bench/billing_run.py --database postgresql --customers 10000
-    .venv/bin/python bench/billing_run.py --database sqlite --customers 1000
+How the month gets there (``--load``):
+
+- ``api`` (default): as users post it. Meters, the plan, customers and subscriptions are created
+  through the API; the readings are posted to ``POST /v1/events/batch`` hour by hour (batches of
+  1000, from 8 keep-alive connections, with bench/ingest.py's poster). The last hour's readings
+  are posted after the others, just before the run, as late hourly meters arrive. Loading is
+  not timed. (The server runs on the real clock, so every reading of October is already past
+  its period's end when posted and flags its subscription for late usage, as the last hour's
+  readings alone would: the run has the same work either way, one recompute per subscription.
+  A batch answered with a 5xx is resent, and counted.)
+- ``direct``: the rollups inserted straight into the tables, with no events (what this
+  benchmark did before; the run has less to do: no late usage, rollups in customer order).
+
+    .venv/bin/python -m bench.billing_run --database postgresql                  # api, 300 customers
+    .venv/bin/python -m bench.billing_run --database postgresql --load direct    # direct, 300 customers
+    .venv/bin/python -m bench.billing_run --database sqlite --customers 600
 """
 
 from __future__ import annotations
@@ -14,39 +29,138 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 import billing.models  # noqa: F401  (every table, for foreign keys)
 from bench.ingest import (
+    BATCH,
+    REGIONS,
     Server,
+    backends,
     bench_database,
     drop_postgres_database,
     free_port,
+    post_batches,
+    process_cpu,
     server_env,
+    setup,
 )
 from billing.core.db.engine import Database
 from billing.core.ids import new_id
 from billing.customers.models import Customer
 from billing.invoicing.models import Invoice, Plan, Subscription
 from billing.metering.models import Meter
-from billing.metering.usage_models import UsageRollup
+from billing.metering.usage_models import UsageEvent, UsageRollup
 
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 11, 1, tzinfo=UTC)
 HOURS = int((MONTH_END - MONTH_START) / timedelta(hours=1))
+# The run comes an hour after the month's end, once the last hour's readings have arrived (before
+# the 24 hours of grace end: drafts are created, not finalized).
+RUN_AT = MONTH_END + timedelta(hours=1)
 METERS = ("api_calls", "storage_gb_hours")
+PRICES: list[dict[str, Any]] = [
+    {"meter": METERS[0], "model": "per_unit", "unit_amount": "0.0002"},
+    {
+        "meter": METERS[1],
+        "model": "graduated",
+        "tiers": [
+            {"up_to": "1000", "unit_amount": "0", "flat_amount": 0},
+            {"up_to": None, "unit_amount": "0.0015", "flat_amount": 0},
+        ],
+    },
+]
+PLAN: dict[str, Any] = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": 4900, "prices": PRICES}
 CHUNK = 2000
+# A few minutes on a 2-core machine, loading included (posting a month of 300 customers' readings
+# takes 1 to 2 minutes; 10,000 customers take 5 minutes even inserted directly).
+DEFAULT_CUSTOMERS = 300
 
 
-async def load(url: str, tenant_id: str, customers: int) -> None:
-    """Meters, a plan, customers and subscriptions, and every hourly rollup of October."""
+def reading(customer: int, meter: str, hour: int) -> dict[str, Any]:
+    """Customer number ``customer``'s reading of ``meter`` for hour number ``hour`` of the month."""
+    at = MONTH_START + timedelta(hours=hour)
+    value = (
+        str(100 + (customer * 31 + hour * 17) % 900)
+        if meter == METERS[0]
+        else f"{(customer * 13 + hour) % 97}.{hour % 10}"
+    )
+    return {
+        "id": f"{meter}-{customer:05d}-{at:%Y%m%dT%H}",
+        "customer": f"customer-{customer:04d}",
+        "meter": meter,
+        "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "value": value,
+        "properties": {"region": REGIONS[customer % len(REGIONS)]},
+    }
+
+
+async def post_hours(
+    port: int, key: str, customers: int, hours: range, connections: int, failed: list[bytes]
+) -> int:
+    """Post every customer's readings of ``hours`` to ``POST /v1/events/batch``, in the order of the
+    hours, a day at a time (batches of ``BATCH``, taken from one queue by ``connections``
+    keep-alive connections); the number of events the server answered for. A batch answered
+    with a 5xx is resent, and the answer appended to ``failed``."""
+    posted: list[int] = []
+    for first in range(hours.start, hours.stop, 24):
+        events = [
+            reading(customer, meter, hour)
+            for hour in range(first, min(first + 24, hours.stop))
+            for customer in range(customers)
+            for meter in METERS
+        ]
+        queue = [json.dumps({"events": events[n : n + BATCH]}).encode() for n in range(0, len(events), BATCH)]
+        queue.reverse()  # post_batches pops from the end
+        await asyncio.gather(
+            *[post_batches(port, key, queue, posted, failed=failed) for _ in range(connections)]
+        )
+    return sum(posted)
+
+
+async def load_api(
+    server: Server, url: str, key: str, customers: int, connections: int, failed: list[bytes]
+) -> None:
+    """Through the API, as users do it: meters, the plan, customers and subscriptions, then the
+    readings of every hour of October but the last."""
+    await setup(
+        f"http://127.0.0.1:{server.port}",
+        key,
+        MONTH_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        customers=customers,
+        meters=[(meter, "sum") for meter in METERS],
+        plan=PLAN,
+    )
+    expected = customers * len(METERS) * (HOURS - 1)
+    answered = await post_hours(server.port, key, customers, range(HOURS - 1), connections, failed)
+    assert answered == expected, f"{answered} of {expected} readings accepted"
+    await vacuum(url)
+
+
+async def vacuum(url: str) -> None:
+    """On PostgreSQL, the tables as autovacuum leaves a month of writes: statistics, hint bits and
+    the visibility map set. Left to autovacuum, it may start in the middle of the measurement."""
+    database = Database(url)
+    if database.dialect == "postgresql":
+        async with database.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql("VACUUM (ANALYZE)")
+    await database.dispose()
+
+
+async def load_direct(url: str, tenant_id: str, customers: int) -> None:
+    """Meters, a plan, customers and subscriptions, and every hourly rollup of October, inserted
+    into the tables (no events)."""
     database = Database(url)
     now = MONTH_START
     async with database.transaction() as session:
@@ -66,18 +180,7 @@ async def load(url: str, tenant_id: str, customers: int) -> None:
                 for i, k in zip(meter_ids, METERS, strict=True)
             ],
         )
-        prices = [
-            {"meter_id": meter_ids[0], "meter": METERS[0], "model": "per_unit", "unit_amount": "0.0002"},
-            {
-                "meter_id": meter_ids[1],
-                "meter": METERS[1],
-                "model": "graduated",
-                "tiers": [
-                    {"up_to": "1000", "unit_amount": "0", "flat_amount": 0},
-                    {"up_to": None, "unit_amount": "0.0015", "flat_amount": 0},
-                ],
-            },
-        ]
+        prices = [{"meter_id": meter_ids[METERS.index(p["meter"])], **p} for p in PRICES]
         plan_id = new_id("plan")
         await session.execute(
             sa.insert(Plan),
@@ -85,11 +188,11 @@ async def load(url: str, tenant_id: str, customers: int) -> None:
                 {
                     "id": plan_id,
                     "tenant_id": tenant_id,
-                    "code": "pro",
-                    "name": "Pro",
-                    "currency": "USD",
+                    "code": PLAN["code"],
+                    "name": PLAN["name"],
+                    "currency": PLAN["currency"],
                     "interval": "month",
-                    "base_fee": 4900,
+                    "base_fee": PLAN["base_fee"],
                     "prices": prices,
                     "created_at": now,
                     "updated_at": now,
@@ -139,6 +242,7 @@ async def load(url: str, tenant_id: str, customers: int) -> None:
     else:
         await _rollups_sqlite(database, tenant_id, customer_ids, meter_ids)
     await database.dispose()
+    await vacuum(url)
 
 
 async def _rollups_postgresql(database: Database, tenant_id: str, meter_ids: list[str]) -> None:
@@ -160,11 +264,6 @@ async def _rollups_postgresql(database: Database, tenant_id: str, meter_ids: lis
             ),
             {"tenant": tenant_id, "meters": meter_ids, "start": MONTH_START, "hours": HOURS},
         )
-    # As autovacuum leaves a month of rollups written hour by hour: statistics, hint bits and the
-    # visibility map set. Left to autovacuum, it may start in the middle of the measurement.
-    async with database.engine.connect() as connection:
-        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.exec_driver_sql("VACUUM (ANALYZE) usage_rollups")
 
 
 async def _rollups_sqlite(
@@ -215,14 +314,75 @@ async def bare_aggregate(url: str, tenant_id: str) -> float:
     return statistics.median(timings[1:])
 
 
-async def _until_drafted(url: str, tenant_id: str, customers: int, call: asyncio.Task[Any]) -> float:
-    """When the last draft was seen committed (the run answers only after dispatching the outbox
-    of ``invoice.created`` events it filled, which is not closing periods)."""
-    while await count_drafts(url, tenant_id) < customers:
-        if call.done():
-            break
-        await asyncio.sleep(0.1)
-    return time.perf_counter()
+@dataclass
+class Timeline:
+    """Seconds from the request to: every draft seen committed, no subscription left waiting for
+    its drafts to be recomputed (late usage), and the answer (the run's later steps, then the
+    outbox it filled dispatched)."""
+
+    drafted: float
+    current: float
+    answered: float
+
+
+async def timed_run(
+    client: httpx.AsyncClient, key: str, url: str, tenant_id: str, customers: int
+) -> tuple[Timeline, dict[str, Any]]:
+    """``POST /v1/billing/run`` at ``RUN_AT``, polling the tables every 100 ms meanwhile."""
+    database = Database(url)
+    drafted = current = None
+    try:
+        began = time.perf_counter()
+        call = asyncio.create_task(
+            client.post(
+                "/v1/billing/run",
+                json={"at": RUN_AT.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        )
+        while current is None and not call.done():
+            drafts, flagged = await progress(database, tenant_id)
+            seen = time.perf_counter() - began
+            if drafted is None and drafts >= customers:
+                drafted = seen
+            if drafted is not None and flagged == 0:
+                current = seen
+            await asyncio.sleep(0.1)
+        response = await call
+        answered = time.perf_counter() - began
+    finally:
+        await database.dispose()
+    response.raise_for_status()
+    return Timeline(drafted or answered, current or answered, answered), response.json()
+
+
+async def progress(database: Database, tenant_id: str) -> tuple[int, int]:
+    """The tenant's drafts, and its subscriptions flagged for late usage."""
+    invoices, subscriptions = Invoice.__table__, Subscription.__table__
+    async with database.read() as session:
+        row = (
+            await session.execute(
+                sa.select(
+                    sa.select(sa.func.count())
+                    .where(invoices.c.tenant_id == tenant_id, invoices.c.status == "draft")
+                    .scalar_subquery(),
+                    sa.select(sa.func.count())
+                    .where(
+                        subscriptions.c.tenant_id == tenant_id, subscriptions.c.usage_changed_at.is_not(None)
+                    )
+                    .scalar_subquery(),
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+async def count_drafts(url: str, tenant_id: str) -> tuple[int, int]:
+    database = Database(url)
+    try:
+        return await progress(database, tenant_id)
+    finally:
+        await database.dispose()
 
 
 async def count_customers(url: str, tenant_id: str) -> int:
@@ -235,16 +395,22 @@ async def count_customers(url: str, tenant_id: str) -> int:
     return int(count or 0)
 
 
-async def count_drafts(url: str, tenant_id: str) -> int:
+async def count_rows(url: str, tenant_id: str) -> tuple[int, int]:
+    """The tenant's hourly rollups and usage events."""
     database = Database(url)
+    rollups, events = UsageRollup.__table__, UsageEvent.__table__
     async with database.read() as session:
-        count = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Invoice)
-            .where(Invoice.tenant_id == tenant_id, Invoice.status == "draft")
-        )
+        counts = [
+            int(await session.scalar(sa.select(sa.func.count()).where(table.c.tenant_id == tenant_id)) or 0)
+            for table in (rollups, events)
+        ]
     await database.dispose()
-    return int(count or 0)
+    return counts[0], counts[1]
+
+
+def database_cpu(name: str | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends of database ``name`` (0 for SQLite)."""
+    return sum(process_cpu(pid) for pid in backends(name)) if name else 0.0
 
 
 async def main() -> None:
@@ -253,53 +419,99 @@ async def main() -> None:
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
-        "--customers", type=int, default=None, help="default 10000 on PostgreSQL, 1000 on SQLite"
+        "--load",
+        choices=["api", "direct"],
+        default="api",
+        help="api: usage posted through POST /v1/events/batch (default); "
+        "direct: rollups inserted into the tables",
     )
+    parser.add_argument(
+        "--customers", type=int, default=DEFAULT_CUSTOMERS, help=f"default {DEFAULT_CUSTOMERS}"
+    )
+    parser.add_argument("--connections", type=int, default=8, help="connections posting usage (--load api)")
     args = parser.parse_args()
-    customers = args.customers or (10_000 if args.database == "postgresql" else 1000)
+    customers: int = args.customers
 
     data_dir, url = await bench_database(args.database)
     env = server_env(data_dir, url)
-    server = Server(env, free_port())
+    log = data_dir / "server.log"
+    server = Server(env, free_port(), log=log)
+    name = make_url(url).database if args.database == "postgresql" else None
+    late = 0.0
+    failed: list[bytes] = []  # answers of batches resent, while loading
+    failed_late: list[bytes] = []  # and while posting the last hour
     try:
         server.start()
         created = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))
         tenant_id, key = created["tenant_id"], created["api_key"]
         began = time.perf_counter()
-        await load(url, tenant_id, customers)
-        print(
-            f"loaded {customers} customers x {len(METERS)} meters x {HOURS} hours"
-            f" in {time.perf_counter() - began:.0f} s"
-        )
+        if args.load == "api":
+            await load_api(server, url, key, customers, args.connections, failed)
+        else:
+            await load_direct(url, tenant_id, customers)
+        loaded = time.perf_counter() - began
+        if args.load == "api":
+            # The month's last hour, read by the meters after it ended: posted now, just before the run.
+            began = time.perf_counter()
+            answered = await post_hours(
+                server.port, key, customers, range(HOURS - 1, HOURS), args.connections, failed_late
+            )
+            assert answered == customers * len(METERS), "the last hour's readings were not all accepted"
+            late = time.perf_counter() - began
+        rollups, events = await count_rows(url, tenant_id)
         baseline = await bare_aggregate(url, tenant_id)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=3600) as client:
-            began = time.perf_counter()
-            call = asyncio.create_task(
-                client.post(
-                    "/v1/billing/run",
-                    json={"at": "2026-11-01T00:00:00Z"},
-                    headers={"Authorization": f"Bearer {key}"},
-                )
-            )
-            elapsed = await _until_drafted(url, tenant_id, customers, call) - began
-            response = await call
-            answered = time.perf_counter() - began
-        response.raise_for_status()
-        drafts = await count_drafts(url, tenant_id)
+            cpu = server.cpu_seconds(), database_cpu(name)
+            timeline, result = await timed_run(client, key, url, tenant_id, customers)
+            cpu = server.cpu_seconds() - cpu[0], database_cpu(name) - cpu[1]
+        drafts, flagged = await count_drafts(url, tenant_id)
         after = await bare_aggregate(url, tenant_id)
     finally:
         server.stop()
+        logged = log.read_text(errors="replace").splitlines() if log.exists() else []
+        deadlocks = sum(1 for line in logged if "deadlock detected" in line)
+        shutil.rmtree(data_dir, ignore_errors=True)  # a SQLite month of 1,000 customers is 1.3 GB
         if args.database == "postgresql":
             await drop_postgres_database(url)
 
     baseline = min(baseline, after)
+    if args.load == "api":
+        mode = (
+            "api (usage posted to POST /v1/events/batch; the last hour after the others, just before the run)"
+        )
+    else:
+        mode = "direct (rollups inserted into the tables; no events, no late usage)"
+    print(f"load:            {mode}")
     print(f"database:        {args.database}")
-    print(f"rollup rows:     {customers * len(METERS) * HOURS:,}")
-    print(f"drafts created:  {drafts} ({response.json()['invoices_created']} reported)")
-    print(f"billing run:     {elapsed:.2f} s to every draft ({customers / elapsed:,.0f} invoices/s)")
-    print(f"answered after:  {answered:.2f} s (the run's other steps, then the outbox it filled)")
-    print(f"bare aggregate:  {baseline:.2f} s")
-    print(f"ratio:           {elapsed / baseline:.2f}x the bare aggregate (target: at most 2x, under 60 s)")
+    print(f"customers:       {customers:,}")
+    print(f"rollup rows:     {rollups:,} ({events:,} usage events)")
+    last_hour = f"; the last hour's {customers * len(METERS):,} readings in {late:.1f} s" if late else ""
+    print(f"loaded in:       {loaded:.0f} s (not timed){last_hour}")
+    if failed or failed_late:
+        print(
+            f"resent batches:  {len(failed)} while loading, {len(failed_late)} of the last hour, answered "
+            + ", ".join(sorted({answer[:3].decode() for answer in failed + failed_late}))
+            + f" (the server logged {deadlocks} errors 'deadlock detected')"
+        )
+    print(
+        f"drafts:          {drafts} ({result['invoices_created']} reported created, "
+        f"{result['drafts_recomputed']} recomputed; {flagged} subscriptions still flagged)"
+    )
+    print(
+        f"billing run:     {timeline.answered:.2f} s until it answered "
+        f"({customers / timeline.answered:,.0f} invoices/s)"
+    )
+    print(
+        f"  of which:      every draft after {timeline.drafted:.2f} s, no late usage left to fold in after "
+        f"{timeline.current:.2f} s, then the outbox"
+    )
+    database_share = f", database backends {cpu[1]:.1f} s" if name else ""
+    print(f"CPU in the run:  server {cpu[0]:.1f} s{database_share}")
+    print(f"bare aggregate:  {baseline:.2f} s (the same rollups; best median of 3, before and after the run)")
+    print(
+        f"ratio:           {timeline.answered / baseline:.2f}x the bare aggregate until it answered; "
+        f"{timeline.drafted / baseline:.2f}x to every draft (target: at most 2x, under 60 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ import random
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,7 +43,10 @@ from billing.core.db.types import ExactDecimal
 from billing.metering.usage_models import UsageEvent
 
 ROOT = Path(__file__).resolve().parent.parent
-BILLING = ROOT / ".venv" / "bin" / "billing"
+# ``billing`` as this interpreter runs it, importing from PYTHONPATH (``server_env`` puts this
+# checkout there; -P keeps the working directory off sys.path): the code under test is this
+# checkout's, whichever virtualenv the benchmark runs from.
+BILLING = [sys.executable, "-P", "-m", "billing.cli"]
 CUSTOMERS = 1000
 METERS = [
     ("api_calls", "sum"),
@@ -88,6 +92,7 @@ def server_env(data_dir: Path, url: str) -> dict[str, str]:
     """The environment of a ``billing serve`` under benchmark: no scheduler, quiet logs."""
     return {
         **os.environ,
+        "PYTHONPATH": str(ROOT),
         "BILLING_DATA_DIR": str(data_dir),
         "BILLING_DATABASE_URL": url,
         "BILLING_SCHEDULER": "off",
@@ -105,20 +110,23 @@ async def drop_postgres_database(url: str) -> None:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env, self.port = env, port
+    """``billing serve`` on ``port``; its log (stderr) goes to the file ``log``, or nowhere."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path | None = None) -> None:
+        self.env, self.port, self.log = env, port, log
         self.process: subprocess.Popen[bytes] | None = None
 
     def run(self, *args: str) -> str:
         return subprocess.run(
-            [str(BILLING), *args], env=self.env, check=True, capture_output=True, text=True
+            [*BILLING, *args], env=self.env, check=True, capture_output=True, text=True
         ).stdout
 
     def start(self) -> None:
         self.run("migrate")
-        self.process = subprocess.Popen(
-            [str(BILLING), "serve", "--port", str(self.port)], env=self.env, stderr=subprocess.DEVNULL
-        )
+        with self.log.open("ab") if self.log else open(os.devnull, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [*BILLING, "serve", "--port", str(self.port)], env=self.env, stderr=stderr
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -189,18 +197,29 @@ def batches(total: int, start: datetime, seed: int = 7) -> list[bytes]:
     return out
 
 
-async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") -> None:
+async def setup(
+    base: str,
+    key: str,
+    starts_at: str = "2026-01-01T00:00:00Z",
+    *,
+    customers: int = CUSTOMERS,
+    meters: Sequence[tuple[str, str]] = METERS,
+    plan: dict[str, Any] | None = None,
+) -> None:
+    """Through the API: ``meters`` (key, aggregation), one plan (``plan``'s body; by default
+    ``metered``, a per-unit price on each meter) and ``customers`` customers, ``customer-0000``
+    on, each subscribed to it from ``starts_at``."""
+    plan = plan or {
+        "code": "metered",
+        "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in meters],
+    }
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
-        for meter, aggregation in METERS:
+        for meter, aggregation in meters:
             body: dict[str, Any] = {"key": meter, "name": meter, "aggregation": aggregation}
             if aggregation == "unique_count":
                 body["unique_property"] = "user_id"
             (await client.post("/v1/meters", json=body)).raise_for_status()
-        plan = {
-            "code": "metered",
-            "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in METERS],
-        }
         (await client.post("/v1/plans", json=plan)).raise_for_status()
         semaphore = asyncio.Semaphore(16)
 
@@ -210,12 +229,12 @@ async def setup(base: str, key: str, starts_at: str = "2026-01-01T00:00:00Z") ->
                 (await client.post("/v1/customers", json=body)).raise_for_status()
                 subscription = {
                     "customer": body["external_id"],
-                    "plan": "metered",
+                    "plan": plan["code"],
                     "starts_at": starts_at,
                 }
                 (await client.post("/v1/subscriptions", json=subscription)).raise_for_status()
 
-        await asyncio.gather(*[customer(n) for n in range(CUSTOMERS)])
+        await asyncio.gather(*[customer(n) for n in range(customers)])
 
 
 class Counts(msgspec.Struct):
@@ -235,20 +254,34 @@ def batch_request(port: int, key: str, body: bytes) -> bytes:
 
 
 async def post_batches(
-    port: int, key: str, queue: list[bytes], posted: list[int], latencies: list[float] | None = None
+    port: int,
+    key: str,
+    queue: list[bytes],
+    posted: list[int],
+    latencies: list[float] | None = None,
+    failed: list[bytes] | None = None,
 ) -> None:
     """One keep-alive connection posting batches from ``queue`` until it is empty (raw HTTP/1.1:
-    lighter than an HTTP library, so that the load generator takes little of the machine)."""
+    lighter than an HTTP library, so that the load generator takes little of the machine).
+
+    An answer other than 200 raises; but with ``failed`` given, a batch answered with a 5xx is put
+    back at the far end of the queue and resent later, as a client does (nothing of a failed batch
+    is stored), and the answer is appended to ``failed``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while queue:
             started = time.perf_counter()
-            writer.write(batch_request(port, key, queue.pop()))
+            payload = queue.pop()
+            writer.write(batch_request(port, key, payload))
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(
                 int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
             )
             body = await reader.readexactly(length)
+            if head[9:12] != b"200" and failed is not None and head[9:10] == b"5":
+                failed.append(head[9:12] + b" " + body)
+                queue.insert(0, payload)
+                continue
             if head[9:12] != b"200":
                 raise RuntimeError(f"batch answered {head[9:12].decode()}: {body[:300]!r}")
             if latencies is not None:
