@@ -27,9 +27,9 @@ from billing.invoicing.schemas import (
     SubscriptionOut,
 )
 from billing.invoicing.upcoming import upcoming_invoice
-from billing.metering.usage_routes import timestamp_param
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.web.dependencies import Caller, Ctx, Port
+from billing.web.params import timestamp_param
 
 # The payments of invoices, provided by the composition root (app.py) under this name.
 Payments = Port[InvoicePayments]

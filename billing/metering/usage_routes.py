@@ -11,7 +11,6 @@ from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
 from billing.core import money
-from billing.core.clock import InvalidTimestamp, parse_timestamp
 from billing.core.errors import ValidationFailed
 from billing.customers.service import get_customer
 from billing.metering import usage
@@ -19,6 +18,7 @@ from billing.metering.meters import get_meter
 from billing.tenants.service import get_tenant
 from billing.web.auth import READ, scopes
 from billing.web.dependencies import Caller, Ctx
+from billing.web.params import timestamp_param
 
 MAX_BUCKETS = 1000
 
@@ -35,14 +35,6 @@ class UsageOut(msgspec.Struct):
     granularity: str
     timezone: str
     buckets: list[UsageBucket]
-
-
-def timestamp_param(field: str, value: str) -> datetime:
-    """A query parameter read as an RFC 3339 timestamp; a 422 naming the field otherwise."""
-    try:
-        return parse_timestamp(value)
-    except InvalidTimestamp as exc:
-        raise ValidationFailed.field(field, str(exc)) from None
 
 
 def _format(value: Decimal | None) -> str | None:
