@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -57,6 +58,20 @@ class EventOut(msgspec.Struct):
     object: str = "event"
 
 
+class UsageBucket(msgspec.Struct):
+    start: datetime
+    value: str | None
+
+
+class UsageOut(msgspec.Struct):
+    customer: str
+    meter: str
+    aggregation: str
+    granularity: str
+    timezone: str
+    buckets: list[UsageBucket]
+
+
 def meter_out(meter: Meter) -> MeterOut:
     return MeterOut(
         id=meter.id,
@@ -82,3 +97,25 @@ def event_out(event: UsageEvent, customer_external_id: str, meter_key: str) -> E
         billing_status="invoiced" if event.invoice_id else "pending",
         invoice=event.invoice_id,
     )
+
+
+def usage_out(
+    customer_id: str,
+    meter: Meter,
+    *,
+    granularity: str,
+    timezone: str,
+    buckets: list[tuple[datetime, Decimal | None]],
+) -> UsageOut:
+    return UsageOut(
+        customer=customer_id,
+        meter=meter.key,
+        aggregation=meter.aggregation,
+        granularity=granularity,
+        timezone=timezone,
+        buckets=[UsageBucket(start, _decimal_text(value)) for start, value in buckets],
+    )
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else money.format_decimal(value)
