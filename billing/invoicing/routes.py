@@ -25,6 +25,7 @@ from billing.invoicing.schemas import (
     PlanPatch,
     SubscriptionCreate,
     SubscriptionOut,
+    plan_out,
 )
 from billing.invoicing.upcoming import upcoming_invoice
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
@@ -51,7 +52,7 @@ class PlanController(Controller):
     async def create_plan(self, ctx: Ctx, principal: Caller, data: JSONBody[PlanCreate]) -> PlanOut:
         async with ctx.database.transaction() as session:
             plan = await plans.create_plan(session, principal.tenant_id, data, now=ctx.clock.now())
-        return plans.plan_out(plan)
+        return plan_out(plan)
 
     @get(opt=scopes(READ), summary="List plans, newest first")
     async def list_plans(
@@ -61,12 +62,12 @@ class PlanController(Controller):
             rows, has_more = await plans.list_plans(
                 session, principal.tenant_id, PageRequest(limit, starting_after)
             )
-        return Page([plans.plan_out(row) for row in rows], has_more)
+        return Page([plan_out(row) for row in rows], has_more)
 
     @get("/{plan_id:str}", opt=scopes(READ), summary="Get a plan by id or code")
     async def get_plan(self, ctx: Ctx, principal: Caller, plan_id: FromPath[str]) -> PlanOut:
         async with ctx.database.read() as session:
-            return plans.plan_out(await plans.get_plan(session, principal.tenant_id, plan_id))
+            return plan_out(await plans.get_plan(session, principal.tenant_id, plan_id))
 
     @patch("/{plan_id:str}", opt=scopes(ADMIN), summary="Change a plan no subscription uses (409 otherwise)")
     async def update_plan(
@@ -74,7 +75,7 @@ class PlanController(Controller):
     ) -> PlanOut:
         async with ctx.database.transaction() as session:
             plan = await plans.get_plan(session, principal.tenant_id, plan_id)
-            return plans.plan_out(await plans.update_plan(session, plan, data, now=ctx.clock.now()))
+            return plan_out(await plans.update_plan(session, plan, data, now=ctx.clock.now()))
 
 
 class SubscriptionController(Controller):

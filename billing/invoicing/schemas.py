@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from billing.invoicing.models import Plan
 
 # Decimal strings on the wire; JSON numbers are accepted too and read exactly (never as floats).
 DecimalText = str | int
@@ -193,3 +195,30 @@ class InvoiceOut(msgspec.Struct):
     payments: list[PaymentOut]
     refunds: list[RefundOut]
     object: str = "invoice"
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    return PlanOut(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        currency=plan.currency,
+        interval=plan.interval,
+        base_fee=plan.base_fee,
+        prices=[price_out(p) for p in plan.prices],
+        created_at=plan.created_at,
+        updated_at=plan.updated_at,
+    )
+
+
+def price_out(stored: dict[str, Any]) -> PriceOut:
+    tiers = stored.get("tiers")
+    return PriceOut(
+        meter=stored["meter"],
+        meter_id=stored["meter_id"],
+        model=stored["model"],
+        unit_amount=stored.get("unit_amount"),
+        tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
+        package_size=stored.get("package_size"),
+        package_amount=stored.get("package_amount"),
+    )
