@@ -8,14 +8,12 @@ from typing import Annotated, Literal
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.service import get_customer
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
-from billing.invoicing.models import Subscription
 from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import (
     CancelIn,
@@ -89,7 +87,7 @@ class SubscriptionController(Controller):
         now = ctx.clock.now()
         async with ctx.database.transaction() as session:
             sub = await subscriptions.create_subscription(session, principal.tenant_id, data, now=now)
-            return await _subscription_out(session, sub, now)
+            return (await subscriptions.subscriptions_out(session, [sub], now))[0]
 
     @get(opt=scopes(READ), summary="List subscriptions, newest first")
     async def list_subscriptions(
@@ -108,8 +106,7 @@ class SubscriptionController(Controller):
             rows, has_more = await subscriptions.list_subscriptions(
                 session, principal.tenant_id, PageRequest(limit, starting_after), customer_id=customer_id
             )
-            labels = await subscriptions.labels(session, rows)
-        return Page([subscriptions.subscription_out(row, labels[row.id], now) for row in rows], has_more)
+            return Page(await subscriptions.subscriptions_out(session, rows, now), has_more)
 
     @get("/{subscription_id:str}", opt=scopes(READ), summary="Get a subscription")
     async def get_subscription(
@@ -117,7 +114,7 @@ class SubscriptionController(Controller):
     ) -> SubscriptionOut:
         async with ctx.database.read() as session:
             sub = await subscriptions.get_subscription(session, principal.tenant_id, subscription_id)
-            return await _subscription_out(session, sub, ctx.clock.now())
+            return (await subscriptions.subscriptions_out(session, [sub], ctx.clock.now()))[0]
 
     @post(
         "/{subscription_id:str}/cancel",
@@ -134,12 +131,7 @@ class SubscriptionController(Controller):
                 session, principal.tenant_id, subscription_id, lock=True
             )
             await subscriptions.cancel_subscription(session, sub, data.at, now=now)
-            return await _subscription_out(session, sub, now)
-
-
-async def _subscription_out(session: AsyncSession, sub: Subscription, now: datetime) -> SubscriptionOut:
-    labels = await subscriptions.labels(session, [sub])
-    return subscriptions.subscription_out(sub, labels[sub.id], now)
+            return (await subscriptions.subscriptions_out(session, [sub], now))[0]
 
 
 def _time(field: str, value: str | None) -> datetime | None:

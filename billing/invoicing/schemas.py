@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -9,7 +10,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from billing.core import money
-from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Plan
+from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Plan, Subscription
+from billing.invoicing.periods import Period
 
 if TYPE_CHECKING:
     from billing.invoicing.lines import LineDraft  # lines -> plans -> schemas: typing only
@@ -225,6 +227,35 @@ def price_out(stored: dict[str, Any]) -> PriceOut:
         tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
         package_size=stored.get("package_size"),
         package_amount=stored.get("package_amount"),
+    )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a subscription's answer shows of its customer and plan."""
+
+    customer_external_id: str
+    plan_code: str
+
+
+def subscription_out(
+    subscription: Subscription, label: Labels, status: str, current: Period | None
+) -> SubscriptionOut:
+    """``status`` and ``current`` (the period in effect) as of the same instant."""
+    return SubscriptionOut(
+        id=subscription.id,
+        customer=subscription.customer_id,
+        customer_external_id=label.customer_external_id,
+        plan=subscription.plan_id,
+        plan_code=label.plan_code,
+        status=status,
+        timezone=subscription.timezone,
+        starts_at=subscription.starts_at,
+        cancel_at=subscription.cancel_at,
+        canceled_at=subscription.canceled_at,
+        current_period_start=current.start if current else None,
+        current_period_end=current.end if current else None,
+        created_at=subscription.created_at,
     )
 
 
