@@ -11,7 +11,7 @@ from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.notifications import service
 from billing.notifications.models import STATUSES
 from billing.notifications.queue import ALL_KINDS
-from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out
+from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out, preview_out
 from billing.web.auth import READ, scopes
 from billing.web.dependencies import Caller, Ctx
 from billing.web.openapi import alternative_contents, struct_schema
@@ -89,8 +89,7 @@ class NotificationController(Controller):
     ) -> Response[Any]:
         rendered = await service.preview(ctx, principal.tenant_id, kind, locale=locale)
         if format == "json":
-            preview = PreviewOut(kind, rendered.subject, rendered.html, rendered.text)
-            return Response(preview, media_type=MediaType.JSON)
+            return Response(preview_out(kind, rendered), media_type=MediaType.JSON)
         if format == "text":
             return Response(rendered.text, media_type=MediaType.TEXT)
         return Response(rendered.html, media_type=MediaType.HTML)
