@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated
 
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers import service as customers
-from billing.customers.models import Customer
 from billing.customers.ports import CustomerPorts
 from billing.customers.schemas import CustomerCreate, CustomerOut, CustomerPatch, customer_out
 from billing.web.auth import ADMIN, READ, scopes
@@ -50,7 +47,7 @@ class CustomerController(Controller):
                 email=email,
                 external_id=external_id,
             )
-            return Page(await _with_dunning(customer_ports, session, rows), has_more)
+            return Page(await customers.customers_out(session, rows, customer_ports), has_more)
 
     @post(opt=scopes(ADMIN), summary="Create a customer (409 if the external_id is taken)")
     async def create_customer(
@@ -68,7 +65,7 @@ class CustomerController(Controller):
     ) -> CustomerOut:
         async with ctx.database.read() as session:
             customer = await customers.get_customer(session, principal.tenant_id, customer_id)
-            return (await _with_dunning(customer_ports, session, [customer]))[0]
+            return (await customers.customers_out(session, [customer], customer_ports))[0]
 
     @patch("/{customer_id:str}", opt=scopes(ADMIN), summary="Update a customer by id or external_id")
     async def update_customer(
@@ -85,11 +82,4 @@ class CustomerController(Controller):
             await customers.update_customer(session, customer, data, now=ctx.clock.now())
             if customer.default_payment_method not in (None, previous_method):
                 await customer_ports.payment_method_changed(session, customer.id, at=ctx.clock.now())
-            return (await _with_dunning(customer_ports, session, [customer]))[0]
-
-
-async def _with_dunning(
-    ports: CustomerPorts, session: AsyncSession, rows: Sequence[Customer]
-) -> list[CustomerOut]:
-    cases = await ports.summaries(session, [row.id for row in rows])
-    return [customer_out(row, cases.get(row.id)) for row in rows]
+            return (await customers.customers_out(session, [customer], customer_ports))[0]

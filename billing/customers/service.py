@@ -6,6 +6,7 @@ is both (a tenant's external_id that equals another customer's id), the id wins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,8 @@ from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
-from billing.customers.schemas import Card, CustomerCreate, CustomerPatch
+from billing.customers.ports import CustomerPorts
+from billing.customers.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch, customer_out
 from billing.tenants.service import get_tenant
 
 EXTERNAL_ID_MAX_LENGTH = 128
@@ -108,6 +110,14 @@ async def list_customers(
     if external_id is not None:
         stmt = stmt.where(Customer.external_id == external_id)
     return await fetch_page(session, stmt, Customer.id, page)
+
+
+async def customers_out(
+    session: AsyncSession, customers: Sequence[Customer], ports: CustomerPorts
+) -> list[CustomerOut]:
+    """The wire shape, each customer with its open dunning case (one query through ``ports``)."""
+    cases = await ports.summaries(session, [row.id for row in customers])
+    return [customer_out(row, cases.get(row.id)) for row in customers]
 
 
 async def update_customer(

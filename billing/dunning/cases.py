@@ -9,6 +9,8 @@ dedupe keys that make a second queueing a no-op.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,16 +21,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import outbox
 from billing.core.db.inserts import insert_ignore
 from billing.core.db.queries import rowcount
+from billing.core.errors import NotFound
 from billing.core.ids import new_id
+from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.service import update_payment_status
 from billing.dunning.decide import Case, Email, Policy, Step, after_failure
 from billing.dunning.models import DunningCase
 from billing.dunning.policy import get_policy
+from billing.dunning.schemas import CaseNotificationOut, CaseOut, case_notification_out, case_out
 from billing.dunning.summary import customer_snapshot
 from billing.invoicing import invoices
 from billing.invoicing.models import Invoice
+from billing.notifications.models import Notification
 from billing.notifications.queue import queue_notification
 from billing.payments.declines import FailureClass
+from billing.payments.models import Payment
+from billing.payments.schemas import PaymentOut, payment_out
 from billing.payments.views import PAYMENTS
 
 ACTOR = "dunning"
@@ -235,3 +243,36 @@ async def invoice_snapshot(session: AsyncSession, invoice: Invoice) -> Any:
     await session.flush()
     (out,) = await invoices.invoices_out(session, [invoice], PAYMENTS)
     return msgspec.to_builtins(out)
+
+
+async def list_cases(
+    session: AsyncSession, tenant_id: str, page: PageRequest, *, status: str | None = None
+) -> tuple[list[DunningCase], bool]:
+    query = sa.select(DunningCase).where(DunningCase.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(DunningCase.status == status)
+    return await fetch_page(session, query, DunningCase.id, page)
+
+
+async def get_case(session: AsyncSession, tenant_id: str, case_id: str) -> DunningCase:
+    case = await session.get(DunningCase, case_id)
+    if case is None or case.tenant_id != tenant_id:
+        raise NotFound(f"No dunning case {case_id}")
+    return case
+
+
+async def cases_out(session: AsyncSession, cases: Sequence[DunningCase]) -> list[CaseOut]:
+    """Cases with their payment attempts and notifications, in three queries."""
+    invoice_ids = [case.invoice_id for case in cases]
+    attempts: dict[str, list[PaymentOut]] = defaultdict(list)
+    for payment in await session.scalars(
+        sa.select(Payment).where(Payment.invoice_id.in_(invoice_ids)).order_by(Payment.attempt)
+    ):
+        attempts[payment.invoice_id].append(payment_out(payment))
+    notes: dict[str, list[CaseNotificationOut]] = defaultdict(list)
+    for note in await session.scalars(
+        sa.select(Notification).where(Notification.invoice_id.in_(invoice_ids)).order_by(Notification.id)
+    ):
+        if note.invoice_id is not None:
+            notes[note.invoice_id].append(case_notification_out(note))
+    return [case_out(case, attempts[case.invoice_id], notes[case.invoice_id]) for case in cases]

@@ -11,7 +11,7 @@ from billing.core.db.inserts import insert_ignore
 from billing.core.errors import FieldError, ValidationFailed
 from billing.dunning.decide import Policy
 from billing.dunning.models import DunningPolicy
-from billing.dunning.schemas import PolicyIn, PolicyOut
+from billing.dunning.schemas import PolicyIn, PolicyOut, policy_out
 
 DEFAULT = Policy()
 
@@ -26,6 +26,13 @@ async def get_policy(session: AsyncSession, tenant_id: str) -> Policy:
         suspend_customer=row.suspend_customer,
         expiring_card_notice=row.expiring_card_notice,
     )
+
+
+async def read_policy(session: AsyncSession, tenant_id: str) -> PolicyOut:
+    """The tenant's policy on the wire; ``updated_at`` is None while the default applies."""
+    row = await session.get(DunningPolicy, tenant_id)
+    updated_at = row.updated_at if row is not None else None
+    return policy_out(await get_policy(session, tenant_id), updated_at)
 
 
 async def put_policy(session: AsyncSession, tenant_id: str, data: PolicyIn, *, at: datetime) -> PolicyOut:
@@ -52,13 +59,3 @@ async def put_policy(session: AsyncSession, tenant_id: str, data: PolicyIn, *, a
     row.updated_at = at
     await session.flush()
     return policy_out(await get_policy(session, tenant_id), at)
-
-
-def policy_out(policy: Policy, updated_at: datetime | None) -> PolicyOut:
-    return PolicyOut(
-        retry_schedule_days=list(policy.retry_schedule_days),
-        final_action=policy.final_action,
-        suspend_customer=policy.suspend_customer,
-        expiring_card_notice=policy.expiring_card_notice,
-        updated_at=updated_at,
-    )

@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from billing.dunning.decide import Policy
+from billing.dunning.models import DunningCase
+from billing.notifications.models import Notification
 from billing.payments.schemas import PaymentOut
 
 RetryDays = Annotated[int, msgspec.Meta(ge=1, le=90)]
@@ -54,3 +57,41 @@ class CaseOut(msgspec.Struct):
     created_at: datetime
     closed_at: datetime | None
     object: str = "dunning_case"
+
+
+def policy_out(policy: Policy, updated_at: datetime | None) -> PolicyOut:
+    return PolicyOut(
+        retry_schedule_days=list(policy.retry_schedule_days),
+        final_action=policy.final_action,
+        suspend_customer=policy.suspend_customer,
+        expiring_card_notice=policy.expiring_card_notice,
+        updated_at=updated_at,
+    )
+
+
+def case_notification_out(note: Notification) -> CaseNotificationOut:
+    return CaseNotificationOut(
+        note.id, note.kind, note.status, note.dedupe_key, note.created_at, note.sent_at
+    )
+
+
+def case_out(
+    case: DunningCase, attempts: list[PaymentOut], notifications: list[CaseNotificationOut]
+) -> CaseOut:
+    return CaseOut(
+        id=case.id,
+        invoice=case.invoice_id,
+        customer=case.customer_id,
+        status=case.status,
+        attempts=attempts,
+        failures=case.failures,
+        retries=case.retries,
+        last_failure_class=case.last_failure_class,
+        last_failure_code=case.last_failure_code,
+        first_failed_at=case.first_failed_at,
+        next_action=case.next_action,
+        next_action_at=case.next_action_at,
+        notifications=notifications,
+        created_at=case.created_at,
+        closed_at=case.closed_at,
+    )

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from billing.core.context import AppContext
 from billing.customers.models import Customer
+from billing.dunning.cases import cases_out
 from billing.dunning.models import DunningCase
-from billing.dunning.routes import cases_out
 from billing.dunning.schemas import CaseOut
 from billing.invoicing import invoices
 from billing.invoicing.schemas import InvoiceOut

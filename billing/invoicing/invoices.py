@@ -27,7 +27,14 @@ from billing.customers.models import Customer
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
 from billing.invoicing.ports import InvoicePayments
-from billing.invoicing.schemas import InvoiceOut, LineOut, PaymentOut, RefundOut, StatusChangeOut, TierLineOut
+from billing.invoicing.schemas import (
+    InvoiceOut,
+    LineOut,
+    StatusChangeOut,
+    invoice_out,
+    line_out,
+    status_change_out,
+)
 from billing.metering.models import Meter
 
 SCHEDULER = "scheduler"
@@ -234,7 +241,7 @@ async def invoices_out(
         .order_by(InvoiceLine.invoice_id, InvoiceLine.position)
     )
     for line, meter_key in (await session.execute(line_query)).all():
-        lines[line.invoice_id].append(_line_out(line, meter_key))
+        lines[line.invoice_id].append(line_out(line, meter_key))
     changes: dict[str, list[StatusChangeOut]] = defaultdict(list)
     change_query = (
         sa.select(InvoiceStatusChange)
@@ -242,7 +249,7 @@ async def invoices_out(
         .order_by(InvoiceStatusChange.id)
     )
     for change in await session.scalars(change_query):
-        changes[change.invoice_id].append(StatusChangeOut(change.status, change.at, change.actor))
+        changes[change.invoice_id].append(status_change_out(change))
     external_ids = dict(
         (
             await session.execute(
@@ -264,69 +271,3 @@ async def invoices_out(
         )
         for invoice in invoices
     ]
-
-
-def invoice_out(
-    invoice: Invoice,
-    lines: list[LineOut],
-    changes: list[StatusChangeOut],
-    external_id: str,
-    *,
-    payments: list[PaymentOut] | None = None,
-    refunds: list[RefundOut] | None = None,
-) -> InvoiceOut:
-    return InvoiceOut(
-        id=invoice.id,
-        number=invoice.number,
-        status=invoice.status,
-        customer=invoice.customer_id,
-        customer_external_id=external_id,
-        subscription=invoice.subscription_id,
-        currency=invoice.currency,
-        period_start=invoice.period_start,
-        period_end=invoice.period_end,
-        lines=lines,
-        subtotal=invoice.subtotal,
-        total=invoice.total,
-        amount_paid=invoice.amount_paid,
-        amount_due=invoice.amount_due,
-        amount_refunded=invoice.amount_refunded or 0,
-        created_at=invoice.created_at,
-        finalized_at=invoice.finalized_at,
-        due_at=invoice.due_at,
-        paid_at=invoice.paid_at,
-        voided_at=invoice.voided_at,
-        marked_uncollectible_at=invoice.marked_uncollectible_at,
-        status_transitions=changes,
-        payments=payments or [],
-        refunds=refunds or [],
-    )
-
-
-def _line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
-    return LineOut(
-        kind=line.kind,
-        meter=meter_key,
-        description=line.description,
-        quantity=money.format_decimal(line.quantity),
-        amount=line.amount,
-        period_start=line.period_start,
-        period_end=line.period_end,
-        tiers=[TierLineOut(**tier) for tier in line.tiers],
-    )
-
-
-def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
-    return _line_out(
-        InvoiceLine(
-            kind=line.kind,
-            meter_id=line.meter_id,
-            description=line.description,
-            quantity=line.quantity,
-            amount=line.amount,
-            period_start=line.period_start,
-            period_end=line.period_end,
-            tiers=line.tiers,
-        ),
-        meter_key,
-    )

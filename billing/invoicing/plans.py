@@ -23,7 +23,7 @@ from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.invoicing import pricing
 from billing.invoicing.models import Plan, Subscription
-from billing.invoicing.schemas import PlanCreate, PlanOut, PlanPatch, PriceIn, PriceOut, TierOut
+from billing.invoicing.schemas import PlanCreate, PlanPatch, PriceIn
 from billing.metering.meters import meters_by_key
 from billing.tenants.service import get_tenant
 
@@ -112,33 +112,6 @@ def price_of(stored: dict[str, Any]) -> pricing.Price:
             for t in stored.get("tiers") or ()
         ),
         package_size=_decimal_or_none(stored.get("package_size")),
-        package_amount=stored.get("package_amount"),
-    )
-
-
-def plan_out(plan: Plan) -> PlanOut:
-    return PlanOut(
-        id=plan.id,
-        code=plan.code,
-        name=plan.name,
-        currency=plan.currency,
-        interval=plan.interval,
-        base_fee=plan.base_fee,
-        prices=[_price_out(p) for p in plan.prices],
-        created_at=plan.created_at,
-        updated_at=plan.updated_at,
-    )
-
-
-def _price_out(stored: dict[str, Any]) -> PriceOut:
-    tiers = stored.get("tiers")
-    return PriceOut(
-        meter=stored["meter"],
-        meter_id=stored["meter_id"],
-        model=stored["model"],
-        unit_amount=stored.get("unit_amount"),
-        tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
-        package_size=stored.get("package_size"),
         package_amount=stored.get("package_amount"),
     )
 

@@ -8,14 +8,12 @@ from typing import Annotated, Literal
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.service import get_customer
 from billing.invoicing import actions, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
-from billing.invoicing.models import Subscription
 from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import (
     CancelIn,
@@ -25,11 +23,12 @@ from billing.invoicing.schemas import (
     PlanPatch,
     SubscriptionCreate,
     SubscriptionOut,
+    plan_out,
 )
 from billing.invoicing.upcoming import upcoming_invoice
-from billing.metering.usage_routes import timestamp_param
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.web.dependencies import Caller, Ctx, Port
+from billing.web.params import timestamp_param
 
 # The payments of invoices, provided by the composition root (app.py) under this name.
 Payments = Port[InvoicePayments]
@@ -51,7 +50,7 @@ class PlanController(Controller):
     async def create_plan(self, ctx: Ctx, principal: Caller, data: JSONBody[PlanCreate]) -> PlanOut:
         async with ctx.database.transaction() as session:
             plan = await plans.create_plan(session, principal.tenant_id, data, now=ctx.clock.now())
-        return plans.plan_out(plan)
+        return plan_out(plan)
 
     @get(opt=scopes(READ), summary="List plans, newest first")
     async def list_plans(
@@ -61,12 +60,12 @@ class PlanController(Controller):
             rows, has_more = await plans.list_plans(
                 session, principal.tenant_id, PageRequest(limit, starting_after)
             )
-        return Page([plans.plan_out(row) for row in rows], has_more)
+        return Page([plan_out(row) for row in rows], has_more)
 
     @get("/{plan_id:str}", opt=scopes(READ), summary="Get a plan by id or code")
     async def get_plan(self, ctx: Ctx, principal: Caller, plan_id: FromPath[str]) -> PlanOut:
         async with ctx.database.read() as session:
-            return plans.plan_out(await plans.get_plan(session, principal.tenant_id, plan_id))
+            return plan_out(await plans.get_plan(session, principal.tenant_id, plan_id))
 
     @patch("/{plan_id:str}", opt=scopes(ADMIN), summary="Change a plan no subscription uses (409 otherwise)")
     async def update_plan(
@@ -74,7 +73,7 @@ class PlanController(Controller):
     ) -> PlanOut:
         async with ctx.database.transaction() as session:
             plan = await plans.get_plan(session, principal.tenant_id, plan_id)
-            return plans.plan_out(await plans.update_plan(session, plan, data, now=ctx.clock.now()))
+            return plan_out(await plans.update_plan(session, plan, data, now=ctx.clock.now()))
 
 
 class SubscriptionController(Controller):
@@ -88,7 +87,7 @@ class SubscriptionController(Controller):
         now = ctx.clock.now()
         async with ctx.database.transaction() as session:
             sub = await subscriptions.create_subscription(session, principal.tenant_id, data, now=now)
-            return await _subscription_out(session, sub, now)
+            return (await subscriptions.subscriptions_out(session, [sub], now))[0]
 
     @get(opt=scopes(READ), summary="List subscriptions, newest first")
     async def list_subscriptions(
@@ -107,8 +106,7 @@ class SubscriptionController(Controller):
             rows, has_more = await subscriptions.list_subscriptions(
                 session, principal.tenant_id, PageRequest(limit, starting_after), customer_id=customer_id
             )
-            labels = await subscriptions.labels(session, rows)
-        return Page([subscriptions.subscription_out(row, labels[row.id], now) for row in rows], has_more)
+            return Page(await subscriptions.subscriptions_out(session, rows, now), has_more)
 
     @get("/{subscription_id:str}", opt=scopes(READ), summary="Get a subscription")
     async def get_subscription(
@@ -116,7 +114,7 @@ class SubscriptionController(Controller):
     ) -> SubscriptionOut:
         async with ctx.database.read() as session:
             sub = await subscriptions.get_subscription(session, principal.tenant_id, subscription_id)
-            return await _subscription_out(session, sub, ctx.clock.now())
+            return (await subscriptions.subscriptions_out(session, [sub], ctx.clock.now()))[0]
 
     @post(
         "/{subscription_id:str}/cancel",
@@ -133,12 +131,7 @@ class SubscriptionController(Controller):
                 session, principal.tenant_id, subscription_id, lock=True
             )
             await subscriptions.cancel_subscription(session, sub, data.at, now=now)
-            return await _subscription_out(session, sub, now)
-
-
-async def _subscription_out(session: AsyncSession, sub: Subscription, now: datetime) -> SubscriptionOut:
-    labels = await subscriptions.labels(session, [sub])
-    return subscriptions.subscription_out(sub, labels[sub.id], now)
+            return (await subscriptions.subscriptions_out(session, [sub], now))[0]
 
 
 def _time(field: str, value: str | None) -> datetime | None:

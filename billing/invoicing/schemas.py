@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from billing.core import money
+from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Plan, Subscription
+from billing.invoicing.periods import Period
+
+if TYPE_CHECKING:
+    from billing.invoicing.lines import LineDraft  # lines -> plans -> schemas: typing only
 
 # Decimal strings on the wire; JSON numbers are accepted too and read exactly (never as floats).
 DecimalText = str | int
@@ -193,3 +201,129 @@ class InvoiceOut(msgspec.Struct):
     payments: list[PaymentOut]
     refunds: list[RefundOut]
     object: str = "invoice"
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    return PlanOut(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        currency=plan.currency,
+        interval=plan.interval,
+        base_fee=plan.base_fee,
+        prices=[price_out(p) for p in plan.prices],
+        created_at=plan.created_at,
+        updated_at=plan.updated_at,
+    )
+
+
+def price_out(stored: dict[str, Any]) -> PriceOut:
+    tiers = stored.get("tiers")
+    return PriceOut(
+        meter=stored["meter"],
+        meter_id=stored["meter_id"],
+        model=stored["model"],
+        unit_amount=stored.get("unit_amount"),
+        tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
+        package_size=stored.get("package_size"),
+        package_amount=stored.get("package_amount"),
+    )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a subscription's answer shows of its customer and plan."""
+
+    customer_external_id: str
+    plan_code: str
+
+
+def subscription_out(
+    subscription: Subscription, label: Labels, status: str, current: Period | None
+) -> SubscriptionOut:
+    """``status`` and ``current`` (the period in effect) as of the same instant."""
+    return SubscriptionOut(
+        id=subscription.id,
+        customer=subscription.customer_id,
+        customer_external_id=label.customer_external_id,
+        plan=subscription.plan_id,
+        plan_code=label.plan_code,
+        status=status,
+        timezone=subscription.timezone,
+        starts_at=subscription.starts_at,
+        cancel_at=subscription.cancel_at,
+        canceled_at=subscription.canceled_at,
+        current_period_start=current.start if current else None,
+        current_period_end=current.end if current else None,
+        created_at=subscription.created_at,
+    )
+
+
+def status_change_out(change: InvoiceStatusChange) -> StatusChangeOut:
+    return StatusChangeOut(change.status, change.at, change.actor)
+
+
+def invoice_out(
+    invoice: Invoice,
+    lines: list[LineOut],
+    changes: list[StatusChangeOut],
+    external_id: str,
+    *,
+    payments: list[PaymentOut] | None = None,
+    refunds: list[RefundOut] | None = None,
+) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        customer=invoice.customer_id,
+        customer_external_id=external_id,
+        subscription=invoice.subscription_id,
+        currency=invoice.currency,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        lines=lines,
+        subtotal=invoice.subtotal,
+        total=invoice.total,
+        amount_paid=invoice.amount_paid,
+        amount_due=invoice.amount_due,
+        amount_refunded=invoice.amount_refunded or 0,
+        created_at=invoice.created_at,
+        finalized_at=invoice.finalized_at,
+        due_at=invoice.due_at,
+        paid_at=invoice.paid_at,
+        voided_at=invoice.voided_at,
+        marked_uncollectible_at=invoice.marked_uncollectible_at,
+        status_transitions=changes,
+        payments=payments or [],
+        refunds=refunds or [],
+    )
+
+
+def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
+    return LineOut(
+        kind=line.kind,
+        meter=meter_key,
+        description=line.description,
+        quantity=money.format_decimal(line.quantity),
+        amount=line.amount,
+        period_start=line.period_start,
+        period_end=line.period_end,
+        tiers=[TierLineOut(**tier) for tier in line.tiers],
+    )
+
+
+def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
+    return line_out(
+        InvoiceLine(
+            kind=line.kind,
+            meter_id=line.meter_id,
+            description=line.description,
+            quantity=line.quantity,
+            amount=line.amount,
+            period_start=line.period_start,
+            period_end=line.period_end,
+            tiers=line.tiers,
+        ),
+        meter_key,
+    )

@@ -7,8 +7,7 @@ the timezone fixed at creation (the customer's, else the tenant's billing_timezo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,7 +22,7 @@ from billing.customers.service import get_customer
 from billing.invoicing import periods
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.plans import get_plan
-from billing.invoicing.schemas import SubscriptionCreate, SubscriptionOut
+from billing.invoicing.schemas import Labels, SubscriptionCreate, SubscriptionOut, subscription_out
 from billing.tenants.service import get_tenant
 
 
@@ -180,14 +179,6 @@ def status(subscription: Subscription, now: datetime) -> str:
     return "scheduled" if subscription.starts_at > now else "active"
 
 
-@dataclass(frozen=True)
-class Labels:
-    """What a subscription's answer shows of its customer and plan."""
-
-    customer_external_id: str
-    plan_code: str
-
-
 async def labels(session: AsyncSession, subscriptions: Iterable[Subscription]) -> dict[str, Labels]:
     subs = list(subscriptions)
     if not subs:
@@ -201,22 +192,17 @@ async def labels(session: AsyncSession, subscriptions: Iterable[Subscription]) -
     return {row.id: Labels(row.external_id, row.code) for row in rows}
 
 
-def subscription_out(subscription: Subscription, label: Labels, now: datetime) -> SubscriptionOut:
-    current = periods.period_containing(
-        subscription.starts_at, subscription.cancel_at, subscription.timezone, now
-    )
-    return SubscriptionOut(
-        id=subscription.id,
-        customer=subscription.customer_id,
-        customer_external_id=label.customer_external_id,
-        plan=subscription.plan_id,
-        plan_code=label.plan_code,
-        status=status(subscription, now),
-        timezone=subscription.timezone,
-        starts_at=subscription.starts_at,
-        cancel_at=subscription.cancel_at,
-        canceled_at=subscription.canceled_at,
-        current_period_start=current.start if current else None,
-        current_period_end=current.end if current else None,
-        created_at=subscription.created_at,
-    )
+async def subscriptions_out(
+    session: AsyncSession, subscriptions: Sequence[Subscription], now: datetime
+) -> list[SubscriptionOut]:
+    """The wire shape as of ``now``, with the customers' external ids and the plans' codes in one query."""
+    by_id = await labels(session, subscriptions)
+    return [
+        subscription_out(
+            sub,
+            by_id[sub.id],
+            status(sub, now),
+            periods.period_containing(sub.starts_at, sub.cancel_at, sub.timezone, now),
+        )
+        for sub in subscriptions
+    ]

@@ -12,7 +12,7 @@ from billing.customers.models import Customer
 from billing.invoicing import invoices, periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
-from billing.invoicing.schemas import InvoiceOut
+from billing.invoicing.schemas import InvoiceOut, draft_line_out, invoice_out
 from billing.metering.models import Meter
 
 
@@ -53,5 +53,5 @@ async def _preview(
         amount_paid=0,
     )
     invoices.set_totals(preview, drafted)
-    lines = [invoices.draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted]
-    return invoices.invoice_out(preview, lines, [], customer.external_id)
+    lines = [draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted]
+    return invoice_out(preview, lines, [], customer.external_id)

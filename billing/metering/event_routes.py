@@ -10,6 +10,7 @@ from billing.core.errors import FieldError, MalformedJson, ValidationFailed
 from billing.metering import events, ingest
 from billing.metering.coverage import CoverageSource
 from billing.metering.ingest import MAX_BATCH, IngestResult
+from billing.metering.schemas import EventOut
 from billing.web.auth import INGEST, READ, scopes
 from billing.web.dependencies import Caller, Ctx, Port
 from billing.web.openapi import raw_json_body, struct_schema
@@ -84,6 +85,6 @@ class EventController(Controller):
         )
 
     @get("/{event_id:str}", opt=scopes(READ), summary="An accepted event and its billing status")
-    async def get_event(self, ctx: Ctx, principal: Caller, event_id: FromPath[str]) -> events.EventOut:
+    async def get_event(self, ctx: Ctx, principal: Caller, event_id: FromPath[str]) -> EventOut:
         async with ctx.database.read() as session:
             return await events.get_event(session, principal.tenant_id, event_id)

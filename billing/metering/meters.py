@@ -20,7 +20,7 @@ from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.core.validation import reference
 from billing.metering.models import AGGREGATIONS, Meter
-from billing.metering.schemas import MeterCreate, MeterOut, MeterPatch
+from billing.metering.schemas import MeterCreate, MeterPatch
 
 KEY_PATTERN = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
 NAME_MAX_LENGTH = 200
@@ -76,18 +76,6 @@ async def update_meter(session: AsyncSession, meter: Meter, patch: MeterPatch, *
     meter.name, meter.unit, meter.updated_at = name, unit, now
     await session.flush()
     return meter
-
-
-def meter_out(meter: Meter) -> MeterOut:
-    return MeterOut(
-        id=meter.id,
-        key=meter.key,
-        name=meter.name,
-        aggregation=meter.aggregation,
-        unique_property=meter.unique_property,
-        unit=meter.unit,
-        created_at=meter.created_at,
-    )
 
 
 def key(field: str, value: str) -> str:

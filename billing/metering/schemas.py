@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from billing.core import money
+from billing.metering.models import Meter
+from billing.metering.usage_models import UsageEvent
 
 Aggregation = Literal["sum", "count", "max", "unique_count", "latest"]
 
@@ -37,3 +42,80 @@ class MeterOut(msgspec.Struct):
     unit: str | None
     created_at: datetime
     object: str = "meter"
+
+
+class EventOut(msgspec.Struct):
+    id: str
+    customer: str
+    customer_external_id: str
+    meter: str
+    timestamp: datetime
+    value: str
+    properties: dict[str, Any] | None
+    received_at: datetime
+    billing_status: str
+    invoice: str | None
+    object: str = "event"
+
+
+class UsageBucket(msgspec.Struct):
+    start: datetime
+    value: str | None
+
+
+class UsageOut(msgspec.Struct):
+    customer: str
+    meter: str
+    aggregation: str
+    granularity: str
+    timezone: str
+    buckets: list[UsageBucket]
+
+
+def meter_out(meter: Meter) -> MeterOut:
+    return MeterOut(
+        id=meter.id,
+        key=meter.key,
+        name=meter.name,
+        aggregation=meter.aggregation,
+        unique_property=meter.unique_property,
+        unit=meter.unit,
+        created_at=meter.created_at,
+    )
+
+
+def event_out(event: UsageEvent, customer_external_id: str, meter_key: str) -> EventOut:
+    return EventOut(
+        id=event.event_id,
+        customer=event.customer_id,
+        customer_external_id=customer_external_id,
+        meter=meter_key,
+        timestamp=event.timestamp,
+        value=money.format_decimal(event.value),
+        properties=event.properties,
+        received_at=event.received_at,
+        billing_status="invoiced" if event.invoice_id else "pending",
+        invoice=event.invoice_id,
+    )
+
+
+def usage_out(
+    customer_id: str,
+    meter: Meter,
+    *,
+    granularity: str,
+    timezone: str,
+    buckets: list[tuple[datetime, Decimal | None]],
+) -> UsageOut:
+    return UsageOut(
+        customer=customer_id,
+        meter=meter.key,
+        aggregation=meter.aggregation,
+        granularity=granularity,
+        timezone=timezone,
+        buckets=[UsageBucket(start, _decimal_text(value)) for start, value in buckets],
+    )
+
+
+def _decimal_text(value: Decimal | None) -> str | None:
+    return None if value is None else money.format_decimal(value)

@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
-import msgspec
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
-from billing.core import money
-from billing.core.clock import InvalidTimestamp, parse_timestamp
 from billing.core.errors import ValidationFailed
-from billing.customers.service import get_customer
-from billing.metering import usage
-from billing.metering.meters import get_meter
-from billing.tenants.service import get_tenant
+from billing.metering.schemas import UsageOut
+from billing.metering.usage_report import usage_report
 from billing.web.auth import READ, scopes
 from billing.web.dependencies import Caller, Ctx
-
-MAX_BUCKETS = 1000
-
-
-class UsageBucket(msgspec.Struct):
-    start: datetime
-    value: str | None
-
-
-class UsageOut(msgspec.Struct):
-    customer: str
-    meter: str
-    aggregation: str
-    granularity: str
-    timezone: str
-    buckets: list[UsageBucket]
-
-
-def timestamp_param(field: str, value: str) -> datetime:
-    """A query parameter read as an RFC 3339 timestamp; a 422 naming the field otherwise."""
-    try:
-        return parse_timestamp(value)
-    except InvalidTimestamp as exc:
-        raise ValidationFailed.field(field, str(exc)) from None
-
-
-def _format(value: Decimal | None) -> str | None:
-    return None if value is None else money.format_decimal(value)
+from billing.web.params import timestamp_param
 
 
 class UsageController(Controller):
@@ -68,23 +34,6 @@ class UsageController(Controller):
         if end <= start:
             raise ValidationFailed.field("to", "must be after from")
         async with ctx.database.read() as session:
-            customer = await get_customer(session, principal.tenant_id, customer_id)
-            found = await get_meter(session, principal.tenant_id, meter)
-            zone = customer.timezone or (await get_tenant(session, principal.tenant_id)).billing_timezone
-            ranges = (
-                usage.hour_ranges(start, end) if granularity == "hour" else usage.day_ranges(start, end, zone)
+            return await usage_report(
+                session, principal.tenant_id, customer_id, meter, start, end, granularity
             )
-            if len(ranges) > MAX_BUCKETS:
-                raise ValidationFailed.field("to", f"at most {MAX_BUCKETS} buckets per request")
-            tallies = await usage.tallies(session, principal.tenant_id, customer.id, found, ranges)
-        return UsageOut(
-            customer=customer.id,
-            meter=found.key,
-            aggregation=found.aggregation,
-            granularity=granularity,
-            timezone="UTC" if granularity == "hour" else zone,
-            buckets=[
-                UsageBucket(start, _format(t.value(found.aggregation)))
-                for (start, _), t in zip(ranges, tallies, strict=True)
-            ],
-        )

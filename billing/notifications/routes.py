@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-import sqlalchemy as sa
 from litestar import Controller, MediaType, Response, get
 from litestar.params import FromPath, QueryParameter
 
-from billing.core.errors import NotFound
-from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
-from billing.customers.service import get_customer
-from billing.notifications.models import STATUSES, Notification
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
+from billing.notifications import service
+from billing.notifications.models import STATUSES
 from billing.notifications.queue import ALL_KINDS
-from billing.notifications.render import render
-from billing.notifications.samples import sample_context
-from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out
-from billing.tenants.models import Tenant
+from billing.notifications.schemas import NotificationOut, PreviewOut, notification_out, preview_out
 from billing.web.auth import READ, scopes
 from billing.web.dependencies import Caller, Ctx
 from billing.web.openapi import alternative_contents, struct_schema
@@ -63,18 +58,15 @@ class NotificationController(Controller):
         status: StatusFilter = None,
         invoice: InvoiceFilter = None,
     ) -> Page[NotificationOut]:
-        query = sa.select(Notification).where(Notification.tenant_id == principal.tenant_id)
         async with ctx.database.read() as session:
-            if customer is not None:
-                customer_id = (await get_customer(session, principal.tenant_id, customer)).id
-                query = query.where(Notification.customer_id == customer_id)
-            for column, value in ((Notification.kind, kind), (Notification.status, status)):
-                if value is not None:
-                    query = query.where(column == value)
-            if invoice is not None:
-                query = query.where(Notification.invoice_id == invoice)
-            rows, has_more = await fetch_page(
-                session, query, Notification.id, PageRequest(limit, starting_after)
+            rows, has_more = await service.list_notifications(
+                session,
+                principal.tenant_id,
+                PageRequest(limit, starting_after),
+                customer=customer,
+                kind=kind,
+                status=status,
+                invoice_id=invoice,
             )
         return Page([notification_out(row) for row in rows], has_more)
 
@@ -95,16 +87,9 @@ class NotificationController(Controller):
         format: PreviewFormat = "html",
         locale: PreviewLocale = None,
     ) -> Response[Any]:
-        if kind not in ALL_KINDS:
-            raise NotFound(f"No email kind '{kind}'; kinds: {', '.join(ALL_KINDS)}")
-        async with ctx.database.read() as session:
-            tenant = await session.get(Tenant, principal.tenant_id)
-        if tenant is None:
-            raise NotFound("No such tenant")
-        rendered = render(kind, sample_context(kind, tenant, ctx.clock.now(), locale))
+        rendered = await service.preview(ctx, principal.tenant_id, kind, locale=locale)
         if format == "json":
-            preview = PreviewOut(kind, rendered.subject, rendered.html, rendered.text)
-            return Response(preview, media_type=MediaType.JSON)
+            return Response(preview_out(kind, rendered), media_type=MediaType.JSON)
         if format == "text":
             return Response(rendered.text, media_type=MediaType.TEXT)
         return Response(rendered.html, media_type=MediaType.HTML)

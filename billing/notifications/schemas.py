@@ -7,6 +7,7 @@ from datetime import datetime
 import msgspec
 
 from billing.notifications.models import Notification
+from billing.notifications.render import Rendered
 
 
 class NotificationOut(msgspec.Struct):
@@ -49,3 +50,7 @@ def notification_out(row: Notification) -> NotificationOut:
         next_attempt_at=row.next_attempt_at,
         sent_at=row.sent_at,
     )
+
+
+def preview_out(kind: str, rendered: Rendered) -> PreviewOut:
+    return PreviewOut(kind, rendered.subject, rendered.html, rendered.text)

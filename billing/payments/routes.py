@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import sqlalchemy as sa
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from billing.core.errors import NotFound
-from billing.core.pagination import Limit, Page, PageRequest, StartingAfter, fetch_page
-from billing.customers.service import get_customer
+from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.invoicing.actions import read_invoice
 from billing.invoicing.schemas import InvoiceOut
+from billing.payments import queries
 from billing.payments.charge import pay_now
-from billing.payments.models import Payment
 from billing.payments.refunds import refund_invoice
 from billing.payments.schemas import PaymentOut, RefundIn, payment_out
 from billing.payments.views import PAYMENTS
@@ -51,21 +48,6 @@ CustomerFilter = Annotated[
 FlaggedFilter = Annotated[bool | None, QueryParameter(description="Pending for more than a day")]
 
 
-def _filtered(
-    tenant_id: str, customer_id: str | None, invoice: str | None, status: str | None, flagged: bool | None
-) -> sa.Select[Payment]:
-    query = sa.select(Payment).where(Payment.tenant_id == tenant_id)
-    if customer_id is not None:
-        query = query.where(Payment.customer_id == customer_id)
-    if invoice is not None:
-        query = query.where(Payment.invoice_id == invoice)
-    if status is not None:
-        query = query.where(Payment.status == status)
-    if flagged is not None:
-        query = query.where(Payment.flagged_at.is_not(None) if flagged else Payment.flagged_at.is_(None))
-    return query
-
-
 class PaymentController(Controller):
     path = "/payments"
     tags = ["Payments"]
@@ -83,15 +65,19 @@ class PaymentController(Controller):
         flagged: FlaggedFilter = None,
     ) -> Page[PaymentOut]:
         async with ctx.database.read() as session:
-            customer_id = customer and (await get_customer(session, principal.tenant_id, customer)).id
-            query = _filtered(principal.tenant_id, customer_id, invoice, status, flagged)
-            rows, has_more = await fetch_page(session, query, Payment.id, PageRequest(limit, starting_after))
+            rows, has_more = await queries.list_payments(
+                session,
+                principal.tenant_id,
+                PageRequest(limit, starting_after),
+                customer=customer,
+                invoice_id=invoice,
+                status=status,
+                flagged=flagged,
+            )
         return Page([payment_out(row) for row in rows], has_more)
 
     @get("/{payment_id:str}", opt=scopes(READ), summary="Get a payment attempt")
     async def get_payment(self, ctx: Ctx, principal: Caller, payment_id: FromPath[str]) -> PaymentOut:
         async with ctx.database.read() as session:
-            payment = await session.get(Payment, payment_id)
-        if payment is None or payment.tenant_id != principal.tenant_id:
-            raise NotFound(f"No payment {payment_id}")
+            payment = await queries.get_payment(session, principal.tenant_id, payment_id)
         return payment_out(payment)

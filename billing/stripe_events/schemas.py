@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from billing.stripe_events.models import RECEIVED, StripeEvent
+
 # Stripe's ``created`` is a Unix time in seconds; the bound keeps it a valid datetime.
 UnixTime = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799)]
 EventId = Annotated[str, msgspec.Meta(min_length=5, max_length=255, pattern=r"^evt_[A-Za-z0-9_]+$")]
@@ -115,3 +117,20 @@ class StripeEventOut(msgspec.Struct):
     next_attempt_at: datetime | None
     processed_at: datetime | None
     object: str = "stripe_event"
+
+
+def stripe_event_out(row: StripeEvent) -> StripeEventOut:
+    return StripeEventOut(
+        id=row.id,
+        stripe_event_id=row.stripe_event_id,
+        type=row.type,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        livemode=row.livemode,
+        api_version=row.api_version,
+        created_at=row.created_at,
+        received_at=row.received_at,
+        next_attempt_at=row.next_attempt_at if row.status == RECEIVED else None,
+        processed_at=row.handled_at,
+    )

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, get, patch, post
 from litestar.params import FromPath, JSONBody
 
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.tenants import service
-from billing.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, TenantOut, TenantPatch
+from billing.tenants.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    TenantOut,
+    TenantPatch,
+    api_key_created,
+    api_key_out,
+    tenant_out,
+)
 from billing.web.auth import ADMIN, READ, Scope, scopes
 from billing.web.dependencies import Caller, Ctx
 
@@ -21,7 +28,7 @@ class TenantController(Controller):
     @get(opt=scopes(READ), summary="The caller's tenant")
     async def get_tenant(self, ctx: Ctx, principal: Caller) -> TenantOut:
         async with ctx.database.read() as session:
-            return service.tenant_out(await service.get_tenant(session, principal.tenant_id))
+            return tenant_out(await service.get_tenant(session, principal.tenant_id))
 
     @patch(opt=scopes(ADMIN), summary="Update tenant settings (secrets are write-only)")
     async def update_tenant(self, ctx: Ctx, principal: Caller, data: JSONBody[TenantPatch]) -> TenantOut:
@@ -30,7 +37,7 @@ class TenantController(Controller):
             await service.update_tenant(
                 session, tenant, data, box=ctx.box, now=ctx.clock.now(), production=ctx.settings.production
             )
-            return service.tenant_out(tenant)
+            return tenant_out(tenant)
 
 
 class ApiKeyController(Controller):
@@ -45,7 +52,7 @@ class ApiKeyController(Controller):
             keys, has_more = await service.list_api_keys(
                 session, principal.tenant_id, PageRequest(limit, starting_after)
             )
-        return Page([service.api_key_out(key) for key in keys], has_more)
+        return Page([api_key_out(key) for key in keys], has_more)
 
     @post(opt=scopes(ADMIN), summary="Create an API key; the key is shown once")
     async def create_api_key(
@@ -59,14 +66,12 @@ class ApiKeyController(Controller):
                 name=data.name,
                 now=ctx.clock.now(),
             )
-        return ApiKeyCreated(**_fields(service.api_key_out(key)), key=plaintext)
+        return api_key_created(key, plaintext)
 
     @get("/{key_id:str}", opt=scopes(ADMIN), summary="Get an API key")
     async def get_api_key(self, ctx: Ctx, principal: Caller, key_id: FromPath[str]) -> ApiKeyOut:
         async with ctx.database.read() as session:
-            return service.api_key_out(
-                await service.get_api_key(session, key_id, tenant_id=principal.tenant_id)
-            )
+            return api_key_out(await service.get_api_key(session, key_id, tenant_id=principal.tenant_id))
 
     @post("/{key_id:str}/revoke", opt=scopes(ADMIN), status_code=200, summary="Revoke an API key")
     async def revoke_api_key(self, ctx: Ctx, principal: Caller, key_id: FromPath[str]) -> ApiKeyOut:
@@ -74,9 +79,4 @@ class ApiKeyController(Controller):
             key = await service.revoke_api_key(
                 session, key_id, now=ctx.clock.now(), tenant_id=principal.tenant_id
             )
-            return service.api_key_out(key)
-
-
-def _fields(out: ApiKeyOut) -> dict[str, Any]:
-    """``out``'s fields by name: ApiKeyCreated has the same ones, and the key."""
-    return {name: getattr(out, name) for name in out.__struct_fields__}
+            return api_key_out(key)

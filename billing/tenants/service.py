@@ -15,7 +15,7 @@ from billing.core.errors import NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.tenants.models import ApiKey, Tenant
-from billing.tenants.schemas import ApiKeyOut, TenantOut, TenantPatch
+from billing.tenants.schemas import TenantPatch
 from billing.web.auth import Principal, Scope, generate_key
 
 MAX_WEBHOOK_SECRETS = 5
@@ -173,39 +173,6 @@ def stripe_webhook_secrets(tenant: Tenant, box: SecretBox) -> list[str]:
 def stripe_secret_key(tenant: Tenant, box: SecretBox) -> str | None:
     token = tenant.stripe_secret_key_encrypted
     return box.decrypt(token) if token else None
-
-
-def tenant_out(tenant: Tenant) -> TenantOut:
-    return TenantOut(
-        id=tenant.id,
-        name=tenant.name,
-        currency=tenant.currency,
-        invoice_prefix=tenant.invoice_prefix,
-        support_email=tenant.support_email,
-        billing_timezone=tenant.billing_timezone,
-        grace_period_hours=tenant.grace_period_hours,
-        payment_provider=tenant.payment_provider,
-        stripe_secret_key_set=tenant.stripe_secret_key_encrypted is not None,
-        stripe_webhook_secrets_count=len(tenant.stripe_webhook_secrets_encrypted),
-        stripe_livemode=tenant.stripe_livemode,
-        stripe_payment_method_events=tenant.stripe_payment_method_events,
-        update_payment_method_url=tenant.update_payment_method_url,
-        email_from=tenant.email_from,
-        created_at=tenant.created_at,
-        updated_at=tenant.updated_at,
-    )
-
-
-def api_key_out(key: ApiKey) -> ApiKeyOut:
-    return ApiKeyOut(
-        id=key.id,
-        tenant=key.tenant_id,
-        scope=key.scope,
-        name=key.name,
-        prefix=key.key_prefix,
-        created_at=key.created_at,
-        revoked_at=key.revoked_at,
-    )
 
 
 async def principal_for_key(session: AsyncSession, digest: str) -> Principal | None:

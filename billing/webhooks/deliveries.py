@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.errors import Conflict, NotFound
 from billing.core.pagination import PageRequest, fetch_page
 from billing.webhooks.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from billing.webhooks.schemas import AttemptOut, DeliveryOut
+from billing.webhooks.schemas import AttemptOut, DeliveryOut, attempt_out, delivery_out
 
 
 async def get_delivery(session: AsyncSession, tenant_id: str, delivery_id: str) -> WebhookDelivery:
@@ -65,33 +65,5 @@ async def deliveries_out(session: AsyncSession, deliveries: Sequence[WebhookDeli
             .order_by(WebhookAttempt.delivery_id, WebhookAttempt.number)
         )
         for attempt in await session.scalars(query):
-            attempts[attempt.delivery_id].append(
-                AttemptOut(
-                    number=attempt.number,
-                    attempted_at=attempt.attempted_at,
-                    succeeded=attempt.succeeded,
-                    status_code=attempt.status_code,
-                    duration_ms=attempt.duration_ms,
-                    error=attempt.error,
-                )
-            )
-    return [_out(delivery, attempts[delivery.id]) for delivery in deliveries]
-
-
-def _out(delivery: WebhookDelivery, attempts: list[AttemptOut]) -> DeliveryOut:
-    return DeliveryOut(
-        id=delivery.id,
-        endpoint=delivery.endpoint_id,
-        event_id=delivery.event_id,
-        type=delivery.event_type,
-        status=delivery.status,
-        attempt_count=delivery.attempt_count,
-        created_at=delivery.created_at,
-        next_attempt_at=delivery.next_attempt_at if delivery.status == PENDING else None,
-        last_attempt_at=delivery.last_attempt_at,
-        last_status_code=delivery.last_status_code,
-        last_error=delivery.last_error,
-        delivered_at=delivery.delivered_at,
-        failed_at=delivery.failed_at,
-        attempts=attempts,
-    )
+            attempts[attempt.delivery_id].append(attempt_out(attempt))
+    return [delivery_out(delivery, attempts[delivery.id]) for delivery in deliveries]

@@ -4,7 +4,6 @@ and shown once."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TypedDict
 
 import sqlalchemy as sa
 from msgspec import UnsetType
@@ -16,7 +15,7 @@ from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.webhooks import signing
 from billing.webhooks.models import WebhookEndpoint
-from billing.webhooks.schemas import EndpointCreate, EndpointOut, EndpointPatch, EndpointWithSecret
+from billing.webhooks.schemas import EndpointCreate, EndpointPatch
 from billing.webhooks.targets import check_url
 
 MAX_ENDPOINTS = 20
@@ -81,6 +80,11 @@ async def list_endpoints(
     return await fetch_page(session, query, WebhookEndpoint.id, page)
 
 
+async def delete_endpoint(session: AsyncSession, tenant_id: str, endpoint_id: str) -> None:
+    """The endpoint and its delivery log."""
+    await session.delete(await get_endpoint(session, tenant_id, endpoint_id, lock=True))
+
+
 def update_endpoint(
     endpoint: WebhookEndpoint, patch: EndpointPatch, *, now: datetime, production: bool
 ) -> None:
@@ -125,39 +129,3 @@ def signing_secrets(endpoint: WebhookEndpoint, *, box: SecretBox, at: datetime) 
     if endpoint.previous_secret and expires is not None and at < expires:
         found.append(box.decrypt(endpoint.previous_secret))
     return found
-
-
-def endpoint_out(endpoint: WebhookEndpoint) -> EndpointOut:
-    return EndpointOut(**_fields(endpoint))
-
-
-def endpoint_with_secret(endpoint: WebhookEndpoint, secret: str) -> EndpointWithSecret:
-    return EndpointWithSecret(**_fields(endpoint), secret=secret)
-
-
-class _Fields(TypedDict):
-    """What EndpointOut and EndpointWithSecret show of an endpoint."""
-
-    id: str
-    url: str
-    description: str | None
-    events: list[str]
-    enabled: bool
-    disabled_at: datetime | None
-    disabled_reason: str | None
-    created_at: datetime
-    updated_at: datetime
-
-
-def _fields(endpoint: WebhookEndpoint) -> _Fields:
-    return {
-        "id": endpoint.id,
-        "url": endpoint.url,
-        "description": endpoint.description,
-        "events": list(endpoint.events),
-        "enabled": endpoint.enabled,
-        "disabled_at": endpoint.disabled_at,
-        "disabled_reason": endpoint.disabled_reason,
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-    }

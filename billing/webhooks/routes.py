@@ -22,6 +22,8 @@ from billing.webhooks.schemas import (
     EndpointPatch,
     EndpointWithSecret,
     RotateSecretIn,
+    endpoint_out,
+    endpoint_with_secret,
 )
 
 StatusFilter = Annotated[DeliveryStatus | None, QueryParameter(description="Delivery status")]
@@ -45,7 +47,7 @@ class WebhookEndpointController(Controller):
                 now=ctx.clock.now(),
                 production=ctx.settings.production,
             )
-        return endpoints.endpoint_with_secret(endpoint, secret)
+        return endpoint_with_secret(endpoint, secret)
 
     @get(opt=scopes(READ), summary="List endpoints, newest first")
     async def list_endpoints(
@@ -55,13 +57,13 @@ class WebhookEndpointController(Controller):
             rows, has_more = await endpoints.list_endpoints(
                 session, principal.tenant_id, PageRequest(limit, starting_after)
             )
-        return Page([endpoints.endpoint_out(row) for row in rows], has_more)
+        return Page([endpoint_out(row) for row in rows], has_more)
 
     @get("/{endpoint_id:str}", opt=scopes(READ), summary="Get an endpoint")
     async def get_endpoint(self, ctx: Ctx, principal: Caller, endpoint_id: FromPath[str]) -> EndpointOut:
         async with ctx.database.read() as session:
             endpoint = await endpoints.get_endpoint(session, principal.tenant_id, endpoint_id)
-        return endpoints.endpoint_out(endpoint)
+        return endpoint_out(endpoint)
 
     @patch(
         "/{endpoint_id:str}",
@@ -74,13 +76,12 @@ class WebhookEndpointController(Controller):
         async with ctx.database.transaction() as session:
             endpoint = await endpoints.get_endpoint(session, principal.tenant_id, endpoint_id, lock=True)
             endpoints.update_endpoint(endpoint, data, now=ctx.clock.now(), production=ctx.settings.production)
-        return endpoints.endpoint_out(endpoint)
+        return endpoint_out(endpoint)
 
     @delete("/{endpoint_id:str}", opt=scopes(ADMIN), summary="Delete an endpoint and its delivery log")
     async def delete_endpoint(self, ctx: Ctx, principal: Caller, endpoint_id: FromPath[str]) -> None:
         async with ctx.database.transaction() as session:
-            endpoint = await endpoints.get_endpoint(session, principal.tenant_id, endpoint_id, lock=True)
-            await session.delete(endpoint)
+            await endpoints.delete_endpoint(session, principal.tenant_id, endpoint_id)
 
     @post(
         "/{endpoint_id:str}/rotate-secret",
@@ -99,7 +100,7 @@ class WebhookEndpointController(Controller):
         async with ctx.database.transaction() as session:
             endpoint = await endpoints.get_endpoint(session, principal.tenant_id, endpoint_id, lock=True)
             secret = endpoints.rotate_secret(endpoint, box=ctx.box, now=ctx.clock.now(), keep_previous=keep)
-        return endpoints.endpoint_with_secret(endpoint, secret)
+        return endpoint_with_secret(endpoint, secret)
 
     @get("/{endpoint_id:str}/deliveries", opt=scopes(READ), summary="The endpoint's deliveries, newest first")
     async def list_deliveries(

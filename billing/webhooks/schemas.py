@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from billing.webhooks.events import EventType
+from billing.webhooks.models import PENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 Events = Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=20)]
@@ -79,3 +80,69 @@ class DeliveryOut(msgspec.Struct):
     failed_at: datetime | None
     attempts: list[AttemptOut]
     object: str = "webhook_delivery"
+
+
+def endpoint_out(endpoint: WebhookEndpoint) -> EndpointOut:
+    return EndpointOut(**_fields(endpoint))
+
+
+def endpoint_with_secret(endpoint: WebhookEndpoint, secret: str) -> EndpointWithSecret:
+    return EndpointWithSecret(**_fields(endpoint), secret=secret)
+
+
+class _Fields(TypedDict):
+    """What EndpointOut and EndpointWithSecret show of an endpoint."""
+
+    id: str
+    url: str
+    description: str | None
+    events: list[str]
+    enabled: bool
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _fields(endpoint: WebhookEndpoint) -> _Fields:
+    return {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "events": list(endpoint.events),
+        "enabled": endpoint.enabled,
+        "disabled_at": endpoint.disabled_at,
+        "disabled_reason": endpoint.disabled_reason,
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    }
+
+
+def attempt_out(attempt: WebhookAttempt) -> AttemptOut:
+    return AttemptOut(
+        number=attempt.number,
+        attempted_at=attempt.attempted_at,
+        succeeded=attempt.succeeded,
+        status_code=attempt.status_code,
+        duration_ms=attempt.duration_ms,
+        error=attempt.error,
+    )
+
+
+def delivery_out(delivery: WebhookDelivery, attempts: list[AttemptOut]) -> DeliveryOut:
+    return DeliveryOut(
+        id=delivery.id,
+        endpoint=delivery.endpoint_id,
+        event_id=delivery.event_id,
+        type=delivery.event_type,
+        status=delivery.status,
+        attempt_count=delivery.attempt_count,
+        created_at=delivery.created_at,
+        next_attempt_at=delivery.next_attempt_at if delivery.status == PENDING else None,
+        last_attempt_at=delivery.last_attempt_at,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        delivered_at=delivery.delivered_at,
+        failed_at=delivery.failed_at,
+        attempts=attempts,
+    )
