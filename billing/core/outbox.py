@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
 from billing.core.db.claims import ClaimMixin, claim_rows, finish_claim
 from billing.core.db.inserts import insert_ignore, insert_rows
@@ -116,8 +117,8 @@ async def emit_many(
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff from 10 s, capped at one hour."""
-    return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 3600))
+    """10 s after the first failure, doubling, at most an hour apart."""
+    return backoff(attempts, first=timedelta(seconds=10), cap=timedelta(hours=1))
 
 
 async def dispatch(

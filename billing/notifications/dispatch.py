@@ -24,6 +24,7 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows
 from billing.core.db.queries import rowcount
@@ -45,7 +46,7 @@ DELIVERIES = Counter("billing_notifications_total", "Notification send attempts 
 
 def retry_delay(attempts: int) -> timedelta:
     """One minute after the first failure, doubling, at most an hour apart (about 4 h in all)."""
-    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+    return backoff(attempts, first=timedelta(minutes=1), cap=timedelta(hours=1))
 
 
 async def dispatch_notifications(ctx: AppContext, *, at: datetime | None = None) -> int:

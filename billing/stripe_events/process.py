@@ -14,6 +14,7 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
 from billing.core.db.claims import claim_rows, finish_claim
 from billing.stripe_events.handlers import HANDLERS, StoredEvent, Unprocessable
@@ -43,7 +44,7 @@ class _ClaimLost(Exception):
 
 def retry_delay(attempts: int) -> timedelta:
     """30 s after the first failure, doubling, at most an hour apart (about 3.5 h for all tries)."""
-    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+    return backoff(attempts, first=timedelta(seconds=30), cap=timedelta(hours=1))
 
 
 def _stored(row: sa.Row[Any]) -> StoredEvent:
