@@ -1,16 +1,20 @@
-"""Claimed work: every background loop leases its due rows, handles each, and writes each outcome
-only while the lease is still its own.
+"""Claimed work: how every background loop takes its rows, and where how retries work is said.
 
 The outbox, notifications, dunning, payment reconciliation, Stripe events and webhook deliveries
-all run so; each says what is due, how one row is handled and what its outcome is. How retries
-work, for all of them:
+each say what is due, how one row is handled and what its outcome is. :func:`claim` leases a batch
+in a transaction of its own, :func:`handle_each` handles it oldest first (``concurrency`` rows at
+a time), :func:`drain` repeats batches until the work runs out.
+
+How retries work:
 
 - A handler that fails records the failure and the row's next try: now plus
-  :func:`billing.core.backoff.backoff` with its loop's numbers, until its loop gives up.
+  :func:`billing.core.backoff.backoff` with its loop's numbers (payment reconciliation records it
+  as the claim's expiry), until its loop gives up (after some attempts, or a time window).
 - A handler that raises (``on_error`` logs it), or a process that dies, leaves the row claimed:
   it is claimed again, and retried, once its lease runs out.
-- An outcome is written by :func:`finish`, fenced on the claim token: a handler whose lease ran
-  out and went to another claimer gets :class:`ClaimLost`, and its transaction rolls back.
+- An outcome is written by :func:`finish`, fenced on the claim token (notifications write theirs
+  in groups, fenced alike): a handler whose lease ran out and went to another claimer gets
+  :class:`ClaimLost`, and its transaction rolls back.
 """
 
 from __future__ import annotations
