@@ -4,8 +4,10 @@ An event is written once, by whoever causes it, knowing nothing of who listens. 
 fans it out into one row per consumer of its topic (webhooks, dunning, notifications...), from
 the list of consumers the composition root (``billing.jobs``) passes in, so that every consumer
 retries on its own and every process fans out to the same consumers. Each consumer's due rows
-are then claimed, handled and their outcome fenced on the claim: delivery is at least once, so
-handlers must be idempotent (they are keyed on the event id).
+are then claimed, handled and their outcome fenced on the claim (:mod:`billing.core.work`, which
+also says how retries work): delivery is at least once, so handlers must be idempotent (they are
+keyed on the event id). A handler that raises is tried again after :func:`retry_delay`, up to
+``MAX_ATTEMPTS`` tries in all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,11 +24,13 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
-from billing.core.db.claims import ClaimMixin, claim_rows, finish_claim
+from billing.core.db.claims import ClaimMixin
 from billing.core.db.inserts import insert_ignore, insert_rows
 from billing.core.db.types import Base, JSONType, UTCDateTime
 from billing.core.ids import new_id
+from billing.core.work import claim_and_handle, drain, finish
 
 MAX_ATTEMPTS = 12
 CLAIM_BATCH = 100
@@ -116,8 +121,8 @@ async def emit_many(
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff from 10 s, capped at one hour."""
-    return timedelta(seconds=min(10 * 2 ** max(attempts - 1, 0), 3600))
+    """10 s after the first failure, doubling, at most an hour apart."""
+    return backoff(attempts, first=timedelta(seconds=10), cap=timedelta(hours=1))
 
 
 async def dispatch(
@@ -133,24 +138,20 @@ async def dispatch(
         table.c.failed_at.is_(None),
         table.c.available_at <= now,
     )
-    async with ctx.database.transaction() as session:
-        token, rows = await claim_rows(
-            session,
-            table,
-            due=due,
-            order_by=[table.c.available_at, table.c.id],
-            limit=limit,
-            now=now,
-            lease=LEASE,
-        )
-    # UPDATE ... RETURNING gives no order on PostgreSQL: handle the oldest first.
-    for row in sorted(rows, key=lambda r: (r.available_at, r.id)):
-        await _handle_row(ctx, consumer, row, token, now)
-    return len(rows)
+    return await claim_and_handle(
+        ctx,
+        table,
+        due=due,
+        order_by=[table.c.available_at, table.c.id],
+        limit=limit,
+        lease=LEASE,
+        now=now,
+        handle=partial(_handle_row, ctx, consumer, now),
+    )
 
 
 async def _handle_row(
-    ctx: AppContext, consumer: Consumer, row: sa.Row[Any], token: str, now: datetime
+    ctx: AppContext, consumer: Consumer, now: datetime, row: sa.Row[Any], token: str
 ) -> None:
     message = Message(row.event_id, row.tenant_id, row.topic, row.payload, row.created_at, row.attempts + 1)
     outcome: dict[str, Any]
@@ -164,8 +165,7 @@ async def _handle_row(
         outcome = {"processed_at": now, "attempts": message.attempt, "last_error": None}
         OUTBOX_RESULTS.labels(consumer.name, "processed").inc()
     async with ctx.database.transaction() as session:
-        if not await finish_claim(session, OutboxEvent.__table__, row.id, token, **outcome):
-            log.warning("outbox_claim_lost", consumer=consumer.name, event_id=row.event_id)
+        await finish(session, OutboxEvent.__table__, row.id, token, **outcome)
 
 
 def _failure(now: datetime, attempt: int, error: str) -> dict[str, Any]:
@@ -221,7 +221,5 @@ async def dispatch_all(ctx: AppContext, consumers: Sequence[Consumer], *, at: da
     await fan_out(ctx, consumers, at=at)
     handled = 0
     for consumer in consumers:
-        while (count := await dispatch(ctx, consumer, at=at)) == CLAIM_BATCH:
-            handled += count
-        handled += count
+        handled += await drain(partial(dispatch, ctx, consumer, at=at), full=CLAIM_BATCH)
     return handled

@@ -4,19 +4,22 @@ slots, exhaustion) that the billing run and the dunning tick perform.
 A due case is claimed, then marked ``charging`` before its retry is made, and the retry is a
 payment attempt with the reason ``dunning <n>``: a crash before the charge retries it, a crash
 after it finds that attempt and does not charge again. Its outcome comes back as an outbox event
-like any other charge's.
+like any other charge's. A step that fails is taken again once its claim lapses (see
+:mod:`billing.core.work`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
+from billing.core import work
 from billing.core.context import AppContext
-from billing.core.db.claims import claim_rows, finish_claim
 from billing.core.outbox import Message
 from billing.dunning import cases
 from billing.dunning.cards import on_card_expiring, on_card_removed
@@ -73,34 +76,32 @@ TOPICS = frozenset(HANDLERS)
 
 async def run_dunning(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
     """Take every dunning step due by ``at``; return how many cases moved."""
-    done = 0
     table = DunningCase.__table__
     due = sa.and_(table.c.status == "active", table.c.next_action_at <= at)
     if tenant_id is not None:
         due = sa.and_(due, table.c.tenant_id == tenant_id)
-    while True:
-        async with ctx.database.transaction() as session:
-            token, rows = await claim_rows(
-                session,
-                table,
-                due=due,
-                order_by=[table.c.next_action_at, table.c.id],
-                limit=CLAIM_BATCH,
-                now=at,
-                lease=call_lease(ctx.settings),
-            )
-        for row in rows:
-            try:
-                await _step(ctx, row.id, token, at)
-            except Exception:
-                log.exception("dunning step failed; retried when its claim lapses", case=row.id)
-                FAILURES.inc()
-        done += len(rows)
-        if len(rows) < CLAIM_BATCH:
-            return done
+    batch = partial(
+        work.claim_and_handle,
+        ctx,
+        table,
+        due=due,
+        order_by=[table.c.next_action_at, table.c.id],
+        limit=CLAIM_BATCH,
+        lease=call_lease(ctx.settings),
+        now=at,
+        handle=partial(_step, ctx, at),
+        on_error=_step_failed,
+    )
+    return await work.drain(batch, full=CLAIM_BATCH)
 
 
-async def _step(ctx: AppContext, case_id: str, token: str, at: datetime) -> None:
+def _step_failed(row: sa.Row[Any]) -> None:
+    log.exception("dunning step failed; retried when its claim lapses", case=row.id)
+    FAILURES.inc()
+
+
+async def _step(ctx: AppContext, at: datetime, row: sa.Row[Any], token: str) -> None:
+    case_id = row.id
     async with ctx.database.transaction() as session:
         case = await session.get_one(DunningCase, case_id, populate_existing=True)
         if case.claimed_by != token or case.status != "active":
@@ -111,7 +112,7 @@ async def _step(ctx: AppContext, case_id: str, token: str, at: datetime) -> None
             await cases.apply_step(
                 session, case, invoice, policy, at_waiting_slot(policy, cases.case_state(case), at), at=at
             )
-            await finish_claim(session, DunningCase.__table__, case.id, token)
+            await work.finish(session, DunningCase.__table__, case.id, token)
             return
         if case.next_action != "charging":
             case.retries += 1
@@ -127,7 +128,7 @@ async def _step(ctx: AppContext, case_id: str, token: str, at: datetime) -> None
             .where(DunningCase.id == case_id, DunningCase.next_action == "charging")
             .values(next_action=None, next_action_at=None, updated_at=at)
         )
-        await finish_claim(session, DunningCase.__table__, case_id, token)
+        await work.finish(session, DunningCase.__table__, case_id, token)
 
 
 async def _attempted(ctx: AppContext, invoice_id: str, reason: str) -> bool:

@@ -1,9 +1,11 @@
 """Delivering queued notifications: claim due rows, send each once, record the outcome.
 
 Several dispatchers (replicas, the scheduler and ``POST /v1/billing/run``) may run at once:
-``claim_rows`` leases each row to one of them, and the outcome is written only under that lease.
-A dispatcher stops starting sends well before its lease could run out (``SEND_BUDGET`` plus one
-SMTP timeout is far below ``LEASE``), so no other one can claim a row that is being sent.
+:func:`billing.core.work.claim` leases each row to one of them, and the outcome is written only
+under that lease. A dispatcher stops starting sends well before its lease could run out
+(``SEND_BUDGET`` plus one SMTP timeout is far below ``LEASE``), so no other one can claim a row
+that is being sent. A failed send is tried again :func:`retry_delay` later, ``MAX_ATTEMPTS`` tries
+in all (how retries work is in :mod:`billing.core.work`).
 
 The one window for a duplicate: the SMTP server accepted an email and the process died before
 its ``sent`` status committed. An outcome commits right after its send (the outcomes of the
@@ -24,8 +26,9 @@ import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
+from billing.core import work
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
-from billing.core.db.claims import claim_rows
 from billing.core.db.queries import rowcount
 from billing.notifications.delivery import DeliveryError, Transport, build_email, open_transport
 from billing.notifications.models import FAILED, QUEUED, SENT, Notification
@@ -45,7 +48,7 @@ DELIVERIES = Counter("billing_notifications_total", "Notification send attempts 
 
 def retry_delay(attempts: int) -> timedelta:
     """One minute after the first failure, doubling, at most an hour apart (about 4 h in all)."""
-    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+    return backoff(attempts, first=timedelta(minutes=1), cap=timedelta(hours=1))
 
 
 async def dispatch_notifications(ctx: AppContext, *, at: datetime | None = None) -> int:
@@ -58,31 +61,31 @@ async def dispatch_notifications(ctx: AppContext, *, at: datetime | None = None)
     # One connection per lane for the whole call, opened on first use.
     transports = [open_transport(ctx.settings) for _ in range(LANES)]
     sent = 0
+
+    async def batch() -> int:
+        nonlocal sent
+        claimed, delivered = await _dispatch_batch(ctx, now, transports)
+        sent += delivered
+        return claimed
+
     try:
-        while True:
-            claimed, delivered = await _dispatch_batch(ctx, now, transports)
-            sent += delivered
-            if claimed < BATCH:
-                return sent
+        await work.drain(batch, full=BATCH)
     finally:
         for transport in transports:
             await transport.close()
+    return sent
 
 
 async def _dispatch_batch(ctx: AppContext, now: datetime, transports: list[Transport]) -> tuple[int, int]:
-    due = sa.and_(TABLE.c.status == QUEUED, TABLE.c.next_attempt_at <= now)
-    async with ctx.database.transaction() as session:
-        token, rows = await claim_rows(
-            session,
-            TABLE,
-            due=due,
-            order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
-            limit=BATCH,
-            now=now,
-            lease=LEASE,
-        )
-    # UPDATE ... RETURNING gives no order on PostgreSQL: oldest first.
-    rows.sort(key=lambda r: (r.next_attempt_at, r.id))
+    token, rows = await work.claim(
+        ctx,
+        TABLE,
+        due=sa.and_(TABLE.c.status == QUEUED, TABLE.c.next_attempt_at <= now),
+        order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
+        limit=BATCH,
+        lease=LEASE,
+        now=now,
+    )
     deadline = time.monotonic() + SEND_BUDGET_SECONDS
     outcomes = _Outcomes(ctx, token)
     lanes = [(rows[n :: len(transports)], transport) for n, transport in enumerate(transports)]

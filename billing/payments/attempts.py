@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import outbox
+from billing.core.backoff import backoff
 from billing.core.db.claims import new_claim_token
 from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
@@ -117,8 +118,8 @@ def charge_request(payment: Payment, invoice_number: str | None) -> ChargeReques
 
 
 def retry_delay(checks: int) -> timedelta:
-    """Back-off between reconciliation checks: one minute, doubling, at most an hour."""
-    return timedelta(seconds=min(60 * 2 ** min(checks, 10), 3600))
+    """Back-off between reconciliation checks: one minute after the first, doubling, at most an hour."""
+    return backoff(checks + 1, first=timedelta(minutes=1), cap=timedelta(hours=1))
 
 
 async def record_outcome(

@@ -5,20 +5,25 @@ idempotency key: the provider answers what it did the first time, or does it now
 keeps idempotency keys for at least 24 hours, so after 23 hours a charge is looked up instead
 (by its PaymentIntent id, or by our payment id in its metadata) and never sent again. Anything
 still pending after a day is flagged for finance by the sweep.
+
+An answer that is not final yet leaves the row pending and makes its next check the claim's expiry,
+:func:`~billing.payments.attempts.retry_delay` later; a check that raises waits for its claim to
+lapse (see :mod:`billing.core.work`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
+from billing.core import work
 from billing.core.context import AppContext
-from billing.core.db.claims import claim_rows
 from billing.invoicing.models import Invoice
 from billing.payments.attempts import call_lease, record_outcome
 from billing.payments.charge import call_provider
@@ -44,7 +49,7 @@ NOT_FOUND = ChargeResult(
     message="The provider has no record of this charge: it was never made.",
 )
 
-Resolver = Callable[[AppContext, sa.Row[Any], str, datetime], Awaitable[None]]
+Resolver = Callable[[AppContext, datetime, sa.Row[Any], str], Awaitable[None]]
 
 
 async def reconcile_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
@@ -53,54 +58,37 @@ async def reconcile_due(ctx: AppContext, *, at: datetime, tenant_id: str | None 
     refunds = Refund.__table__
     # Past the key's lifetime a repeated refund could refund twice: those wait for finance.
     repeatable = refunds.c.created_at > at - REPEAT_WINDOW
-    work: list[tuple[sa.Table, sa.ColumnElement[bool], Resolver]] = [
+    kinds: list[tuple[sa.Table, sa.ColumnElement[bool], Resolver]] = [
         (Payment.__table__, sa.true(), _resolve_payment),
         (refunds, repeatable, _resolve_refund),
     ]
-    for table, condition, resolve in work:
-        while True:
-            token, rows = await _claim(ctx, table, condition, at=at, tenant_id=tenant_id)
-            for row in rows:
-                await _guarded(ctx, resolve, row, token, at)
-            done += len(rows)
-            if len(rows) < CLAIM_BATCH:
-                break
-    return done
-
-
-async def _claim(
-    ctx: AppContext,
-    table: sa.Table,
-    condition: sa.ColumnElement[bool],
-    *,
-    at: datetime,
-    tenant_id: str | None,
-) -> tuple[str, list[sa.Row[Any]]]:
-    due = sa.and_(table.c.status == "pending", condition)
-    if tenant_id is not None:
-        due = sa.and_(due, table.c.tenant_id == tenant_id)
-    async with ctx.database.transaction() as session:
-        return await claim_rows(
-            session,
+    for table, condition, resolve in kinds:
+        due = sa.and_(table.c.status == "pending", condition)
+        if tenant_id is not None:
+            due = sa.and_(due, table.c.tenant_id == tenant_id)
+        batch = partial(
+            work.claim_and_handle,
+            ctx,
             table,
             due=due,
             order_by=[table.c.claim_expires_at, table.c.id],
             limit=CLAIM_BATCH,
-            now=at,
             lease=call_lease(ctx.settings),
+            now=at,
+            handle=partial(resolve, ctx, at),
+            on_error=_failed,
         )
+        done += await work.drain(batch, full=CLAIM_BATCH)
+    return done
 
 
-async def _guarded(ctx: AppContext, resolve: Resolver, row: sa.Row[Any], token: str, at: datetime) -> None:
-    try:
-        await resolve(ctx, row, token, at)
-    except Exception:
-        # The claim expires and the next tick tries again.
-        log.exception("reconciliation failed", row=row.id)
-        FAILURES.inc()
+def _failed(row: sa.Row[Any]) -> None:
+    # The claim expires and the next tick tries again.
+    log.exception("reconciliation failed", row=row.id)
+    FAILURES.inc()
 
 
-async def _resolve_payment(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:
+async def _resolve_payment(ctx: AppContext, at: datetime, row: sa.Row[Any], token: str) -> None:
     async with ctx.database.read() as session:
         payment = await session.get_one(Payment, row.id)
         tenant = await session.get_one(Tenant, payment.tenant_id)
@@ -114,7 +102,7 @@ async def _resolve_payment(ctx: AppContext, row: sa.Row[Any], token: str, at: da
         await record_outcome(session, payment.id, result, at=at, token=token, source="reconciliation")
 
 
-async def _resolve_refund(ctx: AppContext, row: sa.Row[Any], token: str, at: datetime) -> None:
+async def _resolve_refund(ctx: AppContext, at: datetime, row: sa.Row[Any], token: str) -> None:
     async with ctx.database.read() as session:
         refund = await session.get_one(Refund, row.id)
         tenant = await session.get_one(Tenant, refund.tenant_id)

@@ -1,4 +1,5 @@
-"""Processing stored Stripe events: a tick claims due rows, runs their handler, retries with backoff.
+"""Processing stored Stripe events: a tick claims due rows, runs their handler, retries with backoff
+(:func:`retry_delay`; how retries work is in :mod:`billing.core.work`).
 
 The handler's effects and the row's outcome commit in one transaction, fenced by the claim: if
 the lease was lost meanwhile, the whole transaction rolls back and the new holder does the work.
@@ -8,14 +9,16 @@ After the last attempt the event is ``failed`` with its error, until someone rep
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 import structlog
 
+from billing.core import work
+from billing.core.backoff import backoff
 from billing.core.context import AppContext
-from billing.core.db.claims import claim_rows, finish_claim
 from billing.stripe_events.handlers import HANDLERS, StoredEvent, Unprocessable
 from billing.stripe_events.metrics import LAG
 from billing.stripe_events.metrics import PROCESSED as PROCESSED_TOTAL
@@ -37,13 +40,9 @@ class _Body(msgspec.Struct):
     data: _Data
 
 
-class _ClaimLost(Exception):
-    pass
-
-
 def retry_delay(attempts: int) -> timedelta:
     """30 s after the first failure, doubling, at most an hour apart (about 3.5 h for all tries)."""
-    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+    return backoff(attempts, first=timedelta(seconds=30), cap=timedelta(hours=1))
 
 
 def _stored(row: sa.Row[Any]) -> StoredEvent:
@@ -61,34 +60,35 @@ def _stored(row: sa.Row[Any]) -> StoredEvent:
     )
 
 
-async def claim_due(
-    ctx: AppContext, *, limit: int = CLAIM_BATCH, only: str | None = None
-) -> tuple[str, list[Any]]:
+async def claim_due(ctx: AppContext, *, limit: int = CLAIM_BATCH, only: str | None = None) -> work.Claim:
+    """Lease up to ``limit`` due events (or only the event ``only``), oldest Stripe event first."""
     now = ctx.clock.now()
     due = sa.and_(TABLE.c.status == RECEIVED, TABLE.c.next_attempt_at <= now)
     if only is not None:
         due = sa.and_(due, TABLE.c.id == only)
-    async with ctx.database.transaction() as session:
-        return await claim_rows(
-            session,
-            TABLE,
-            due=due,
-            order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
-            limit=limit,
-            now=now,
-            lease=LEASE,
-        )
+    return await work.claim(
+        ctx,
+        TABLE,
+        due=due,
+        order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
+        limit=limit,
+        lease=LEASE,
+        now=now,
+        handle_order=[TABLE.c.created_at, TABLE.c.id],
+    )
 
 
 async def process_due(ctx: AppContext, *, limit: int = CLAIM_BATCH, only: str | None = None) -> int:
     """Claim and handle one batch of due events, oldest Stripe event first; return how many."""
-    token, rows = await claim_due(ctx, limit=limit, only=only)
-    for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
-        await process_row(ctx, row, token)
-    return len(rows)
+    return await work.handle_each(await claim_due(ctx, limit=limit, only=only), partial(_process, ctx))
 
 
 async def process_row(ctx: AppContext, row: sa.Row[Any], token: str) -> None:
+    """Handle one claimed event; if its claim was lost meanwhile, nothing commits."""
+    await work.handle_row(partial(_process, ctx), row, token)
+
+
+async def _process(ctx: AppContext, row: sa.Row[Any], token: str) -> None:
     attempt = row.attempts + 1
     handler = HANDLERS.get(row.type)
     try:
@@ -99,11 +99,9 @@ async def process_row(ctx: AppContext, row: sa.Row[Any], token: str) -> None:
             else:
                 outcome = await handler(session, _stored(row), now)
             done = {"status": outcome, "attempts": attempt, "last_error": None, "handled_at": now}
-            if not await finish_claim(session, TABLE, row.id, token, **done):
-                raise _ClaimLost()
-    except _ClaimLost:
-        log.warning("stripe_event_claim_lost", stripe_event_id=row.stripe_event_id)
-        return
+            await work.finish(session, TABLE, row.id, token, **done)
+    except work.ClaimLost:
+        raise
     except Unprocessable as exc:
         await _record_failure(ctx, row, token, attempt, str(exc), final=True)
         return
@@ -127,9 +125,7 @@ async def _record_failure(
         values["next_attempt_at"] = now + retry_delay(attempt)
         outcome = "retry"
     async with ctx.database.transaction() as session:
-        if not await finish_claim(session, TABLE, row.id, token, **values):
-            log.warning("stripe_event_claim_lost", stripe_event_id=row.stripe_event_id)
-            return
+        await work.finish(session, TABLE, row.id, token, **values)
     PROCESSED_TOTAL.labels(row.type, outcome).inc()
     if outcome == "failed":
         log.error("stripe_event_failed", stripe_event_id=row.stripe_event_id, type=row.type, attempts=attempt)
@@ -142,7 +138,4 @@ def _seconds_since(then: datetime, now: datetime) -> float:
 
 async def process_all(ctx: AppContext) -> int:
     """Process every stored event that is due; return how many were handled."""
-    done = 0
-    while (count := await process_due(ctx)) == CLAIM_BATCH:
-        done += count
-    return done + count
+    return await work.drain(partial(process_due, ctx), full=CLAIM_BATCH)

@@ -1,12 +1,14 @@
 """When to try a failed delivery again: exponential from 10 s, with jitter, never more than an hour
-apart, for three days after the event."""
+apart, for three days after the event (the delays are :func:`billing.core.backoff.backoff`'s)."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
 
-FIRST_DELAY_SECONDS = 10
+from billing.core.backoff import backoff
+
+FIRST_DELAY = timedelta(seconds=10)
 # Below an hour, so that the gap between two tries stays under one hour even counting the
 # scheduler's tick (5 s) and a request that runs into its timeout (10 s).
 MAX_DELAY = timedelta(minutes=59)
@@ -16,8 +18,7 @@ RETRY_WINDOW = timedelta(days=3)
 
 def retry_delay(attempt: int, jitter: float) -> timedelta:
     """The wait after failed attempt number ``attempt`` (from 1); ``jitter`` is in [0, 1)."""
-    base = min(FIRST_DELAY_SECONDS * 2 ** min(max(attempt - 1, 0), 32), MAX_DELAY.total_seconds())
-    return timedelta(seconds=base * (1 - JITTER * jitter))
+    return backoff(attempt, first=FIRST_DELAY, cap=MAX_DELAY, jitter=JITTER * jitter)
 
 
 def next_attempt_at(

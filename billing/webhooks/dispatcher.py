@@ -5,6 +5,7 @@ process that dies between sending and writing leaves the delivery claimed until 
 out; then another dispatcher sends it again, with the same body and ``webhook-id``. A 2xx answer
 within the timeout delivers; anything else is retried (see :mod:`billing.webhooks.backoff`) until
 three days after the event. An endpoint whose attempts have failed for three days is disabled.
+Claims, fencing and how retries work are :mod:`billing.core.work`'s.
 
 ``at`` is the business time (``POST /v1/billing/run`` may travel in time); leases follow the clock,
 and ``webhook-timestamp`` is the wall clock, which is what receivers check it against.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -22,11 +24,10 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.core import outbox
+from billing.core import outbox, work
 from billing.core.clock import monotonic_ns, wall_time_ns
 from billing.core.context import AppContext
 from billing.core.crypto import SecretDecryptionError
-from billing.core.db.claims import claim_rows, finish_claim
 from billing.webhooks import backoff, metrics, signing
 from billing.webhooks.endpoints import set_enabled, signing_secrets
 from billing.webhooks.events import ENDPOINT_DISABLED
@@ -72,10 +73,6 @@ class Outcome:
         return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
 
 
-class _ClaimLost(Exception):
-    pass
-
-
 async def deliver_due(
     ctx: AppContext,
     *,
@@ -85,21 +82,17 @@ async def deliver_due(
     limit: int = CLAIM_BATCH,
 ) -> int:
     """Claim and attempt one batch of deliveries due by ``at`` (default now); return how many."""
-    token, rows = await _claim(ctx, at or ctx.clock.now(), tenant_id, only, limit)
-    if not rows:
+    claimed = await _claim(ctx, at or ctx.clock.now(), tenant_id, only, limit)
+    if not claimed.rows:
         return 0
-    targets = await _targets(ctx, {row.endpoint_id for row in rows}, at or ctx.clock.now())
-    gate = asyncio.Semaphore(CONCURRENCY)
+    targets = await _targets(ctx, {row.endpoint_id for row in claimed.rows}, at or ctx.clock.now())
     async with _client() as client:
 
-        async def one(row: sa.Row[Any]) -> None:
-            if row.endpoint_id not in targets:
-                return  # deleted since the claim, and its deliveries with it
-            async with gate:
+        async def one(row: sa.Row[Any], token: str) -> None:
+            if row.endpoint_id in targets:  # else deleted since the claim, and its deliveries with it
                 await _deliver(ctx, client, row, targets[row.endpoint_id], token, at)
 
-        await asyncio.gather(*(one(row) for row in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))))
-    return len(rows)
+        return await work.handle_each(claimed, one, concurrency=CONCURRENCY, on_error=_unrecorded)
 
 
 async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id: str | None = None) -> int:
@@ -107,10 +100,7 @@ async def deliver_all(ctx: AppContext, *, at: datetime | None = None, tenant_id:
 
     A batch may be short of CLAIM_BATCH while more is due (the per-endpoint cap), so only an
     empty claim ends it."""
-    delivered = 0
-    while count := await deliver_due(ctx, at=at, tenant_id=tenant_id):
-        delivered += count
-    return delivered
+    return await work.drain(partial(deliver_due, ctx, at=at, tenant_id=tenant_id))
 
 
 def _client() -> httpx.AsyncClient:
@@ -125,7 +115,7 @@ def _client() -> httpx.AsyncClient:
 
 async def _claim(
     ctx: AppContext, at: datetime, tenant_id: str | None, only: str | None, limit: int
-) -> tuple[str, list[sa.Row[Any]]]:
+) -> work.Claim:
     enabled = sa.select(WebhookEndpoint.id).where(WebhookEndpoint.enabled.is_(True))
     due = sa.and_(TABLE.c.status == PENDING, TABLE.c.next_attempt_at <= at, TABLE.c.endpoint_id.in_(enabled))
     if tenant_id is not None:
@@ -133,16 +123,15 @@ async def _claim(
     if only is not None:
         due = sa.and_(due, TABLE.c.id == only)
     now = ctx.clock.now()
-    async with ctx.database.transaction() as session:
-        return await claim_rows(
-            session,
-            TABLE,
-            due=sa.and_(due, _within_endpoint_cap(due, now)),
-            order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
-            limit=limit,
-            now=now,
-            lease=LEASE,
-        )
+    return await work.claim(
+        ctx,
+        TABLE,
+        due=sa.and_(due, _within_endpoint_cap(due, now)),
+        order_by=[TABLE.c.next_attempt_at, TABLE.c.id],
+        limit=limit,
+        lease=LEASE,
+        now=now,
+    )
 
 
 def _within_endpoint_cap(due: sa.ColumnElement[bool], now: datetime) -> sa.ColumnElement[bool]:
@@ -195,16 +184,12 @@ async def _deliver(
         outcome = Outcome(attempted_at, 0, error="the endpoint's signing secret cannot be decrypted")
     else:
         outcome = await send(client, target, row.event_id, row.body, attempted_at, ctx.settings.production)
-    try:
-        final = await _record(ctx, row, token, outcome)
-    except _ClaimLost:
-        log.warning("webhook_claim_lost", delivery=row.id)
-        return
-    except Exception as exc:
-        # The lease still holds the row: another dispatcher sends it again once it runs out.
-        log.error("webhook_record_failed", delivery=row.id, exc_info=exc)
-        return
-    _count(row, outcome, final)
+    _count(row, outcome, await _record(ctx, row, token, outcome))
+
+
+def _unrecorded(row: sa.Row[Any]) -> None:
+    # The lease still holds the row: another dispatcher sends it again once it runs out.
+    log.exception("webhook_record_failed", delivery=row.id)
 
 
 async def send(
@@ -245,8 +230,7 @@ async def _record(ctx: AppContext, row: sa.Row[Any], token: str, outcome: Outcom
     number = row.attempt_count + 1
     values, final = _next_state(row, number, outcome)
     async with ctx.database.transaction() as session:
-        if not await finish_claim(session, TABLE, row.id, token, **values):
-            raise _ClaimLost()
+        await work.finish(session, TABLE, row.id, token, **values)
         session.add(
             WebhookAttempt(
                 delivery_id=row.id,
