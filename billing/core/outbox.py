@@ -180,39 +180,38 @@ def _failure(now: datetime, attempt: int, error: str) -> dict[str, Any]:
 async def fan_out(ctx: AppContext, consumers: Sequence[Consumer], *, at: datetime | None = None) -> int:
     """Copy every event not yet fanned out into one row per consumer of its topic; return how many
     events. Copies are insert-ignore on (event id, consumer), so one made twice is made once."""
-    table = OutboxEvent.__table__
     now = max(at, ctx.clock.now()) if at is not None else ctx.clock.now()
-    done = 0
-    while True:
-        async with ctx.database.transaction() as session:
-            query = (
-                sa.select(table)
-                .where(table.c.consumer == FAN_OUT, table.c.processed_at.is_(None))
-                .order_by(table.c.available_at, table.c.id)
-                .limit(CLAIM_BATCH)
-                .with_for_update(skip_locked=True)
-            )
-            rows = (await session.execute(query)).all()
-            if not rows:
-                return done
-            copies = [
-                {**row._asdict(), "consumer": consumer.name}
-                for row in rows
-                for consumer in consumers
-                if subscribed(consumer, row.topic)
-            ]
-            # Consumers handle rows in id order: ids made within one millisecond are random, so
-            # hand them out sorted, and the copies keep the order of the events.
-            for copy, copy_id in zip(copies, sorted(new_id("obx") for _ in copies), strict=True):
-                copy["id"] = copy_id
-            await insert_ignore(session, table, copies)
+    return await drain(partial(_fan_out_batch, ctx, consumers, now), full=CLAIM_BATCH)
+
+
+async def _fan_out_batch(ctx: AppContext, consumers: Sequence[Consumer], now: datetime) -> int:
+    table = OutboxEvent.__table__
+    async with ctx.database.transaction() as session:
+        query = (
+            sa.select(table)
+            .where(table.c.consumer == FAN_OUT, table.c.processed_at.is_(None))
+            .order_by(table.c.available_at, table.c.id)
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await session.execute(query)).all()
+        copies = [
+            {**row._asdict(), "consumer": consumer.name}
+            for row in rows
+            for consumer in consumers
+            if subscribed(consumer, row.topic)
+        ]
+        # Consumers handle rows in id order: ids made within one millisecond are random, so hand
+        # them out sorted, and the copies keep the order of the events.
+        for copy, copy_id in zip(copies, sorted(new_id("obx") for _ in copies), strict=True):
+            copy["id"] = copy_id
+        await insert_ignore(session, table, copies)
+        if rows:
             await session.execute(
                 sa.update(table).where(table.c.id.in_([row.id for row in rows])).values(processed_at=now),
                 execution_options={"synchronize_session": False},
             )
-        done += len(rows)
-        if len(rows) < CLAIM_BATCH:
-            return done
+    return len(rows)
 
 
 async def dispatch_all(ctx: AppContext, consumers: Sequence[Consumer], *, at: datetime | None = None) -> int:
