@@ -62,7 +62,7 @@ async def compare(checkouts: list[Path], args: argparse.Namespace) -> None:
     rates: list[list[float]] = [[], []]
     try:
         for number in range(args.turns + 1):
-            payloads = turn_batches(number + 1, args.events, datetime(2026, 11, 1, tzinfo=UTC))
+            payloads = turn_batches(number + 1, args.events, datetime(2026, 11, 1, tzinfo=UTC), args.clients)
             for side, (server, key, _) in enumerate(sides):
                 rate, cpu = await turn(server, key, payloads, args.clients)
                 if number:
