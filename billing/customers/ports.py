@@ -6,11 +6,14 @@ dunning retrying at once; customers know nothing of dunning beyond this interfac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+# Each customer's open dunning case, summarised, by customer id (none: no entry).
+Summaries = Callable[[AsyncSession, Sequence[str]], Awaitable[dict[str, dict[str, Any]]]]
 
 
 class CustomerPorts(Protocol):

@@ -47,7 +47,7 @@ class CustomerController(Controller):
                 email=email,
                 external_id=external_id,
             )
-            return Page(await customers.customers_out(session, rows, customer_ports), has_more)
+            return Page(await customers.customers_out(session, rows, customer_ports.summaries), has_more)
 
     @post(opt=scopes(ADMIN), summary="Create a customer (409 if the external_id is taken)")
     async def create_customer(
@@ -65,7 +65,7 @@ class CustomerController(Controller):
     ) -> CustomerOut:
         async with ctx.database.read() as session:
             customer = await customers.get_customer(session, principal.tenant_id, customer_id)
-            return (await customers.customers_out(session, [customer], customer_ports))[0]
+            return (await customers.customers_out(session, [customer], customer_ports.summaries))[0]
 
     @patch("/{customer_id:str}", opt=scopes(ADMIN), summary="Update a customer by id or external_id")
     async def update_customer(
@@ -82,4 +82,4 @@ class CustomerController(Controller):
             await customers.update_customer(session, customer, data, now=ctx.clock.now())
             if customer.default_payment_method not in (None, previous_method):
                 await customer_ports.payment_method_changed(session, customer.id, at=ctx.clock.now())
-            return (await customers.customers_out(session, [customer], customer_ports))[0]
+            return (await customers.customers_out(session, [customer], customer_ports.summaries))[0]

@@ -21,7 +21,7 @@ from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
-from billing.customers.ports import CustomerPorts
+from billing.customers.ports import Summaries
 from billing.customers.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch, customer_out
 from billing.tenants.service import get_tenant
 
@@ -113,10 +113,10 @@ async def list_customers(
 
 
 async def customers_out(
-    session: AsyncSession, customers: Sequence[Customer], ports: CustomerPorts
+    session: AsyncSession, customers: Sequence[Customer], summaries: Summaries
 ) -> list[CustomerOut]:
-    """The wire shape, each customer with its open dunning case (one query through ``ports``)."""
-    cases = await ports.summaries(session, [row.id for row in customers])
+    """The wire shape, each customer with its open dunning case (one call of ``summaries``)."""
+    cases = await summaries(session, [row.id for row in customers])
     return [customer_out(row, cases.get(row.id)) for row in customers]
 
 

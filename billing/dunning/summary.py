@@ -9,8 +9,9 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.customers import service
 from billing.customers.models import Customer
-from billing.customers.schemas import CustomerOut, customer_out
+from billing.customers.schemas import CustomerOut
 from billing.dunning.models import DunningCase
 
 
@@ -36,8 +37,8 @@ async def open_cases(session: AsyncSession, customer_ids: Sequence[str]) -> dict
 
 
 async def customers_out(session: AsyncSession, customers: Sequence[Customer]) -> list[CustomerOut]:
-    cases = await open_cases(session, [customer.id for customer in customers])
-    return [customer_out(customer, cases.get(customer.id)) for customer in customers]
+    """The wire shape of customers, each with its open case."""
+    return await service.customers_out(session, customers, open_cases)
 
 
 async def customer_snapshot(session: AsyncSession, customer_id: str) -> Any:
