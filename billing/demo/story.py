@@ -25,11 +25,12 @@ from billing.demo.usage import Event, customer_events, late_event
 from billing.dunning.cases import payment_method_changed
 from billing.dunning.models import DunningCase
 from billing.invoicing import invoices, periods
+from billing.invoicing.changes import Clock, cancel
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.finalize import void_draft_events
 from billing.invoicing.models import Invoice, Subscription
-from billing.invoicing.schemas import SubscriptionCreate
-from billing.invoicing.subscriptions import cancel_subscription, create_subscription, get_subscription
+from billing.invoicing.schemas import CancelIn, SubscriptionCreate
+from billing.invoicing.subscriptions import create_subscription, get_subscription
 from billing.metering.ingest import MAX_BATCH, ingest
 from billing.payments.views import PAYMENTS
 
@@ -199,7 +200,7 @@ class Story:
         async def act(at: datetime) -> None:
             async with self.ctx.database.transaction() as session:
                 sub = await get_subscription(session, self.tenant_id, subscription_id, lock=True)
-                await cancel_subscription(session, sub, None, now=at)
+                await cancel(session, sub, CancelIn(when="now"), Clock(at, actor="demo"))
 
         return act
 

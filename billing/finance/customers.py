@@ -23,7 +23,7 @@ from billing.customers.models import PAYMENT_STATUSES, Customer
 from billing.customers.service import get_customer
 from billing.dunning.models import DunningCase
 from billing.dunning.summary import open_cases
-from billing.invoicing import periods
+from billing.invoicing import periods, schedule
 from billing.invoicing.models import Invoice, Subscription
 from billing.metering import usage
 from billing.metering.models import Meter
@@ -212,7 +212,7 @@ async def period_usage(
     )
     sharing: dict[periods.Period, list[str]] = defaultdict(list)
     for sub in subscriptions:
-        period = periods.period_containing(sub.starts_at, sub.cancel_at, sub.timezone, now)
+        period = schedule.period_at(sub, now)
         if period is not None:
             sharing[period].append(sub.customer_id)
     if not sharing:

@@ -20,13 +20,13 @@ from billing.core import outbox
 from billing.core.db.inserts import insert_ignore, insert_rows
 from billing.core.db.queries import any_of
 from billing.core.ids import new_id
-from billing.invoicing import invoices, lines, periods
+from billing.invoicing import invoices, lines, periods, schedule
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.run_tallies import RunTallies
-from billing.invoicing.subscriptions import next_period_end
+from billing.invoicing.subscriptions import emit as emit_subscription
 from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent
 from billing.tenants.models import Tenant
@@ -45,11 +45,12 @@ async def close_periods(
     catalog = await load_catalog(session, {s.plan_id for s in subscriptions})
     with_late = await _with_unbilled_history(session, tenant.id, subscriptions)
     work: dict[periods.Period, list[Subscription]] = defaultdict(list)
+    closing = []
     for sub in subscriptions:
-        for period in periods.ended_periods(
-            sub.starts_at, sub.cancel_at, sub.timezone, after=sub.billed_through, until=at
-        ):
+        for period in schedule.ended_periods(sub, at):
             work[period].append(sub)
+            if period.end == sub.cancel_at:
+                closing.append(sub)
             # In order, so it ends at the last one. _advance writes it for the whole batch at
             # once: the ORM must not also flush an UPDATE per subscription.
             set_committed_value(sub, "billed_through", period.end)
@@ -58,6 +59,9 @@ async def close_periods(
         drafts += await _draft_period(session, tenant, catalog, period, work[period], with_late, tallies, at)
     created = await insert_drafts(session, drafts, actor, at)
     await _advance(session, subscriptions, at)
+    for sub in closing:
+        topic = "subscription.ended" if sub.end_reason == "replaced" else "subscription.canceled"
+        await emit_subscription(session, sub, topic, at)
     return created
 
 
@@ -66,7 +70,7 @@ async def _advance(session: AsyncSession, subscriptions: Sequence[Subscription],
     pair (usually one for a whole batch), not one per subscription."""
     groups: dict[tuple[datetime | None, datetime | None], list[str]] = defaultdict(list)
     for sub in subscriptions:
-        set_committed_value(sub, "next_period_end", next_period_end(sub))
+        set_committed_value(sub, "next_period_end", schedule.next_period_end(sub))
         groups[(sub.billed_through, sub.next_period_end)].append(sub.id)
     table = Subscription.__table__
     for (billed_through, next_end), ids in groups.items():
@@ -102,10 +106,10 @@ async def _draft_period(
         plan = catalog.plans[sub.plan_id]
         plan_meters = catalog.meters_of(plan)
         mine = {m: tallies[(sub.customer_id, m)] for m in plan_meters if (sub.customer_id, m) in tallies}
-        drafted = lines.period_lines(plan, plan_meters, period, sub.timezone, mine)
+        drafted = lines.period_lines(plan, plan_meters, period, sub, mine)
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
-            drafted += lines.late_lines(plan, plan_meters, sub.timezone, late)
+            drafted += lines.late_lines(plan, plan_meters, sub, late)
         drafts.append((draft_row(tenant, sub, plan.currency, period.start, period.end, at), drafted))
     return drafts
 

@@ -51,8 +51,11 @@ def _is_last(sub: Subscription, invoice: Invoice) -> bool:
 
 def _until(sub: Subscription, invoice: Invoice) -> datetime | None:
     """The end of what an invoice bills; for the last period of a canceled subscription, none,
-    so that an event that raced the cancellation past its end is billed too."""
-    return None if _is_last(sub, invoice) else invoice.period_end
+    so that an event that raced the cancellation past its end is billed too. A subscription
+    replaced by a plan change stops at the change: later events belong to its successor."""
+    if not _is_last(sub, invoice):
+        return invoice.period_end
+    return sub.cancel_at if sub.end_reason == "replaced" else None
 
 
 async def void_draft_events(session: AsyncSession, sub: Subscription, invoice: Invoice) -> None:
@@ -79,9 +82,9 @@ async def _finalize_one(
         mine = await marked_tallies(
             session, sub, meters, period.start, _until(sub, invoice), invoice_id=invoice.id
         )
-        drafted = lines.period_lines(plan, meters, period, sub.timezone, mine)
+        drafted = lines.period_lines(plan, meters, period, sub, mine)
     late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
-    drafted += lines.late_lines(plan, meters, sub.timezone, late)
+    drafted += lines.late_lines(plan, meters, sub, late)
     await invoices.replace_lines(session, invoice, drafted, at)
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
     invoice.finalized_at = invoice.due_at = at

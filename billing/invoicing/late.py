@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
-from billing.invoicing import periods
+from billing.invoicing import periods, schedule
 from billing.invoicing.invoices import FINALIZED
 from billing.invoicing.lines import LatePeriod
 from billing.invoicing.models import Invoice, InvoiceLine, Subscription
@@ -128,7 +128,7 @@ def _period_of(subscription: Subscription, at: datetime) -> periods.Period:
     cancel_at = subscription.cancel_at
     if cancel_at is not None and at >= cancel_at:
         at = cancel_at - timedelta(microseconds=1)
-    period = periods.period_containing(subscription.starts_at, cancel_at, subscription.timezone, at)
+    period = schedule.period_at(subscription, at)
     assert period is not None  # events are only accepted inside the subscription
     return period
 
@@ -154,7 +154,7 @@ async def billed_quantities(
         .where(
             Invoice.subscription_id == subscription_id,
             Invoice.status.in_(FINALIZED),
-            InvoiceLine.kind.in_(("usage", "late_usage")),
+            InvoiceLine.kind.in_(("usage", "late_usage", "trial")),
             InvoiceLine.period_start == period.start,
         )
     )

@@ -15,8 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from billing.core import money
-from billing.invoicing import periods, pricing
-from billing.invoicing.models import Plan
+from billing.invoicing import periods, pricing, schedule
+from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.plans import prices_of
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
@@ -52,13 +52,16 @@ def period_lines(
     plan: Plan,
     meters: Mapping[str, Meter],
     period: periods.Period,
-    timezone: str,
+    sub: Subscription,
     tallies: Mapping[str, Tally],
 ) -> list[LineDraft]:
-    """The base fee (prorated) and one usage line per priced meter, zero quantities included."""
+    """The base fee (prorated, per seat segment) and one usage line per priced meter, zero
+    quantities included; in a trial, the same lines at zero, kind ``trial``."""
+    if schedule.in_trial(sub, period):
+        return _trial_lines(plan, meters, period, sub, tallies)
     lines = []
     if plan.base_fee:
-        lines.append(_base_fee_line(plan, period, timezone))
+        lines += [_base_fee_line(plan, seats, sub.timezone) for seats in schedule.seats_in(sub, period)]
     for stored, price in prices_of(plan):
         meter = meters[stored["meter_id"]]
         billed = pricing.charge(price, quantity(tallies.get(meter.id), meter.aggregation), plan.currency)
@@ -77,11 +80,46 @@ def period_lines(
     return lines
 
 
-def late_lines(
-    plan: Plan, meters: Mapping[str, Meter], timezone: str, late: Sequence[LatePeriod]
+def _trial_lines(
+    plan: Plan,
+    meters: Mapping[str, Meter],
+    period: periods.Period,
+    sub: Subscription,
+    tallies: Mapping[str, Tally],
 ) -> list[LineDraft]:
+    """Usage is recorded and shown in a trial, never billed: every line is at zero."""
+    base = LineDraft(
+        kind="trial",
+        meter_id=None,
+        description=f"{plan.name} (trial)",
+        quantity=Decimal(schedule.quantity_at(sub, period.start)),
+        amount=0,
+        period_start=period.start,
+        period_end=period.end,
+    )
+    usage = [
+        LineDraft(
+            kind="trial",
+            meter_id=meter.id,
+            description=f"{_meter_label(meter)} (trial)",
+            quantity=quantity(tallies.get(meter.id), meter.aggregation),
+            amount=0,
+            period_start=period.start,
+            period_end=period.end,
+        )
+        for meter in (meters[stored["meter_id"]] for stored, _ in prices_of(plan))
+    ]
+    return [base, *usage]
+
+
+def late_lines(
+    plan: Plan, meters: Mapping[str, Meter], sub: Subscription, late: Sequence[LatePeriod]
+) -> list[LineDraft]:
+    """Late usage of a trial period is shown at zero: trial usage is never billed."""
+    timezone = sub.timezone
     lines = []
     for item in late:
+        trial = schedule.in_trial(sub, item.period)
         for stored, price in prices_of(plan):
             meter = meters[stored["meter_id"]]
             billed = item.billed.get(meter.id, Decimal(0))
@@ -92,9 +130,10 @@ def late_lines(
                 LineDraft(
                     kind="late_usage",
                     meter_id=meter.id,
-                    description=f"{_meter_label(meter)}, late usage for {_dates(item.period, timezone)}",
+                    description=f"{_meter_label(meter)}, late usage for {_dates(item.period, timezone)}"
+                    + (" (trial)" if trial else ""),
                     quantity=money.exact_add(now, -billed),
-                    amount=pricing.marginal_amount(price, billed, now, plan.currency),
+                    amount=0 if trial else pricing.marginal_amount(price, billed, now, plan.currency),
                     period_start=item.period.start,
                     period_end=item.period.end,
                 )
@@ -102,9 +141,11 @@ def late_lines(
     return lines
 
 
-def _base_fee_line(plan: Plan, period: periods.Period, timezone: str) -> LineDraft:
-    share = periods.covered_share(period, timezone)
+def _base_fee_line(plan: Plan, seats: schedule.Seats, timezone: str) -> LineDraft:
+    share = periods.covered_share(seats.period, timezone)
     description = f"{plan.name} base fee"
+    if seats.quantity != 1:
+        description += f" x {seats.quantity}"
     if share != 1:
         percent = money.round_half_up(Decimal(share.numerator * 100) / Decimal(share.denominator), 2)
         description += f" (prorated: {money.format_decimal(percent)}% of the month)"
@@ -112,10 +153,10 @@ def _base_fee_line(plan: Plan, period: periods.Period, timezone: str) -> LineDra
         kind="base_fee",
         meter_id=None,
         description=description,
-        quantity=Decimal(1),
-        amount=periods.prorated_fee(plan.base_fee, period, timezone),
-        period_start=period.start,
-        period_end=period.end,
+        quantity=Decimal(seats.quantity),
+        amount=periods.prorated_fee(plan.base_fee * seats.quantity, seats.period, timezone),
+        period_start=seats.period.start,
+        period_end=seats.period.end,
     )
 
 

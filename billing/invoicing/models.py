@@ -17,7 +17,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from billing.core.db.types import Base, ExactDecimal, JSONType, UTCDateTime
 
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
-LINE_KINDS = ("base_fee", "usage", "late_usage")
+LINE_KINDS = ("base_fee", "usage", "late_usage", "trial")
+END_REASONS = ("canceled", "replaced")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -34,6 +35,8 @@ class Plan(Base):
     currency: Mapped[str] = mapped_column(sa.String(3))
     interval: Mapped[str] = mapped_column(sa.String(16), default="month")
     base_fee: Mapped[int] = mapped_column(sa.BigInteger)
+    # Days of trial a subscription gets unless it says otherwise.
+    trial_days: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount"}]
     prices: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -64,6 +67,24 @@ class Subscription(Base):
     next_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Set when an event arrives for a period already closed: its drafts must be recomputed.
     usage_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Seats: [{"from": RFC 3339, "quantity": n}] in time order, the first from starts_at; a
+    # quantity change appends a segment, so a period's base fee is prorated per segment.
+    quantities: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default="[]")
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict, server_default="{}")
+    # The first paid period starts here; periods before it are billed at zero.
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The trial_end whose trial_will_end notice has been sent.
+    trial_notice_for: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Why cancel_at is set: "canceled" (a cancel) or "replaced" (a plan change takes over then).
+    end_reason: Mapped[str | None] = mapped_column(sa.String(16))
+    # The billing reason of the period that ends at cancel_at when it was cut short by a change
+    # "now" (subscription_update or subscription_cancel); None: a cycle invoice.
+    close_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    cancel_at_period_end: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    replaces: Mapped[str | None] = mapped_column(sa.String(40))
+    replaced_by: Mapped[str | None] = mapped_column(sa.String(40))
+    # Set and cleared by dunning: an invoice of this subscription has an active dunning case.
+    past_due: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -72,6 +93,8 @@ class Subscription(Base):
         sa.Index("ix_subscriptions_tenant_id_customer_id", "tenant_id", "customer_id"),
         sa.Index("ix_subscriptions_next_period_end", "next_period_end"),
         sa.Index("ix_subscriptions_usage_changed_at", "usage_changed_at"),
+        sa.Index("ix_subscriptions_trial_end", "trial_end"),
+        sa.CheckConstraint(_one_of("end_reason", END_REASONS), name="end_reason"),
     )
 
 

@@ -59,26 +59,40 @@ def next_month_start(at: datetime, timezone: str) -> datetime:
 
 
 def period_containing(
-    starts_at: datetime, ends_at: datetime | None, timezone: str, at: datetime
+    starts_at: datetime,
+    ends_at: datetime | None,
+    timezone: str,
+    at: datetime,
+    *,
+    split: datetime | None = None,
 ) -> Period | None:
-    """The billing period that contains `at`, None if `at` < starts_at or (ends_at and at >= ends_at)."""
+    """The billing period that contains `at`, None if `at` < starts_at or (ends_at and at >= ends_at).
+
+    ``split`` (a trial's end) is a period boundary too: a month it falls inside is cut there.
+    """
     starts_at, ends_at, at = _utc(starts_at, "starts_at"), _optional_utc(ends_at, "ends_at"), _utc(at, "at")
     if at < starts_at or (ends_at is not None and at >= ends_at):
         return None
     year, month = _month_of(at, timezone)
     start = max(starts_at, _start_of(year, month, timezone))
-    return _clipped(start, _start_of(*_following(year, month), timezone), ends_at)
+    if split is not None and start < split <= at:
+        start = split
+    return _clipped(start, _start_of(*_following(year, month), timezone), ends_at, split)
 
 
-def first_period(starts_at: datetime, ends_at: datetime | None, timezone: str) -> Period | None:
+def first_period(
+    starts_at: datetime, ends_at: datetime | None, timezone: str, *, split: datetime | None = None
+) -> Period | None:
     """The first billing period; None if the subscription ended before it started (ends_at <= starts_at)."""
     starts_at, ends_at = _utc(starts_at, "starts_at"), _optional_utc(ends_at, "ends_at")
     if ends_at is not None and ends_at <= starts_at:
         return None
-    return _clipped(starts_at, next_month_start(starts_at, timezone), ends_at)
+    return _clipped(starts_at, next_month_start(starts_at, timezone), ends_at, split)
 
 
-def next_period(previous: Period, ends_at: datetime | None, timezone: str) -> Period | None:
+def next_period(
+    previous: Period, ends_at: datetime | None, timezone: str, *, split: datetime | None = None
+) -> Period | None:
     """The period after `previous`, or None if the subscription ended at previous.end.
 
     That is when ends_at <= previous.end.
@@ -86,7 +100,7 @@ def next_period(previous: Period, ends_at: datetime | None, timezone: str) -> Pe
     start, ends_at = _utc(previous.end, "previous.end"), _optional_utc(ends_at, "ends_at")
     if ends_at is not None and ends_at <= start:
         return None
-    return _clipped(start, next_month_start(start, timezone), ends_at)
+    return _clipped(start, next_month_start(start, timezone), ends_at, split)
 
 
 def ended_periods(
@@ -96,6 +110,7 @@ def ended_periods(
     *,
     after: datetime | None,
     until: datetime,
+    split: datetime | None = None,
 ) -> list[Period]:
     """Periods whose end is <= until, in order, skipping those whose start < after.
 
@@ -104,15 +119,15 @@ def ended_periods(
     starts_at, ends_at = _utc(starts_at, "starts_at"), _optional_utc(ends_at, "ends_at")
     after, until = _optional_utc(after, "after"), _utc(until, "until")
     if after is None or after <= starts_at:
-        period = first_period(starts_at, ends_at, timezone)
+        period = first_period(starts_at, ends_at, timezone, split=split)
     else:
-        period = period_containing(starts_at, ends_at, timezone, after)
+        period = period_containing(starts_at, ends_at, timezone, after, split=split)
         if period is not None and period.start < after:
-            period = next_period(period, ends_at, timezone)
+            period = next_period(period, ends_at, timezone, split=split)
     periods: list[Period] = []
     while period is not None and period.end <= until:
         periods.append(period)
-        period = next_period(period, ends_at, timezone)
+        period = next_period(period, ends_at, timezone, split=split)
     return periods
 
 
@@ -164,8 +179,13 @@ def _optional_utc(value: datetime | None, name: str) -> datetime | None:
     return None if value is None else _utc(value, name)
 
 
-def _clipped(start: datetime, month_end: datetime, ends_at: datetime | None) -> Period:
-    return Period(start, month_end if ends_at is None else min(month_end, ends_at))
+def _clipped(
+    start: datetime, month_end: datetime, ends_at: datetime | None, split: datetime | None
+) -> Period:
+    end = month_end if ends_at is None else min(month_end, ends_at)
+    if split is not None and start < split < end:
+        end = split
+    return Period(start, end)
 
 
 def _following(year: int, month: int) -> tuple[int, int]:

@@ -49,6 +49,7 @@ async def create_plan(session: AsyncSession, tenant_id: str, data: PlanCreate, *
         currency=currency,
         interval=data.interval,
         base_fee=_base_fee(data.base_fee),
+        trial_days=validation.int_range("trial_days", data.trial_days, 0, MAX_TRIAL_DAYS),
         prices=await _prices(session, tenant_id, data.prices),
         created_at=now,
         updated_at=now,
@@ -114,6 +115,9 @@ def price_of(stored: dict[str, Any]) -> pricing.Price:
         package_size=_decimal_or_none(stored.get("package_size")),
         package_amount=stored.get("package_amount"),
     )
+
+
+MAX_TRIAL_DAYS = 730
 
 
 def _base_fee(value: int) -> int:

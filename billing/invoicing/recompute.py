@@ -37,9 +37,9 @@ async def draft_lines(
             session, sub.tenant_id, [sub.customer_id], list(meters.values()), (period.start, period.end)
         )
         tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
-        drafted = lines.period_lines(plan, meters, period, sub.timezone, tallies)
+        drafted = lines.period_lines(plan, meters, period, sub, tallies)
     late = await late_periods(session, sub, meters, before=start)
-    return drafted + lines.late_lines(plan, meters, sub.timezone, late)
+    return drafted + lines.late_lines(plan, meters, sub, late)
 
 
 async def recompute(

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from litestar import Controller, get, patch, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Stream
 
 from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.service import get_customer
-from billing.invoicing import actions, invoices, plans, subscriptions
+from billing.invoicing import actions, changes, invoices, plans, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import (
@@ -23,6 +23,7 @@ from billing.invoicing.schemas import (
     PlanPatch,
     SubscriptionCreate,
     SubscriptionOut,
+    SubscriptionPatch,
     plan_out,
 )
 from billing.invoicing.upcoming import upcoming_invoice
@@ -34,6 +35,10 @@ from billing.web.params import timestamp_param
 Payments = Port[InvoicePayments]
 CustomerFilter = Annotated[
     str | None, QueryParameter(max_length=128, description="Customer id or external_id")
+]
+SubscriptionStatus = Annotated[
+    Literal["scheduled", "trialing", "active", "past_due", "canceled", "ended"] | None,
+    QueryParameter(description="Subscription status as of now"),
 ]
 StatusFilter = Annotated[
     Literal["draft", "open", "paid", "void", "uncollectible"] | None,
@@ -97,6 +102,7 @@ class SubscriptionController(Controller):
         limit: Limit = 20,
         starting_after: StartingAfter = None,
         customer: CustomerFilter = None,
+        status: SubscriptionStatus = None,
     ) -> Page[SubscriptionOut]:
         now = ctx.clock.now()
         async with ctx.database.read() as session:
@@ -104,7 +110,12 @@ class SubscriptionController(Controller):
                 (await get_customer(session, principal.tenant_id, customer)).id if customer else None
             )
             rows, has_more = await subscriptions.list_subscriptions(
-                session, principal.tenant_id, PageRequest(limit, starting_after), customer_id=customer_id
+                session,
+                principal.tenant_id,
+                PageRequest(limit, starting_after),
+                now=now,
+                customer_id=customer_id,
+                status=status,
             )
             return Page(await subscriptions.subscriptions_out(session, rows, now), has_more)
 
@@ -116,22 +127,59 @@ class SubscriptionController(Controller):
             sub = await subscriptions.get_subscription(session, principal.tenant_id, subscription_id)
             return (await subscriptions.subscriptions_out(session, [sub], ctx.clock.now()))[0]
 
+    @patch(
+        "/{subscription_id:str}",
+        opt=scopes(ADMIN),
+        summary="Change plan, seats, metadata or trial end; now, backdated, or at period end",
+    )
+    async def change_subscription(
+        self, ctx: Ctx, principal: Caller, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
+    ) -> SubscriptionOut:
+        clock = _clock(ctx, principal)
+        async with ctx.database.transaction() as session:
+            sub = await subscriptions.get_subscription(
+                session, principal.tenant_id, subscription_id, lock=True
+            )
+            result = await changes.change(session, sub, data, clock)
+            return (await subscriptions.subscriptions_out(session, [result], clock.now))[0]
+
     @post(
         "/{subscription_id:str}/cancel",
         opt=scopes(ADMIN),
         status_code=200,
-        summary="Cancel at a time, or now when `at` is null; the last period ends then",
+        summary="Cancel now (a final invoice at once), at period end, or at an instant (`at`)",
     )
     async def cancel_subscription(
         self, ctx: Ctx, principal: Caller, subscription_id: FromPath[str], data: JSONBody[CancelIn]
+    ) -> SubscriptionOut:
+        clock = _clock(ctx, principal)
+        async with ctx.database.transaction() as session:
+            sub = await subscriptions.get_subscription(
+                session, principal.tenant_id, subscription_id, lock=True
+            )
+            await changes.cancel(session, sub, data, clock)
+            return (await subscriptions.subscriptions_out(session, [sub], clock.now))[0]
+
+    @delete(
+        "/{subscription_id:str}/pending-change",
+        opt=scopes(ADMIN),
+        status_code=200,
+        summary="Drop the change waiting for the period end (404 if none)",
+    )
+    async def delete_pending_change(
+        self, ctx: Ctx, principal: Caller, subscription_id: FromPath[str]
     ) -> SubscriptionOut:
         now = ctx.clock.now()
         async with ctx.database.transaction() as session:
             sub = await subscriptions.get_subscription(
                 session, principal.tenant_id, subscription_id, lock=True
             )
-            await subscriptions.cancel_subscription(session, sub, data.at, now=now)
+            await changes.delete_pending_change(session, sub, now)
             return (await subscriptions.subscriptions_out(session, [sub], now))[0]
+
+
+def _clock(ctx: AppContext, principal: Principal) -> changes.Clock:
+    return changes.Clock(ctx.clock.now(), ctx.settings.allow_time_travel, principal.key_id)
 
 
 def _time(field: str, value: str | None) -> datetime | None:

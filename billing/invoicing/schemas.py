@@ -42,6 +42,7 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
     interval: Literal["month"] = "month"
     base_fee: int = 0
     prices: list[PriceIn] = msgspec.field(default_factory=list)
+    trial_days: int = 0
 
 
 class PlanPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -76,6 +77,7 @@ class PlanOut(msgspec.Struct):
     interval: str
     base_fee: int
     prices: list[PriceOut]
+    trial_days: int
     created_at: datetime
     updated_at: datetime
     object: str = "plan"
@@ -89,10 +91,35 @@ class SubscriptionCreate(msgspec.Struct, forbid_unknown_fields=True):
     customer: str
     plan: str
     starts_at: AwareDateTime | None = None
+    quantity: int = 1
+    # Overrides the plan's trial_days; 0 = no trial.
+    trial_days: int | None = None
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
-    at: AwareDateTime | None = None
+    """``when`` now or at the end of the current period; ``at`` (an instant, null = now) as before."""
+
+    when: Literal["now", "period_end"] | UnsetType = UNSET
+    at: AwareDateTime | UnsetType | None = UNSET
+
+
+class SubscriptionPatch(msgspec.Struct, forbid_unknown_fields=True):
+    plan: str | UnsetType = UNSET
+    quantity: int | UnsetType = UNSET
+    # "now", "period_end" or an RFC 3339 instant inside the current period (a backdated change).
+    when: str = "now"
+    metadata: dict[str, str] | UnsetType = UNSET
+    cancel_at_period_end: bool | UnsetType = UNSET
+    # An RFC 3339 instant in the future, or "now" to end the trial.
+    trial_end: str | UnsetType = UNSET
+
+
+class PendingChangeOut(msgspec.Struct):
+    plan: str
+    plan_code: str
+    quantity: int
+    effective_at: datetime
 
 
 class SubscriptionOut(msgspec.Struct):
@@ -101,13 +128,22 @@ class SubscriptionOut(msgspec.Struct):
     customer_external_id: str
     plan: str
     plan_code: str
+    quantity: int
+    metadata: dict[str, str]
     status: str
     timezone: str
     starts_at: datetime
-    cancel_at: datetime | None
-    canceled_at: datetime | None
+    trial_start: datetime | None
+    trial_end: datetime | None
     current_period_start: datetime | None
     current_period_end: datetime | None
+    cancel_at: datetime | None
+    cancel_at_period_end: bool
+    canceled_at: datetime | None
+    ended_at: datetime | None
+    pending_change: PendingChangeOut | None
+    replaces: str | None
+    replaced_by: str | None
     created_at: datetime
     object: str = "subscription"
 
@@ -212,6 +248,7 @@ def plan_out(plan: Plan) -> PlanOut:
         interval=plan.interval,
         base_fee=plan.base_fee,
         prices=[price_out(p) for p in plan.prices],
+        trial_days=plan.trial_days or 0,
         created_at=plan.created_at,
         updated_at=plan.updated_at,
     )
@@ -239,24 +276,46 @@ class Labels:
 
 
 def subscription_out(
-    subscription: Subscription, label: Labels, status: str, current: Period | None
+    subscription: Subscription,
+    label: Labels,
+    state: SubscriptionState,
 ) -> SubscriptionOut:
-    """``status`` and ``current`` (the period in effect) as of the same instant."""
+    """The subscription as of one instant, whose status, period, seats and pending change
+    ``state`` holds."""
+    canceled = subscription.end_reason == "canceled"
     return SubscriptionOut(
         id=subscription.id,
         customer=subscription.customer_id,
         customer_external_id=label.customer_external_id,
         plan=subscription.plan_id,
         plan_code=label.plan_code,
-        status=status,
+        quantity=state.quantity,
+        metadata=dict(subscription.metadata_ or {}),
+        status=state.status,
         timezone=subscription.timezone,
         starts_at=subscription.starts_at,
-        cancel_at=subscription.cancel_at,
+        trial_start=subscription.starts_at if subscription.trial_end else None,
+        trial_end=subscription.trial_end,
+        current_period_start=state.current.start if state.current else None,
+        current_period_end=state.current.end if state.current else None,
+        cancel_at=subscription.cancel_at if canceled else None,
+        cancel_at_period_end=bool(subscription.cancel_at_period_end),
         canceled_at=subscription.canceled_at,
-        current_period_start=current.start if current else None,
-        current_period_end=current.end if current else None,
+        ended_at=state.ended_at,
+        pending_change=state.pending_change,
+        replaces=subscription.replaces,
+        replaced_by=subscription.replaced_by,
         created_at=subscription.created_at,
     )
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    status: str
+    current: Period | None
+    quantity: int
+    ended_at: datetime | None
+    pending_change: PendingChangeOut | None
 
 
 def status_change_out(change: InvoiceStatusChange) -> StatusChangeOut:

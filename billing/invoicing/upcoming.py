@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import NotFound
 from billing.customers.models import Customer
-from billing.invoicing import invoices, periods
+from billing.invoicing import invoices, periods, schedule
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut, draft_line_out, invoice_out
@@ -24,7 +24,7 @@ async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datet
         )
     )
     for sub in subscriptions:
-        period = periods.period_containing(sub.starts_at, sub.cancel_at, sub.timezone, now)
+        period = schedule.period_at(sub, now)
         if period is not None:
             return await _preview(session, customer, sub, period)
     raise NotFound(f"Customer '{customer.external_id}' has no subscription in effect now")

@@ -80,11 +80,17 @@ async def _plan(ctx: AppContext, owner: TenantHandle) -> str:
 
 
 async def _subscription(ctx: AppContext, owner: TenantHandle) -> str:
+    """The customer's subscription, with a seat change waiting (so it has a pending change to delete)."""
     customer_id = await _customer(ctx, owner)
-    async with ctx.database.read() as session:
-        return (
-            await session.scalars(sa.select(Subscription.id).where(Subscription.customer_id == customer_id))
-        ).one()
+    seats = [
+        {"from": "2026-10-01T00:00:00Z", "quantity": 1},
+        {"from": "2099-01-01T00:00:00Z", "quantity": 2},
+    ]
+    async with ctx.database.transaction() as session:
+        query = sa.select(Subscription).where(Subscription.customer_id == customer_id)
+        subscription = (await session.scalars(query)).one()
+        subscription.quantities = seats
+        return subscription.id
 
 
 async def _invoice(ctx: AppContext, owner: TenantHandle) -> str:
@@ -221,6 +227,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
+    ("PATCH", "/v1/subscriptions/{subscription_id:str}"): {"metadata": {"k": "v"}},
     ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
     ("PATCH", "/v1/webhook-endpoints/{endpoint_id:str}"): {"description": "Renamed"},
     ("POST", "/v1/webhook-endpoints/{endpoint_id:str}/rotate-secret"): {"expire_previous_in_seconds": 0},

@@ -212,7 +212,8 @@ async def test_a_late_event_of_a_canceled_subscription_gets_an_invoice_of_its_ow
     canceled = await call(client, tenant, f"/v1/subscriptions/{sub['id']}/cancel", {"at": None})
     assert (canceled["status"], canceled["cancel_at"]) == ("canceled", "2026-11-21T12:00:00Z")
     result = await run(client, tenant, "2026-11-23T00:00:00Z")
-    assert (result["invoices_created"], result["invoices_finalized"]) == (2, 2)
+    # Canceling now closed both periods at once; the run finalizes them.
+    assert (result["invoices_created"], result["invoices_finalized"]) == (0, 2)
     await send(client, tenant, ("late", "c1", "2026-11-10T00:00:00Z", "5"))
     result = await run(client, tenant, "2026-11-24T00:00:00Z")
     assert result["invoices_created"] + result["drafts_recomputed"] == 1
@@ -589,7 +590,7 @@ async def outbox_rows(ctx: AppContext) -> Counter[tuple[str, str]]:
         rows = await session.execute(
             sa.select(table.c.topic, table.c.payload).where(table.c.consumer == outbox.FAN_OUT)
         )
-        return Counter((row.topic, row.payload["invoice_id"]) for row in rows)
+        return Counter((row.topic, row.payload["invoice_id"]) for row in rows if "invoice_id" in row.payload)
 
 
 async def test_status_changes_are_written_to_the_outbox(

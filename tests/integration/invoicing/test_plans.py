@@ -47,6 +47,7 @@ PLAN_FIELDS = {
     "interval",
     "base_fee",
     "prices",
+    "trial_days",
     "created_at",
     "updated_at",
 }

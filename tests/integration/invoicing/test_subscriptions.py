@@ -31,6 +31,15 @@ SUB_FIELDS = {
     "current_period_start",
     "current_period_end",
     "created_at",
+    "quantity",
+    "metadata",
+    "trial_start",
+    "trial_end",
+    "cancel_at_period_end",
+    "ended_at",
+    "pending_change",
+    "replaces",
+    "replaced_by",
 }
 
 

@@ -608,6 +608,7 @@ async def test_a_disabled_webhook_endpoint_emails_the_tenant_once(
     ctx: AppContext, scene: Scene, sink: SmtpSink
 ) -> None:
     use_smtp(ctx, sink)
+    await outbox.fan_out(ctx, jobs.CONSUMERS)  # the scene's own events (its subscription's)
     payload = {"endpoint_id": "whe_1", "url": "https://hooks.acme.example/billing"}
     async with ctx.database.transaction() as session:
         event_id = await outbox.emit(
