@@ -75,6 +75,11 @@ JOBS: tuple[Job, ...] = (
         60,
         lambda ctx, r: invoicing_run.finalize_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id, actor=r.actor),
     ),
+    Job(
+        "trial_notices",
+        60,
+        lambda ctx, r: invoicing_run.notify_trials_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id),
+    ),
     # What providers told us, before we ask them anything.
     Job("stripe_events", 5, lambda ctx, r: process_all(ctx)),
     Job("payments_reconcile", 60, lambda ctx, r: reconcile_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),

@@ -32,6 +32,7 @@ from billing.dunning.schemas import CaseNotificationOut, CaseOut, case_notificat
 from billing.dunning.summary import customer_snapshot
 from billing.invoicing import invoices
 from billing.invoicing.models import Invoice
+from billing.invoicing.subscriptions import set_past_due
 from billing.notifications.models import Notification
 from billing.notifications.queue import queue_notification
 from billing.payments.declines import FailureClass
@@ -61,9 +62,27 @@ async def open_case(session: AsyncSession, invoice: Invoice, *, at: datetime) ->
         "created_at": at,
         "updated_at": at,
     }
-    await insert_ignore(session, DunningCase.__table__, [row])
+    inserted = await insert_ignore(
+        session, DunningCase.__table__, [row], returning=[DunningCase.__table__.c.id]
+    )
     query = sa.select(DunningCase).where(DunningCase.invoice_id == invoice.id).with_for_update()
-    return (await session.scalars(query.execution_options(populate_existing=True))).one()
+    case = (await session.scalars(query.execution_options(populate_existing=True))).one()
+    if inserted:
+        await sync_past_due(session, invoice, at=at)
+    return case
+
+
+async def sync_past_due(session: AsyncSession, invoice: Invoice, *, at: datetime) -> None:
+    """The invoice's subscription is past due while an invoice of it has an active case."""
+    if invoice.subscription_id is None:
+        return
+    active = await session.scalar(
+        sa.select(DunningCase.id)
+        .join(Invoice, Invoice.id == DunningCase.invoice_id)
+        .where(Invoice.subscription_id == invoice.subscription_id, DunningCase.status == "active")
+        .limit(1)
+    )
+    await set_past_due(session, invoice.subscription_id, active is not None, at=at)
 
 
 def case_policy(policy: Policy, case: DunningCase) -> Policy:
@@ -175,6 +194,7 @@ async def _exhaust(
         )
     event["object"] = await invoice_snapshot(session, invoice)
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.exhausted", payload=event, now=at)
+    await sync_past_due(session, invoice, at=at)
 
 
 async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetime) -> DunningCase | None:
@@ -196,6 +216,7 @@ async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetim
         "object": await invoice_snapshot(session, invoice),
     }
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.recovered", payload=event, now=at)
+    await sync_past_due(session, invoice, at=at)
     return case
 
 
@@ -206,6 +227,7 @@ async def cancel(session: AsyncSession, invoice: Invoice, *, at: datetime) -> No
         .where(DunningCase.invoice_id == invoice.id, DunningCase.status == "active")
         .values(status="canceled", closed_at=at, updated_at=at, next_action=None, next_action_at=None)
     )
+    await sync_past_due(session, invoice, at=at)
 
 
 async def payment_method_changed(session: AsyncSession, customer_id: str, *, at: datetime) -> int:

@@ -19,12 +19,14 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.context import AppContext
+from billing.invoicing import trials
 from billing.invoicing.close import close_periods
 from billing.invoicing.finalize import finalize
 from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import recompute
 from billing.invoicing.run_tallies import RunTallies
+from billing.invoicing.subscriptions import notify_trial_end
 from billing.tenants.models import Tenant
 
 BATCH = 5000
@@ -46,6 +48,15 @@ async def recompute_due(
     return await _in_batches(
         ctx, Subscription.usage_changed_at.is_not(None), tenant_id, _recomputer(at, actor)
     )
+
+
+async def notify_trials_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
+    """Send ``subscription.trial_will_end`` for trials ending within 72 hours of ``at``."""
+
+    async def work(session: AsyncSession, tenant: Tenant, subs: Sequence[Subscription]) -> int:
+        return await notify_trial_end(session, subs, at)
+
+    return await _in_batches(ctx, trials.due(at), tenant_id, work)
 
 
 Work = Callable[[AsyncSession, Tenant, Sequence[Subscription]], Awaitable[int]]

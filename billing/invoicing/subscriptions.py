@@ -21,7 +21,7 @@ from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
 from billing.customers.service import get_customer
-from billing.invoicing import schedule
+from billing.invoicing import schedule, trials
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.plans import MAX_TRIAL_DAYS, get_plan
 from billing.invoicing.schemas import (
@@ -67,7 +67,20 @@ async def create_subscription(
     session.add(subscription)
     await session.flush()
     await emit(session, subscription, "subscription.created", now)
+    await notify_trial_end(session, [subscription], now)  # a trial shorter than the notice: at once
     return subscription
+
+
+async def notify_trial_end(session: AsyncSession, subs: Sequence[Subscription], at: datetime) -> int:
+    """Announce the trial end of these (locked) subscriptions where it is due; return how many."""
+    sent = 0
+    for sub in subs:
+        if trials.is_due(sub, at):
+            sub.trial_notice_for = sub.trial_end
+            await session.flush()
+            await emit(session, sub, trials.TOPIC, at)
+            sent += 1
+    return sent
 
 
 def new_subscription(
@@ -287,3 +300,16 @@ def _pending_quantity(sub: Subscription, label: Labels, now: datetime) -> Pendin
         return None
     effective_at, quantity = pending
     return PendingChangeOut(sub.plan_id, label.plan_code, quantity, effective_at)
+
+
+async def set_past_due(session: AsyncSession, subscription_id: str, past_due: bool, *, at: datetime) -> None:
+    """Dunning's word on the subscription: an invoice of it has an active case (or none has any
+    longer). A change of status is a ``subscription.updated``."""
+    subscription = await session.get(Subscription, subscription_id, with_for_update=True)
+    if subscription is None or subscription.past_due == past_due:
+        return
+    subscription.past_due = past_due
+    subscription.updated_at = at
+    await session.flush()
+    if not schedule.has_ended(subscription, at):
+        await emit(session, subscription, "subscription.updated", at)

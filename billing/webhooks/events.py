@@ -20,7 +20,16 @@ CARD_TOPICS: Final = (
 # Emitted by dunning: the customer for customer.*, the unpaid invoice for dunning.*.
 DUNNING_CUSTOMER_TOPICS: Final = ("customer.suspended",)
 DUNNING_INVOICE_TOPICS: Final = ("dunning.recovered", "dunning.exhausted")
-TOPICS: Final = frozenset(INVOICE_TOPICS + CARD_TOPICS + DUNNING_CUSTOMER_TOPICS + DUNNING_INVOICE_TOPICS)
+SUBSCRIPTION_TOPICS: Final = (
+    "subscription.created",
+    "subscription.updated",
+    "subscription.canceled",
+    "subscription.ended",
+    "subscription.trial_will_end",
+)
+TOPICS: Final = frozenset(
+    INVOICE_TOPICS + CARD_TOPICS + DUNNING_CUSTOMER_TOPICS + DUNNING_INVOICE_TOPICS + SUBSCRIPTION_TOPICS
+)
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
 ENDPOINT_DISABLED = "webhook_endpoint.disabled"
@@ -39,6 +48,11 @@ EventType = Literal[
     "customer.suspended",
     "dunning.recovered",
     "dunning.exhausted",
+    "subscription.created",
+    "subscription.updated",
+    "subscription.canceled",
+    "subscription.ended",
+    "subscription.trial_will_end",
 ]
 
 
