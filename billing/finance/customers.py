@@ -25,6 +25,8 @@ from billing.dunning.models import DunningCase
 from billing.dunning.summary import open_cases
 from billing.invoicing import periods, schedule
 from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.schemas import SubscriptionOut
+from billing.invoicing.subscriptions import subscriptions_out
 from billing.metering import usage
 from billing.metering.models import Meter
 from billing.tenants.service import get_tenant
@@ -241,6 +243,7 @@ class CustomerPage:
     invoices: list[Invoice]
     invoice_count: int
     cases: list[DunningCase]
+    subscriptions: list[SubscriptionOut]
 
     @property
     def customer(self) -> Customer:
@@ -269,7 +272,13 @@ async def load(ctx: AppContext, tenant_id: str, ref: str) -> CustomerPage:
             .where(DunningCase.customer_id == customer.id)
             .order_by(DunningCase.created_at.desc(), DunningCase.id.desc())
         )
+        subs = await session.scalars(
+            sa.select(Subscription)
+            .where(Subscription.customer_id == customer.id)
+            .order_by(Subscription.starts_at.desc(), Subscription.id.desc())
+        )
+        shown = await subscriptions_out(session, list(subs), ctx.clock.now())
         zone = customer.timezone or (await get_tenant(session, tenant_id)).billing_timezone
         return CustomerPage(
-            row, zone, customer.timezone is None, list(invoices), int(invoice_count or 0), list(cases)
+            row, zone, customer.timezone is None, list(invoices), int(invoice_count or 0), list(cases), shown
         )

@@ -481,6 +481,13 @@ async def test_a_customer_page_shows_facts_usage_invoices_and_dunning_cases(
         "2026-11-02T00:00:00Z",
     )
     assert row[5:] == ["wait at 2026-11-05 00:00 UTC", "2026-11-02 00:00 UTC", ""]
+    # The plan is shown, and the subscription is past due while its invoice is in dunning.
+    (subscription,) = [
+        s for s in await api_list(client, tenant, "/v1/subscriptions") if s["customer"] == c3["id"]
+    ]
+    (sub_row,) = table(page, "subscriptions")
+    assert subscription["status"] == "past_due"
+    assert sub_row[:4] == [subscription["plan_code"], "past due", "1", "2026-11-01 – 2026-12-01"]
 
 
 async def test_a_customer_page_answers_by_external_id_too_and_404_for_unknown(
