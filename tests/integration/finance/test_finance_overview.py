@@ -487,7 +487,7 @@ async def test_a_customer_page_shows_facts_usage_invoices_and_dunning_cases(
     ]
     (sub_row,) = table(page, "subscriptions")
     assert subscription["status"] == "past_due"
-    assert sub_row[:4] == [subscription["plan_code"], "past due", "1", "2026-11-01 – 2026-12-01"]
+    assert sub_row[:4] == [subscription["plan_code"], "past due", "1", "2026-11-01 \u2013 2026-12-01"]
 
 
 async def test_a_customer_page_answers_by_external_id_too_and_404_for_unknown(
