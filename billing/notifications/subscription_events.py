@@ -1,7 +1,8 @@
 """Customer emails from subscription events: ``subscription.trial_will_end``.
 
 The event carries the subscription as the API showed it when the notice fell due; the email is
-written from that snapshot, so it says what the customer was told by the webhook of that event.
+written from that snapshot (only the plan's name is read, which cannot change once the plan has a
+subscription), so that it tells the trial end the event's webhook tells.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def trial_notice_key(subscription_id: str, trial_end: str) -> str:
 
 
 async def on_trial_will_end(ctx: AppContext, message: Message) -> None:
+    """Queue the customer's ``trial_will_end`` email, once per subscription and trial end."""
     snapshot = message.payload.get("object") or {}
     trial_end = snapshot.get("trial_end")
     if not trial_end:
