@@ -188,7 +188,7 @@ async def _customer_with_invoice(session: Any, tenant_id: str, n: int) -> tuple[
 
 
 def notification(n: int, pairs: list[tuple[str, str]]) -> tuple[str, str, str, dict[str, Any]]:
-    """Notification number ``n``: (customer, kind, dedupe key, data), the six kinds in turn."""
+    """Notification number ``n``: (customer, kind, dedupe key, data), every kind in turn."""
     customer_id, invoice_id = pairs[n % len(pairs)]
     kind = KINDS[n % len(KINDS)]
     card = {
@@ -207,6 +207,8 @@ def notification(n: int, pairs: list[tuple[str, str]]) -> tuple[str, str, str, d
         "final_action": "mark_uncollectible",
         "final_attempt_at": NOW + timedelta(days=5),
         "card": card,
+        "subscription": {"id": f"sub_{n}", "plan_code": "pro", "trial_end": NOW + timedelta(days=3)},
+        "plan_name": "Pro",
     }
     return customer_id, kind, f"{kind}:bench:{n}", data
 

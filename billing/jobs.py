@@ -20,7 +20,7 @@ from billing.dunning import cards as dunning_cards
 from billing.dunning import run as dunning_run
 from billing.invoicing import run as invoicing_run
 from billing.invoicing.invoices import SCHEDULER
-from billing.notifications import tenant_events
+from billing.notifications import subscription_events, tenant_events
 from billing.notifications.dispatch import dispatch_notifications
 from billing.payments.charge import charge_due
 from billing.payments.reconcile import flag_stale, reconcile_due
@@ -57,6 +57,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("dunning", dunning_run.TOPICS, dunning_run.handle),
     Consumer(webhook_consumer.CONSUMER, webhook_events.TOPICS, webhook_consumer.handle),
     Consumer(tenant_events.CONSUMER, tenant_events.TOPICS, tenant_events.on_endpoint_disabled),
+    Consumer(subscription_events.CONSUMER, subscription_events.TOPICS, subscription_events.on_trial_will_end),
 )
 
 JOBS: tuple[Job, ...] = (

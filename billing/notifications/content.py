@@ -20,6 +20,7 @@ from babel.dates import format_date, format_interval
 
 from billing.core import money
 from billing.core.clock import parse_timestamp
+from billing.notifications import render
 from billing.tenants.models import Tenant
 
 DEFAULT_LOCALE = "en"
@@ -214,6 +215,31 @@ def card_view(card: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
     }
 
 
+def subscription_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
+    """The subscription of ``data["subscription"]`` (as the API shows it), under its plan's name."""
+    snapshot: Mapping[str, Any] = data["subscription"]
+    return {
+        "id": snapshot.get("id"),
+        "plan": data.get("plan_name") or snapshot.get("plan_code") or snapshot.get("plan"),
+        "quantity": snapshot.get("quantity"),
+        "trial_end_date": fmt.date(snapshot.get("trial_end")),
+    }
+
+
+def written_in(kind: str, locale: str | None) -> tuple[str, str | None]:
+    """The language an email of ``kind`` is written in for a reader of ``locale`` (``de_AT`` reads
+    ``de``), and the locale its amounts and dates are formatted in.
+
+    A kind written in several languages is wholly English (text, amounts, dates) for a reader of
+    any other language, so that nothing is mixed; a kind written in English only keeps formatting
+    for the reader's locale, as it always has.
+    """
+    language, kind_languages = parse_locale(locale).language, render.languages(kind)
+    if language in kind_languages:
+        return language, locale
+    return render.DEFAULT_LANGUAGE, DEFAULT_LOCALE if len(kind_languages) > 1 else locale
+
+
 def customer_context(
     kind: str,
     tenant: Tenant,
@@ -222,14 +248,17 @@ def customer_context(
     data: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The context of a customer email of ``kind``."""
-    fmt = Formatter.of(customer.locale, customer.timezone or tenant.billing_timezone)
+    language, locale = written_in(kind, customer.locale)
+    fmt = Formatter.of(locale, customer.timezone or tenant.billing_timezone)
     context: dict[str, Any] = {
         "kind": kind,
+        "language": language,
         "tenant": tenant_view(tenant),
         "customer": customer_view(customer),
         "invoice": invoice_view(invoice, fmt) if invoice is not None else None,
         "dunning": dunning_view(data, fmt),
         "card": card_view(data["card"], fmt) if "card" in data else None,
+        "subscription": subscription_view(data, fmt) if "subscription" in data else None,
     }
     return context
 

@@ -38,9 +38,11 @@ KINDS = (
     "payment_recovered",
     "card_expiring",
     "card_removed",
+    "trial_will_end",
 )
 INVOICE_KINDS = frozenset(KINDS[:4])
-CARD_KINDS = frozenset(KINDS[4:])
+CARD_KINDS = frozenset(KINDS[4:6])
+SUBSCRIPTION_KINDS = frozenset(KINDS[6:])
 # Emails to the tenant itself, at its support address.
 TENANT_KINDS = ("webhook_endpoint_disabled",)
 ALL_KINDS = KINDS + TENANT_KINDS
@@ -90,7 +92,8 @@ async def queue_notification(
     queued (then nothing is written). A customer without an email address gets a ``skipped`` row.
 
     ``data``: ``invoice_id`` (+ optional ``attempt``, ``next_attempt_at``, ``failure_class``,
-    ``decline_code``, ``final_action``, ``final_attempt_at``) for invoice kinds, ``card`` for card kinds.
+    ``decline_code``, ``final_action``, ``final_attempt_at``) for invoice kinds, ``card`` for card kinds,
+    ``subscription`` (as the API shows it) and optional ``plan_name`` for subscription kinds.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
@@ -101,6 +104,8 @@ async def queue_notification(
         raise ValueError(f"no invoice {invoice_id!r} of customer {customer_id} in tenant {tenant_id}")
     if kind in CARD_KINDS and not isinstance(data.get("card"), Mapping):
         raise ValueError(f"{kind} needs data['card']")
+    if kind in SUBSCRIPTION_KINDS and not isinstance(data.get("subscription"), Mapping):
+        raise ValueError(f"{kind} needs data['subscription']")
     rendered = render(kind, content.customer_context(kind, tenant, customer, invoice, data))
     row = _row(tenant, kind, dedupe_key, _address(customer.email), rendered, at)
     row.update(customer_id=customer.id, invoice_id=invoice.id if invoice else None)

@@ -23,6 +23,7 @@ Kind = Literal[
     "payment_recovered",
     "card_expiring",
     "card_removed",
+    "trial_will_end",
     "webhook_endpoint_disabled",
 ]
 Status = Literal["queued", "sent", "failed", "skipped"]

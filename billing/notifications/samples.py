@@ -58,5 +58,16 @@ def sample_context(kind: str, tenant: Tenant, now: datetime, locale: str | None)
             "exp_month": 12,
             "exp_year": now.year,
         },
+        "subscription": {
+            "id": "sub_sample",
+            "customer": customer.id,
+            "plan": "plan_sample",
+            "plan_code": "pro",
+            "quantity": 1,
+            "status": "trialing",
+            "trial_start": now - timedelta(days=11),
+            "trial_end": now + timedelta(days=3),
+        },
+        "plan_name": "Pro",
     }
     return content.customer_context(kind, tenant, customer, invoice, data)

@@ -347,6 +347,10 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
         "payment_recovered": {"invoice_id": scene.invoice_id},
         "card_expiring": {"card": card},
         "card_removed": {"card": card},
+        "trial_will_end": {
+            "subscription": {"id": "sub_1", "plan_code": "pro", "trial_end": "2026-11-24T12:00:00Z"},
+            "plan_name": "Pro",
+        },
     }
     for kind in KINDS:
         assert await queue(ctx, scene.tenant.id, scene.customer.id, kind=kind, key=kind, **data[kind])
@@ -362,12 +366,13 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
         "payment_recovered": ["received your payment of $123.45", "nothing more to do"],
         "card_expiring": ["Mastercard card ending in 4444 expires at the end of December 2026 (12/2026)"],
         "card_removed": ["Mastercard card ending in 4444 (expiry 12/2026) was removed"],
+        "trial_will_end": ["trial of Pro ends on November 24, 2026", "the card on file will be charged"],
     }
     for kind, phrases in expected.items():
         row = by_kind[kind]
         for phrase in phrases:
             assert phrase in row.text, (kind, phrase, row.text)
-        assert "ACME-000001" in row.subject or "4444" in row.subject
+        assert any(fact in row.subject for fact in ("ACME-000001", "4444", "Pro trial"))
         links = row.html.count('href="https://acme.example/billing/card?from=email&amp;x=1"')
         assert links == (0 if kind == "payment_recovered" else 2), kind  # the button and the link in words
         assert f"Questions? Write to {SUPPORT}." in row.text
