@@ -10,11 +10,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from litestar import Litestar
+from sqlalchemy import exc as sa_exc
 
 from billing.app import build_app, use_context
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
 from billing.core.settings import Settings
+from billing.customers import service as customers_service
 from billing.customers.models import Customer
 from billing.jobs import Run, run_jobs
 from billing.web.auth import Scope
@@ -310,3 +312,50 @@ async def test_events_dedupe_per_event_under_any_key(
     assert first.status_code == 202 and first.json()["accepted"] == 1
     assert replay.headers["idempotent-replayed"] == "true" and replay.content == first.content
     assert other_key.json()["duplicates"] == 1 and other_key.json()["accepted"] == 0
+
+
+def failing_create(error: Exception) -> object:
+    async def create_customer(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    return create_customer
+
+
+async def test_a_server_error_is_kept_once_the_request_ran(
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(customers_service, "create_customer", failing_create(RuntimeError("boom")))
+        failed = await client.post("/v1/customers", headers=keyed(tenant, "k"), json=ACME)
+    assert_problem(failed, 500, "internal_error")
+
+    again = await client.post("/v1/customers", headers=keyed(tenant, "k"), json=ACME)
+
+    assert again.status_code == 500 and again.content == failed.content
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await customer_count(ctx) == 0
+
+
+async def test_an_unavailable_database_is_not_kept(
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(customers_service, "create_customer", failing_create(sa_exc.TimeoutError("pool")))
+        unavailable = await client.post("/v1/customers", headers=keyed(tenant, "k"), json=ACME)
+    assert_problem(unavailable, 503, "database_unavailable")
+
+    retried = await client.post("/v1/customers", headers=keyed(tenant, "k"), json=ACME)
+
+    assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+    assert await customer_count(ctx) == 1
+
+
+async def test_the_schema_documents_the_header_on_writes_only(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+
+    def documented(method: str, path: str) -> bool:
+        return "Idempotency-Key" in [p["name"] for p in paths[path][method].get("parameters", [])]
+
+    assert documented("post", "/v1/customers") and documented("patch", "/v1/customers/{customer_id}")
+    assert documented("post", "/v1/events")
+    assert not documented("get", "/v1/customers")
