@@ -45,6 +45,7 @@ from billing.tenants.service import principal_for_key
 from billing.web.auth import ApiKeyMiddleware, scope_guard
 from billing.web.dependencies import provide_context, provide_principal
 from billing.web.health import HealthController
+from billing.web.idempotency import IdempotencyMiddleware
 from billing.web.openapi import document_problems
 from billing.web.options import answer_options, record_allowed_methods
 from billing.web.request_context import request_context_middleware
@@ -121,7 +122,8 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
     api = Router(
         path="/v1",
         route_handlers=API_ROUTES,
-        middleware=[DefineMiddleware(ApiKeyMiddleware, find_key=principal_for_key)],
+        # Authentication first: an idempotency key belongs to the caller's tenant.
+        middleware=[DefineMiddleware(ApiKeyMiddleware, find_key=principal_for_key), IdempotencyMiddleware],
         guards=[scope_guard],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),

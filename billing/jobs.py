@@ -25,6 +25,7 @@ from billing.notifications.dispatch import dispatch_notifications
 from billing.payments.charge import charge_due
 from billing.payments.reconcile import flag_stale, reconcile_due
 from billing.stripe_events.process import process_all
+from billing.web.idempotency_keys import purge_expired
 from billing.webhooks import consumer as webhook_consumer
 from billing.webhooks import events as webhook_events
 from billing.webhooks.dispatcher import deliver_all
@@ -96,6 +97,7 @@ JOBS: tuple[Job, ...] = (
     Job("outbox", 5, lambda ctx, r: dispatch_all(ctx, CONSUMERS, at=r.at)),
     Job("notifications", 10, lambda ctx, r: dispatch_notifications(ctx, at=r.at)),
     Job("webhooks", 5, lambda ctx, r: deliver_all(ctx, at=r.at, tenant_id=r.tenant_id)),
+    Job("idempotency_keys", 3600, lambda ctx, r: purge_expired(ctx, at=r.when(ctx), scope=r.tenant_id)),
 )
 
 

@@ -19,6 +19,7 @@ from billing.notifications.models import Notification
 from billing.payments.models import Payment, Refund
 from billing.stripe_events.models import StripeEvent
 from billing.tenants.models import ApiKey, Tenant
+from billing.web.idempotency_keys import IdempotencyKey
 from billing.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
@@ -29,6 +30,7 @@ __all__ = [
     "DunningCase",
     "DunningPolicy",
     "FinanceSession",
+    "IdempotencyKey",
     "Invoice",
     "InvoiceLine",
     "InvoiceSequence",

@@ -13,20 +13,30 @@ from typing import Any, cast
 
 import msgspec
 from litestar import Litestar
+from litestar.enums import ParamType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 from litestar.openapi.spec.base import BaseSchemaObject
 from litestar.routes import HTTPRoute
 
 from billing.core.errors import PROBLEM_MEDIA_TYPE, Problem
+from billing.web.idempotency import METHODS as IDEMPOTENT_METHODS
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _DESCRIPTIONS = {
-    400: "Malformed JSON or a malformed request",
+    400: "Malformed JSON or a malformed request (an invalid Idempotency-Key included)",
     401: "No API key, or an unknown or revoked one",
     403: "The API key's scope does not allow this",
     404: "No such object for this tenant",
-    409: "Conflicts with the object's current state",
+    409: "Conflicts with the object's current state, or its Idempotency-Key is reused or in use",
     413: "The request body is over the size limit",
     422: "Well-formed but invalid",
     503: "A dependency (the database) is unavailable",
@@ -56,7 +66,8 @@ def problem_statuses(path: str, methods: set[str]) -> set[int]:
 
 
 def document_problems(app: Litestar) -> None:
-    """Add the problem responses to every handler, before the schema is first built."""
+    """Add the problem responses to every handler, and the Idempotency-Key header to every /v1
+    POST and PATCH, before the schema is first built."""
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -64,6 +75,34 @@ def document_problems(app: Litestar) -> None:
             statuses = problem_statuses(route.path, set(handler.http_methods))
             declared = dict(handler.responses or {})
             handler.responses = {status: problem(status) for status in sorted(statuses)} | declared
+            if route.path.startswith("/v1/") and set(handler.http_methods) & IDEMPOTENT_METHODS:
+                handler.operation_class = with_idempotency_key(handler.operation_class)
+
+
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key",
+    param_in=ParamType.HEADER,
+    required=False,
+    description="Makes a retry safe: the same request with the same key within 24 hours is "
+    "answered as the first time (with `Idempotent-Replayed: true`), and runs once. Scoped to the "
+    "tenant; a key used with another method, path or body answers 409 `idempotency_key_reused`, "
+    "one whose first request still runs 409 `idempotency_key_in_use`.",
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern="^[ -~]+$"),
+)
+
+
+def with_idempotency_key(operation: type[Operation]) -> type[Operation]:
+    """``operation`` (Litestar's, or one of the classes below), documenting the Idempotency-Key
+    header too."""
+    inherited = getattr(operation, "__post_init__", None)
+
+    def post_init(self: Operation) -> None:
+        if inherited is not None:
+            inherited(self)
+        self.parameters = [*(self.parameters or []), IDEMPOTENCY_KEY]
+
+    subclass = type(f"Idempotent{operation.__name__}", (operation,), {"__post_init__": post_init})
+    return cast(type[Operation], dataclass(subclass))
 
 
 @dataclass
