@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import money
 from billing.core.clock import format_timestamp
 from billing.core.db.engine import Database
+from billing.customers.archived import archived_among
 from billing.customers.service import customers_by_reference
 from billing.metering import rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit
@@ -240,7 +241,8 @@ async def _resolve(
         {e.meter for _, e, _ in decoded},
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
-    # Subscriptions change (created, canceled): never cached.
+    # Archiving and subscriptions change: never cached, read once per batch.
+    archived = await archived_among(session, set(customers.values()))
     subscriptions = await coverage.coverages(session, tenant_id, set(customers.values()))
     candidates = []
     for index, event, properties in decoded:
@@ -254,6 +256,7 @@ async def _resolve(
                     event,
                     properties,
                     customer,
+                    customer in archived,
                     meters.get(event.meter),
                     subscriptions.get(customer or "", []),
                 )
@@ -268,11 +271,14 @@ def _candidate(
     event: EventIn,
     properties: str | None,
     customer: str | None,
+    archived: bool,
     meter: MeterSpec | None,
     subscriptions: list[Coverage],
 ) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer '{event.customer}'")
+    if archived:
+        raise Rejection("customer_archived", f"customer '{event.customer}' is archived")
     if meter is None:
         raise Rejection("unknown_meter", f"no meter '{event.meter}'")
     timestamp = event.timestamp.astimezone(UTC)
