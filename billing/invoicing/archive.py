@@ -2,7 +2,9 @@
 
 Everything the customer has running ends in the archiving transaction: its subscriptions are
 cancelled now, so that the billing run closes each last period into a final invoice; invoices
-already open stay collectible (charges, dunning and payments carry on).
+already open stay collectible (charges, dunning and payments carry on). From then on ingestion
+rejects the customer's events; one accepted while the archive commits is billed as late usage,
+like any event for a period already closed.
 """
 
 from __future__ import annotations

@@ -242,8 +242,9 @@ async def _resolve(
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
     # Archiving and subscriptions change: never cached, read once per batch.
-    archived = await archived_among(session, set(customers.values()))
-    subscriptions = await coverage.coverages(session, tenant_id, set(customers.values()))
+    customer_ids = set(customers.values())
+    archived = await archived_among(session, customer_ids)
+    subscriptions = await coverage.coverages(session, tenant_id, customer_ids)
     candidates = []
     for index, event, properties in decoded:
         if index % YIELD_EVERY == YIELD_EVERY - 1:
