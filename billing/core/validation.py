@@ -85,13 +85,16 @@ def locale(field: str, value: str) -> str:
     raise ValidationFailed.field(field, f"'{value}' is not a known locale (e.g. 'en', 'de-DE')")
 
 
-def metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:
-    """Stripe's limits: at most 50 keys, keys of 1..40 characters, values of at most 500."""
+def validate_metadata(field: str, value: Mapping[str, str]) -> dict[str, str]:
+    """Every ``metadata`` (as Stripe): string to string, at most 50 keys of 1..40 characters,
+    values of at most 500; the whole object is replaced on PATCH, so it is checked whole."""
     if len(value) > METADATA_MAX_KEYS:
         raise ValidationFailed.field(field, f"at most {METADATA_MAX_KEYS} keys")
     for key, item in value.items():
-        if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
+        if not isinstance(key, str) or not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH:
             raise ValidationFailed.field(field, f"keys must be 1 to {METADATA_KEY_MAX_LENGTH} characters")
+        if not isinstance(item, str):
+            raise ValidationFailed.field(f"{field}.{key}", "values must be strings")
         if len(item) > METADATA_VALUE_MAX_LENGTH:
             raise ValidationFailed.field(
                 f"{field}.{key}", f"values must be at most {METADATA_VALUE_MAX_LENGTH} characters"

@@ -35,6 +35,8 @@ class Customer(Base):
     # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
     payment_status: Mapped[str] = mapped_column(sa.String(20), default="ok")
+    # Set once by archiving (as Stripe's delete, keeping the history); never cleared.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

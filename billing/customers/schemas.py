@@ -39,9 +39,11 @@ class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
 class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Only the fields present change; ``null`` clears an optional field; metadata is replaced whole.
 
-    ``external_id`` and ``currency`` are fixed at creation (sending them is a 422).
+    ``external_id`` is fixed at creation (sending it is a 422); ``currency`` changes only until the
+    customer has billing history (409 ``currency_locked``).
     """
 
+    currency: str | UnsetType = UNSET
     email: str | UnsetType | None = UNSET
     name: str | UnsetType | None = UNSET
     timezone: str | UnsetType | None = UNSET
@@ -65,6 +67,7 @@ class CustomerOut(msgspec.Struct):
     card: Card | None
     metadata: dict[str, str]
     payment_status: str
+    archived_at: datetime | None
     # The open dunning case, summarised; filled in once dunning exists.
     dunning: dict[str, Any] | None
     created_at: datetime
@@ -86,6 +89,7 @@ def customer_out(customer: Customer, dunning: dict[str, Any] | None = None) -> C
         card=card_of(customer),
         metadata=dict(customer.metadata_),
         payment_status=customer.payment_status,
+        archived_at=customer.archived_at,
         dunning=dunning,
         created_at=customer.created_at,
         updated_at=customer.updated_at,

@@ -21,7 +21,7 @@ from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
-from billing.customers.ports import Summaries
+from billing.customers.ports import BillingHistory, Summaries
 from billing.customers.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch, customer_out
 from billing.tenants.service import get_tenant
 
@@ -53,7 +53,7 @@ async def create_customer(
         locale=validation.locale("locale", data.locale if data.locale is not None else DEFAULT_LOCALE),
         provider_customer_id=_provider_reference("provider_customer_id", data.provider_customer_id),
         default_payment_method=_provider_reference("default_payment_method", data.default_payment_method),
-        metadata_=validation.metadata("metadata", data.metadata or {}),
+        metadata_=validation.validate_metadata("metadata", data.metadata or {}),
         **card_columns(data.card),
         payment_status="ok",
         created_at=now,
@@ -69,6 +69,13 @@ async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Custo
     customer = await find_by_id_or_key(session, Customer, tenant_id, Customer.external_id, ref)
     if customer is None:
         raise NotFound(f"No customer {ref}")
+    return customer
+
+
+async def lock_customer(session: AsyncSession, customer: Customer) -> Customer:
+    """Lock the customer's row for the transaction and read it afresh (archive, currency changes
+    and new subscriptions are serialised on it)."""
+    await session.refresh(customer, with_for_update=True)
     return customer
 
 
@@ -102,9 +109,14 @@ async def list_customers(
     *,
     email: str | None = None,
     external_id: str | None = None,
+    archived: bool | None = None,
 ) -> tuple[list[Customer], bool]:
-    """A page of the tenant's customers, newest first, optionally filtered by exact email or external_id."""
+    """A page of the tenant's customers, newest first, optionally filtered by exact email or
+    external_id, and by being archived or not (both when ``archived`` is None)."""
     stmt = sa.select(Customer).where(Customer.tenant_id == tenant_id)
+    if archived is not None:
+        is_archived = Customer.archived_at.is_not(None)
+        stmt = stmt.where(is_archived if archived else ~is_archived)
     if email is not None:
         stmt = stmt.where(Customer.email == validation.email("email", email))
     if external_id is not None:
@@ -121,10 +133,23 @@ async def customers_out(
 
 
 async def update_customer(
-    session: AsyncSession, customer: Customer, patch: CustomerPatch, *, now: datetime
+    session: AsyncSession,
+    customer: Customer,
+    patch: CustomerPatch,
+    *,
+    now: datetime,
+    billing_history: BillingHistory,
 ) -> Customer:
-    """Apply a patch, validating every field before any of them changes."""
+    """Apply a patch, validating every field before any of them changes.
+
+    The currency changes only while the customer has no billing history (as Stripe); the same
+    currency again is no change.
+    """
     changes: dict[str, object] = {}
+    if patch.currency is not UNSET:
+        currency = validation.currency("currency", patch.currency)
+        if currency != customer.currency:
+            changes["currency"] = currency
     if patch.email is not UNSET:
         changes["email"] = _email(patch.email)
     if patch.name is not UNSET:
@@ -144,7 +169,12 @@ async def update_customer(
     if patch.card is not UNSET:
         changes |= card_columns(patch.card)
     if patch.metadata is not UNSET:
-        changes["metadata_"] = validation.metadata("metadata", patch.metadata or {})
+        changes["metadata_"] = validation.validate_metadata("metadata", patch.metadata or {})
+    if "currency" in changes and await billing_history(session, customer):
+        raise Conflict(
+            f"Customer {customer.id} has billing history in {customer.currency}; its currency is fixed",
+            code="currency_locked",
+        )
     for attribute, value in changes.items():
         setattr(customer, attribute, value)
     customer.updated_at = now

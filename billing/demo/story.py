@@ -28,6 +28,7 @@ from billing.invoicing import invoices, periods
 from billing.invoicing.changes import Clock, cancel
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.finalize import void_draft_events
+from billing.invoicing.history import has_billing_history
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.schemas import CancelIn, SubscriptionCreate
 from billing.invoicing.subscriptions import create_subscription, get_subscription
@@ -191,7 +192,7 @@ class Story:
             async with self.ctx.database.transaction() as session:
                 customer = await get_customer(session, self.tenant_id, persona.external_id)
                 patch = CustomerPatch(default_payment_method=method, card=card)
-                await update_customer(session, customer, patch, now=at)
+                await update_customer(session, customer, patch, now=at, billing_history=has_billing_history)
                 await payment_method_changed(session, customer.id, at=at)
 
         return act

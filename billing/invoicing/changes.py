@@ -60,7 +60,7 @@ async def change(
     await lock_customer(session, sub.customer_id)
     changed = False
     if patch.metadata is not UNSET:
-        sub.metadata_ = validation.metadata("metadata", patch.metadata)
+        sub.metadata_ = validation.validate_metadata("metadata", patch.metadata)
         changed = True
     if patch.cancel_at_period_end is not UNSET:
         changed = await _set_cancel_at_period_end(session, sub, patch.cancel_at_period_end, now) or changed

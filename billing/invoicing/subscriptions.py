@@ -48,7 +48,7 @@ async def create_subscription(
     trial_days = plan.trial_days if data.trial_days is None else data.trial_days
     if not 0 <= trial_days <= MAX_TRIAL_DAYS:
         raise ValidationFailed.field("trial_days", f"must be between 0 and {MAX_TRIAL_DAYS}")
-    validation.metadata("metadata", data.metadata)
+    validation.validate_metadata("metadata", data.metadata)
     starts_at = ensure_utc(data.starts_at) if data.starts_at else now
     await lock_customer(session, customer.id)
     await _refuse_overlap(session, customer.id, starts_at)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import money
 from billing.core.clock import format_timestamp
 from billing.core.db.engine import Database
+from billing.customers.archived import archived_among
 from billing.customers.service import customers_by_reference
 from billing.metering import rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit
@@ -240,8 +241,10 @@ async def _resolve(
         {e.meter for _, e, _ in decoded},
         lambda keys: _meter_specs(session, tenant_id, keys),
     )
-    # Subscriptions change (created, canceled): never cached.
-    subscriptions = await coverage.coverages(session, tenant_id, set(customers.values()))
+    # Archiving and subscriptions change: never cached, read once per batch.
+    customer_ids = set(customers.values())
+    archived = await archived_among(session, customer_ids)
+    subscriptions = await coverage.coverages(session, tenant_id, customer_ids)
     candidates = []
     for index, event, properties in decoded:
         if index % YIELD_EVERY == YIELD_EVERY - 1:
@@ -254,6 +257,7 @@ async def _resolve(
                     event,
                     properties,
                     customer,
+                    customer in archived,
                     meters.get(event.meter),
                     subscriptions.get(customer or "", []),
                 )
@@ -268,11 +272,14 @@ def _candidate(
     event: EventIn,
     properties: str | None,
     customer: str | None,
+    archived: bool,
     meter: MeterSpec | None,
     subscriptions: list[Coverage],
 ) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer '{event.customer}'")
+    if archived:
+        raise Rejection("customer_archived", f"customer '{event.customer}' is archived")
     if meter is None:
         raise Rejection("unknown_meter", f"no meter '{event.meter}'")
     timestamp = event.timestamp.astimezone(UTC)

@@ -17,6 +17,8 @@ CARD_TOPICS: Final = (
     "customer.payment_method_removed",
     "customer.payment_method_updated",
 )
+# Emitted by archiving, with the customer.
+CUSTOMER_TOPICS: Final = ("customer.archived",)
 # Emitted by dunning: the customer for customer.*, the unpaid invoice for dunning.*.
 DUNNING_CUSTOMER_TOPICS: Final = ("customer.suspended",)
 DUNNING_INVOICE_TOPICS: Final = ("dunning.recovered", "dunning.exhausted")
@@ -28,7 +30,12 @@ SUBSCRIPTION_TOPICS: Final = (
     "subscription.trial_will_end",
 )
 TOPICS: Final = frozenset(
-    INVOICE_TOPICS + CARD_TOPICS + DUNNING_CUSTOMER_TOPICS + DUNNING_INVOICE_TOPICS + SUBSCRIPTION_TOPICS
+    INVOICE_TOPICS
+    + CARD_TOPICS
+    + CUSTOMER_TOPICS
+    + DUNNING_CUSTOMER_TOPICS
+    + DUNNING_INVOICE_TOPICS
+    + SUBSCRIPTION_TOPICS
 )
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
@@ -45,6 +52,7 @@ EventType = Literal[
     "customer.payment_method_expiring",
     "customer.payment_method_removed",
     "customer.payment_method_updated",
+    "customer.archived",
     "customer.suspended",
     "dunning.recovered",
     "dunning.exhausted",

@@ -43,6 +43,7 @@ OUTPUT_FIELDS = {
     "card",
     "metadata",
     "payment_status",
+    "archived_at",
     "dunning",
     "created_at",
     "updated_at",
@@ -282,7 +283,8 @@ async def test_metadata_at_the_limits_is_accepted(client: httpx.AsyncClient, ten
     ("patch", "field"),
     [
         ({"external_id": "renamed"}, "external_id"),
-        ({"currency": "EUR"}, "currency"),
+        ({"currency": "eur"}, "currency"),
+        ({"currency": None}, "currency"),
         ({"payment_status": "delinquent"}, "payment_status"),
         ({"timezone": "Europe/Atlantis"}, "timezone"),
         ({"email": "nope"}, "email"),

@@ -154,7 +154,7 @@ async def test_a_limit_out_of_range_answers_422(
     [
         ("/v1/tenant", "GET, OPTIONS, PATCH"),
         ("/v1/customers", "GET, OPTIONS, POST"),
-        ("/v1/customers/acme-42", "GET, OPTIONS, PATCH"),
+        ("/v1/customers/acme-42", "DELETE, GET, OPTIONS, PATCH"),
         ("/v1/invoices/export.csv", "GET, OPTIONS"),
         ("/v1/invoices/inv_unknown/void", "OPTIONS, POST"),
         ("/v1/billing/run", "OPTIONS, POST"),
