@@ -155,18 +155,22 @@ def _current_period(sub: Subscription, now: datetime) -> schedule.periods.Period
 def _instant(sub: Subscription, when: str, clock: Clock) -> datetime:
     """T of a change "now" or backdated: inside the subscription's earliest period not yet closed."""
     if when == "now":
+        # "now" may come after a period end the billing run has not closed yet: the periods
+        # before are closed with the change, so any instant from the first unclosed one on works.
         at = clock.now.replace(microsecond=0)
-    else:
-        try:
-            at = parse_timestamp(when)
-        except ValueError:
-            raise ValidationFailed.field(
-                "when", "must be 'now', 'period_end' or an RFC 3339 instant"
-            ) from None
-        if at.microsecond:
-            raise ValidationFailed.field("when", "must be a whole second")
-        if at > clock.now and not clock.allow_future:
-            raise ValidationFailed.field("when", "must not be in the future")
+        if (sub.billed_through is not None and at < sub.billed_through) or schedule.period_at(
+            sub, at
+        ) is None:
+            raise Conflict(f"Subscription {sub.id} has no period in effect now", code="invalid_transition")
+        return max(at, sub.starts_at)
+    try:
+        at = parse_timestamp(when)
+    except ValueError:
+        raise ValidationFailed.field("when", "must be 'now', 'period_end' or an RFC 3339 instant") from None
+    if at.microsecond:
+        raise ValidationFailed.field("when", "must be a whole second")
+    if at > clock.now and not clock.allow_future:
+        raise ValidationFailed.field("when", "must not be in the future")
     period = schedule.upcoming_period(sub)
     if period is None or not period.start <= at < period.end:
         raise ValidationFailed.field("when", "must fall inside the subscription's current period")
