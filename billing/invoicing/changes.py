@@ -114,8 +114,10 @@ async def _change_plan_or_seats(
         at = _current_period(sub, now).end
         if plan is None:
             sub.quantities = schedule.with_segment(sub, at, quantity or schedule.quantity_at(sub, now))
-            return sub
-        return await _hand_over(session, sub, plan, quantity, at, clock, reason=None)
+        else:
+            await _hand_over(session, sub, plan, quantity, at, clock, reason=None)
+        # Until the period ends the subscription in force is this one, showing its pending_change.
+        return sub
     at = _instant(sub, when, clock)
     if plan is None:
         sub.quantities = schedule.with_segment(sub, at, quantity or schedule.quantity_at(sub, at))
