@@ -218,11 +218,19 @@ async def _hand_over(
 
 
 async def _close_now(session: AsyncSession, sub: Subscription, clock: Clock) -> None:
-    """Close the periods that have ended by now (the one cut short included) into drafts."""
+    """Close the periods that have ended by now (the one cut short included) into drafts.
+
+    Closing the last period announces the end (``subscription.canceled`` / ``.ended``). An end
+    at the start of the first unclosed period (or of the subscription) leaves none to close, so
+    it is announced here."""
+    nothing_left = sub.cancel_at is not None and sub.cancel_at <= (sub.billed_through or sub.starts_at)
     tenant = await get_tenant(session, sub.tenant_id)
     await close_periods(
         session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=RunTallies(clock.now)
     )
+    if nothing_left and schedule.has_ended(sub, clock.now):
+        topic = "subscription.ended" if sub.end_reason == "replaced" else "subscription.canceled"
+        await emit(session, sub, topic, clock.now)
 
 
 async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock: Clock) -> Subscription:
@@ -243,14 +251,20 @@ async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock
         _end(sub, at, now, reason=None)
         sub.cancel_at_period_end = True
         await session.flush()
-        await emit(session, sub, "subscription.updated", now)
+        # A scheduled subscription canceled at period end never starts: it ends here.
+        await emit(
+            session,
+            sub,
+            "subscription.canceled" if schedule.has_ended(sub, now) else "subscription.updated",
+            now,
+        )
         return sub
     await _drop_pending_successor(session, sub)
     at = await _cancel_instant(session, sub, None if data.at is UNSET else data.at, now)
     _end(sub, max(at, sub.starts_at), now, reason="subscription_cancel")
     await session.flush()
     await _close_now(session, sub, clock)
-    if sub.cancel_at is not None and sub.cancel_at > now:
+    if not schedule.has_ended(sub, now):
         await emit(session, sub, "subscription.updated", now)
     return sub
 
