@@ -365,6 +365,11 @@ async def test_trial_days_on_the_subscription_override_the_plan_and_are_bounded(
     ended = await patch(client, shop, created["id"], {"trial_end": "now"})
     assert ended.status_code == 200, ended.text
     assert (ended.json()["status"], ended.json()["trial_end"]) == ("active", "2026-11-21T12:00:00Z")
+    await run(client, shop, z(DEC))
+    trial, paid = await invoices_of(client, shop, created["id"])
+    assert (trial["period_end"], trial["total"]) == ("2026-11-21T12:00:00Z", 0)
+    t = at("2026-11-21T12:00:00Z")
+    assert base_fee_amounts(paid) == [("1", prorated(BASIC_FEE, 1, t, DEC, "UTC"))]
     none = await subscribe(client, shop, "ist", "trial", NOV, trial_days=0)
     assert (none["status"], none["trial_end"]) == ("active", None)
 
