@@ -241,6 +241,12 @@ async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock
     state = schedule.status(sub, now)
     if state in ("canceled", "ended"):
         raise Conflict(f"Subscription {sub.id} has already ended", code="invalid_transition")
+    if state == "scheduled" and sub.replaces is not None:
+        raise Conflict(
+            f"Subscription {sub.id} is the pending change of {sub.replaces}:"
+            f" DELETE /v1/subscriptions/{sub.replaces}/pending-change drops it",
+            code="invalid_transition",
+        )
     await lock_customer(session, sub.customer_id)
     if data.when == "period_end":
         if sub.replaced_by is not None:
