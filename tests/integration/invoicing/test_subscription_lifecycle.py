@@ -587,3 +587,16 @@ async def test_a_late_event_of_the_replaced_subscription_is_billed_under_its_pla
     assert shown["billing_status"] == "invoiced" and shown["invoice"] != closing["id"]
     (cycle,) = await invoices_of(client, shop, new["id"])
     assert usage(cycle) == ("0", 0)
+
+
+async def test_the_subscription_waiting_as_a_pending_change_is_not_canceled_on_its_own(
+    client: httpx.AsyncClient, shop: TenantHandle
+) -> None:
+    old = await subscribe(client, shop, "c1", "basic", NOV)
+    assert (await patch(client, shop, old["id"], {"plan": "pro", "when": "period_end"})).status_code == 200
+    (waiting,) = (await ok(client, shop, "GET", "/v1/subscriptions?status=scheduled"))["data"]
+    assert (waiting["replaces"], waiting["starts_at"]) == (old["id"], z(DEC))
+    for body in ({"when": "now"}, {"when": "period_end"}):
+        assert_problem(await cancel(client, shop, waiting["id"], body), 409, "invalid_transition")
+    assert await fetch(client, shop, waiting["id"]) == waiting
+    assert (await fetch(client, shop, old["id"]))["pending_change"]["effective_at"] == z(DEC)
