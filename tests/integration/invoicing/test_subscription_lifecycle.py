@@ -86,6 +86,10 @@ async def test_a_plan_change_now_closes_the_old_period_at_once_and_starts_a_succ
     assert (new["current_period_start"], new["current_period_end"]) == (z(t), z(DEC))
     ended = await fetch(client, shop, old["id"])
     assert (ended["status"], ended["ended_at"], ended["replaced_by"]) == ("ended", z(t), new["id"])
+    for body in ({"plan": "pro"}, {"quantity": 2}, {"plan": "pro", "when": "period_end"}):
+        assert_problem(await patch(client, shop, old["id"], body), 409, "invalid_transition")
+    assert_problem(await cancel(client, shop, old["id"], {"when": "now"}), 409, "invalid_transition")
+    assert await fetch(client, shop, old["id"]) == ended
     (closing,) = await invoices_of(client, shop, old["id"])
     assert (closing["status"], closing["period_start"], closing["period_end"]) == ("draft", NOV, z(t))
     assert base_fee_amounts(closing) == [("1", prorated(BASIC_FEE, 1, S, t, "UTC"))]
@@ -600,3 +604,23 @@ async def test_the_subscription_waiting_as_a_pending_change_is_not_canceled_on_i
         assert_problem(await cancel(client, shop, waiting["id"], body), 409, "invalid_transition")
     assert await fetch(client, shop, waiting["id"]) == waiting
     assert (await fetch(client, shop, old["id"]))["pending_change"]["effective_at"] == z(DEC)
+
+
+async def test_a_scheduled_subscription_changes_in_place_and_bills_nothing(
+    client: httpx.AsyncClient, shop: TenantHandle
+) -> None:
+    created = await subscribe(client, shop, "c1", "basic", "2027-01-01T00:00:00Z")
+    response = await patch(client, shop, created["id"], {"plan": "pro", "quantity": 3})
+    assert response.status_code == 200, response.text
+    changed = response.json()
+    assert (changed["id"], changed["status"], changed["plan_code"], changed["quantity"]) == (
+        created["id"],
+        "scheduled",
+        "pro",
+        3,
+    )
+    assert (changed["replaces"], changed["replaced_by"]) == (None, None)
+    assert await invoices(client, shop) == []
+    await run(client, shop, "2027-02-01T00:00:00Z")
+    (january,) = await invoices_of(client, shop, created["id"])
+    assert base_fee_amounts(january) == [("3", PRO_FEE * 3)]
