@@ -114,8 +114,10 @@ async def _change_plan_or_seats(
         at = _current_period(sub, now).end
         if plan is None:
             sub.quantities = schedule.with_segment(sub, at, quantity or schedule.quantity_at(sub, now))
-            return sub
-        return await _hand_over(session, sub, plan, quantity, at, clock, reason=None)
+        else:
+            await _hand_over(session, sub, plan, quantity, at, clock, reason=None)
+        # Until the period ends the subscription in force is this one, showing its pending_change.
+        return sub
     at = _instant(sub, when, clock)
     if plan is None:
         sub.quantities = schedule.with_segment(sub, at, quantity or schedule.quantity_at(sub, at))
@@ -155,18 +157,22 @@ def _current_period(sub: Subscription, now: datetime) -> schedule.periods.Period
 def _instant(sub: Subscription, when: str, clock: Clock) -> datetime:
     """T of a change "now" or backdated: inside the subscription's earliest period not yet closed."""
     if when == "now":
+        # "now" may come after a period end the billing run has not closed yet: the periods
+        # before are closed with the change, so any instant from the first unclosed one on works.
         at = clock.now.replace(microsecond=0)
-    else:
-        try:
-            at = parse_timestamp(when)
-        except ValueError:
-            raise ValidationFailed.field(
-                "when", "must be 'now', 'period_end' or an RFC 3339 instant"
-            ) from None
-        if at.microsecond:
-            raise ValidationFailed.field("when", "must be a whole second")
-        if at > clock.now and not clock.allow_future:
-            raise ValidationFailed.field("when", "must not be in the future")
+        if (sub.billed_through is not None and at < sub.billed_through) or schedule.period_at(
+            sub, at
+        ) is None:
+            raise Conflict(f"Subscription {sub.id} has no period in effect now", code="invalid_transition")
+        return max(at, sub.starts_at)
+    try:
+        at = parse_timestamp(when)
+    except ValueError:
+        raise ValidationFailed.field("when", "must be 'now', 'period_end' or an RFC 3339 instant") from None
+    if at.microsecond:
+        raise ValidationFailed.field("when", "must be a whole second")
+    if at > clock.now and not clock.allow_future:
+        raise ValidationFailed.field("when", "must not be in the future")
     period = schedule.upcoming_period(sub)
     if period is None or not period.start <= at < period.end:
         raise ValidationFailed.field("when", "must fall inside the subscription's current period")
@@ -212,11 +218,19 @@ async def _hand_over(
 
 
 async def _close_now(session: AsyncSession, sub: Subscription, clock: Clock) -> None:
-    """Close the periods that have ended by now (the one cut short included) into drafts."""
+    """Close the periods that have ended by now (the one cut short included) into drafts.
+
+    Closing the last period announces the end (``subscription.canceled`` / ``.ended``). An end
+    at the start of the first unclosed period (or of the subscription) leaves none to close, so
+    it is announced here."""
+    nothing_left = sub.cancel_at is not None and sub.cancel_at <= (sub.billed_through or sub.starts_at)
     tenant = await get_tenant(session, sub.tenant_id)
     await close_periods(
         session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=RunTallies(clock.now)
     )
+    if nothing_left and schedule.has_ended(sub, clock.now):
+        topic = "subscription.ended" if sub.end_reason == "replaced" else "subscription.canceled"
+        await emit(session, sub, topic, clock.now)
 
 
 async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock: Clock) -> Subscription:
@@ -227,6 +241,12 @@ async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock
     state = schedule.status(sub, now)
     if state in ("canceled", "ended"):
         raise Conflict(f"Subscription {sub.id} has already ended", code="invalid_transition")
+    if state == "scheduled" and sub.replaces is not None:
+        raise Conflict(
+            f"Subscription {sub.id} is the pending change of {sub.replaces}:"
+            f" DELETE /v1/subscriptions/{sub.replaces}/pending-change drops it",
+            code="invalid_transition",
+        )
     await lock_customer(session, sub.customer_id)
     if data.when == "period_end":
         if sub.replaced_by is not None:
@@ -237,14 +257,20 @@ async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock
         _end(sub, at, now, reason=None)
         sub.cancel_at_period_end = True
         await session.flush()
-        await emit(session, sub, "subscription.updated", now)
+        # A scheduled subscription canceled at period end never starts: it ends here.
+        await emit(
+            session,
+            sub,
+            "subscription.canceled" if schedule.has_ended(sub, now) else "subscription.updated",
+            now,
+        )
         return sub
     await _drop_pending_successor(session, sub)
     at = await _cancel_instant(session, sub, None if data.at is UNSET else data.at, now)
     _end(sub, max(at, sub.starts_at), now, reason="subscription_cancel")
     await session.flush()
     await _close_now(session, sub, clock)
-    if sub.cancel_at is not None and sub.cancel_at > now:
+    if not schedule.has_ended(sub, now):
         await emit(session, sub, "subscription.updated", now)
     return sub
 
