@@ -7,6 +7,7 @@ from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
 from billing.invoicing.models import (
     Invoice,
+    InvoiceItem,
     InvoiceLine,
     InvoiceSequence,
     InvoiceStatusChange,
@@ -30,6 +31,7 @@ __all__ = [
     "DunningPolicy",
     "FinanceSession",
     "Invoice",
+    "InvoiceItem",
     "InvoiceLine",
     "InvoiceSequence",
     "InvoiceStatusChange",
