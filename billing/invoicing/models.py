@@ -106,9 +106,7 @@ class Invoice(Base):
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
     # None for a standalone invoice (POST /v1/invoices).
-    subscription_id: Mapped[str | None] = mapped_column(
-        sa.ForeignKey("subscriptions.id", ondelete="CASCADE")
-    )
+    subscription_id: Mapped[str | None] = mapped_column(sa.ForeignKey("subscriptions.id", ondelete="CASCADE"))
     billing_reason: Mapped[str] = mapped_column(
         sa.String(32), default="subscription_cycle", server_default="subscription_cycle"
     )
@@ -135,7 +133,7 @@ class Invoice(Base):
     memo: Mapped[str | None] = mapped_column(sa.Text)
     # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
     metadata_: Mapped[dict[str, str]] = mapped_column(
-        "metadata", JSONType, default=dict, server_default=sa.text("'{}'")
+        "metadata", JSONType, key="metadata_", default=dict, server_default=sa.text("'{}'")
     )
     # False: the draft waits for POST /v1/invoices/{id}/finalize whatever its grace period.
     auto_finalize: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
@@ -201,7 +199,7 @@ class InvoiceItem(Base):
     # The period the line is dated by: the item's creation instant unless given.
     period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     period_end: Mapped[datetime] = mapped_column(UTCDateTime())
-    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, key="metadata_", default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -35,7 +35,6 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-
     __table_args__ = (sa.CheckConstraint("net_terms_days BETWEEN 0 AND 365", name="net_terms_days"),)
 
 

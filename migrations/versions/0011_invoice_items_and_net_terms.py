@@ -65,7 +65,9 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("memo", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("metadata", JSON, server_default=sa.text("'{}'"), nullable=False))
-        batch_op.add_column(sa.Column("auto_finalize", sa.Boolean(), server_default=sa.true(), nullable=False))
+        batch_op.add_column(
+            sa.Column("auto_finalize", sa.Boolean(), server_default=sa.true(), nullable=False)
+        )
         batch_op.add_column(sa.Column("overdue_notified_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.alter_column("subscription_id", existing_type=sa.String(length=40), nullable=True)
         batch_op.create_index("ix_invoices_open_due", ["status", "due_at"], unique=False)
@@ -119,7 +121,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("invoice_items", schema=None) as batch_op:
         batch_op.create_index("ix_invoice_items_invoice_id", ["invoice_id"], unique=False)
-        batch_op.create_index("ix_invoice_items_pending", ["tenant_id", "customer_id", "status"], unique=False)
+        batch_op.create_index(
+            "ix_invoice_items_pending", ["tenant_id", "customer_id", "status"], unique=False
+        )
         batch_op.create_index("ix_invoice_items_tenant_id_id", ["tenant_id", "id"], unique=False)
 
 

@@ -43,6 +43,7 @@ OUTPUT_FIELDS = {
     "card",
     "metadata",
     "payment_status",
+    "net_terms_days",
     "dunning",
     "created_at",
     "updated_at",

@@ -483,9 +483,9 @@ async def export(client: httpx.AsyncClient, tenant: TenantHandle, **params: str)
     assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
     header = text.split("\r\n", 1)[0]
     assert header == (
-        "invoice_id,number,status,customer,customer_external_id,subscription,currency,invoice_period_start,"
-        "invoice_period_end,invoice_total,finalized_at,line,kind,meter,description,quantity,amount,"
-        "amount_decimal,line_period_start,line_period_end"
+        "invoice_id,number,status,customer,customer_external_id,subscription,billing_reason,currency,"
+        "invoice_period_start,invoice_period_end,invoice_total,finalized_at,due_at,overdue,line,kind,meter,"
+        "description,quantity,amount,amount_decimal,line_period_start,line_period_end"
     )
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
