@@ -14,6 +14,7 @@ import pytest
 from billing.core.clock import FrozenClock, format_timestamp, parse_timestamp
 from billing.web.auth import Scope
 from tests.conftest import FROZEN_AT, TenantHandle, listening
+from tests.finance_browser import FinanceBrowser
 from tests.integration.invoicing.test_invoice_lifecycle import (
     act,
     call,
@@ -394,6 +395,14 @@ async def test_an_unpaid_invoice_past_its_due_date_is_overdue_in_the_list_the_cs
         (draft["id"], "true", "manual", "")
     ]
     assert rows[0]["due_at"] == due
+
+    page = FinanceBrowser(client)
+    assert (await page.log_in(tenant.keys[Scope.FINANCE])).status_code == 303
+    listing = (await page.get("/finance/invoices")).text
+    assert listing.count('<span class="badge overdue">overdue</span>') == 1
+    assert due[:10] in listing
+    detail = (await page.get(f"/finance/invoices/{draft['id']}")).text
+    assert '<span class="badge overdue">overdue</span>' in detail
 
 
 # Isolation
