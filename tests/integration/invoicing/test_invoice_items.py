@@ -3,15 +3,19 @@ the API."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import httpx
 import pytest
 
+from billing import jobs
 from billing.core.clock import FrozenClock, format_timestamp, parse_timestamp
+from billing.core.context import AppContext
 from billing.web.auth import Scope
 from tests.conftest import FROZEN_AT, TenantHandle, listening
 from tests.finance_browser import FinanceBrowser
@@ -429,3 +433,28 @@ async def test_another_tenants_customer_and_draft_answer_404(
     assert_problem(foreign_draft, 404, "not_found")
     assert await items_of(client, tenant) == []
     assert (await get_invoice(client, other, theirs["id"]))["total"] == 100
+
+
+@pytest.mark.postgres_only
+async def test_concurrent_billing_runs_put_each_item_on_one_invoice_the_customers_earliest(
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext
+) -> None:
+    customers = [f"c{n:02d}" for n in range(30)]
+    await setup(client, tenant, customers, starts_at="2026-09-01T00:00:00Z", base_fee=1000)
+    for external_id in customers:
+        await item(client, tenant, customer=external_id, description="Setup", amount=400)
+        await item(client, tenant, customer=external_id, description="Credit", amount=-150)
+    run_at = jobs.Run(at=datetime(2026, 11, 2, tzinfo=UTC))
+    await asyncio.gather(jobs.run_jobs(ctx, run_at), jobs.run_jobs(ctx, run_at))
+
+    everything = await listed(client, tenant)
+    assert len(everything) == 60
+    on_lines = Counter(x["invoice_item"] for i in everything for x in i["lines"] if x["invoice_item"])
+    all_items = await items_of(client, tenant, limit="100")
+    assert len(on_lines) == len(all_items) == 60 and set(on_lines.values()) == {1}
+    for invoice in everything:
+        september = invoice["period_start"] == "2026-09-01T00:00:00Z"
+        amounts = [x["amount"] for x in invoice["lines"] if x["kind"] == "invoice_item"]
+        assert amounts == ([400, -150] if september else [])
+        assert invoice["total"] == 1000 + sum(amounts)
+    assert {(i["status"], bool(i["invoice"])) for i in all_items} == {("invoiced", True)}
