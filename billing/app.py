@@ -26,6 +26,7 @@ from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
 from billing.finance.routes import finance_router
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
+from billing.invoicing.item_routes import InvoiceItemController
 from billing.invoicing.routes import (
     InvoiceController,
     PlanController,
@@ -61,6 +62,7 @@ API_ROUTES = [
     PlanController,
     SubscriptionController,
     InvoiceController,
+    InvoiceItemController,
     InvoicePaymentController,
     PaymentController,
     UpcomingInvoiceController,

@@ -37,6 +37,7 @@ class BillingRunOut(msgspec.Struct):
     payments_attempted: int
     payments_reconciled: int
     dunning_steps: int
+    invoices_overdue: int
 
 
 class BillingRunController(Controller):
@@ -62,4 +63,5 @@ class BillingRunController(Controller):
             payments_attempted=done["payments_charge"],
             payments_reconciled=done["payments_reconcile"],
             dunning_steps=done["dunning"],
+            invoices_overdue=done["invoices_overdue"],
         )

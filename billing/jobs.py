@@ -20,10 +20,12 @@ from billing.dunning import cards as dunning_cards
 from billing.dunning import run as dunning_run
 from billing.invoicing import run as invoicing_run
 from billing.invoicing.invoices import SCHEDULER
+from billing.invoicing.overdue import announce_overdue
 from billing.notifications import subscription_events, tenant_events
 from billing.notifications.dispatch import dispatch_notifications
 from billing.payments.charge import charge_due
 from billing.payments.reconcile import flag_stale, reconcile_due
+from billing.payments.views import PAYMENTS
 from billing.stripe_events.process import process_all
 from billing.web.idempotency_keys import purge_expired
 from billing.webhooks import consumer as webhook_consumer
@@ -88,6 +90,11 @@ JOBS: tuple[Job, ...] = (
     Job("payments_charge", 60, lambda ctx, r: charge_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
     Job("payments_sweep", 3600, lambda ctx, r: flag_stale(ctx, at=r.when(ctx))),
     Job("dunning", 60, lambda ctx, r: dunning_run.run_dunning(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
+    Job(
+        "invoices_overdue",
+        60,
+        lambda ctx, r: announce_overdue(ctx, PAYMENTS, at=r.when(ctx), tenant_id=r.tenant_id),
+    ),
     Job(
         "card_scan",
         60,

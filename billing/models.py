@@ -7,6 +7,7 @@ from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
 from billing.invoicing.models import (
     Invoice,
+    InvoiceItem,
     InvoiceLine,
     InvoiceSequence,
     InvoiceStatusChange,
@@ -32,6 +33,7 @@ __all__ = [
     "FinanceSession",
     "IdempotencyKey",
     "Invoice",
+    "InvoiceItem",
     "InvoiceLine",
     "InvoiceSequence",
     "InvoiceStatusChange",

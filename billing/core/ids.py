@@ -19,6 +19,7 @@ PREFIXES = frozenset(
         "plan",
         "sub",
         "inv",
+        "ii",
         "pay",
         "dun",
         "ntf",

@@ -37,6 +37,8 @@ class Customer(Base):
     payment_status: Mapped[str] = mapped_column(sa.String(20), default="ok")
     # Set once by archiving (as Stripe's delete, keeping the history); never cleared.
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # None: the tenant's net_terms_days apply.
+    net_terms_days: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -47,4 +49,5 @@ class Customer(Base):
         sa.Index("ix_customers_tenant_id_provider_customer_id", "tenant_id", "provider_customer_id"),
         sa.Index("ix_customers_card_expiry", "card_exp_year", "card_exp_month"),
         sa.CheckConstraint(one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
+        sa.CheckConstraint("net_terms_days BETWEEN 0 AND 365", name="net_terms_days"),
     )

@@ -34,6 +34,7 @@ class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
     default_payment_method: str | None = None
     card: Card | None = None
     metadata: dict[str, str] | None = None
+    net_terms_days: int | None = None
 
 
 class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -52,6 +53,7 @@ class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     default_payment_method: str | UnsetType | None = UNSET
     card: Card | UnsetType | None = UNSET
     metadata: dict[str, str] | UnsetType | None = UNSET
+    net_terms_days: int | UnsetType | None = UNSET
 
 
 class CustomerOut(msgspec.Struct):
@@ -68,6 +70,8 @@ class CustomerOut(msgspec.Struct):
     metadata: dict[str, str]
     payment_status: str
     archived_at: datetime | None
+    # None: the tenant's net terms apply.
+    net_terms_days: int | None
     # The open dunning case, summarised; filled in once dunning exists.
     dunning: dict[str, Any] | None
     created_at: datetime
@@ -90,6 +94,7 @@ def customer_out(customer: Customer, dunning: dict[str, Any] | None = None) -> C
         metadata=dict(customer.metadata_),
         payment_status=customer.payment_status,
         archived_at=customer.archived_at,
+        net_terms_days=customer.net_terms_days,
         dunning=dunning,
         created_at=customer.created_at,
         updated_at=customer.updated_at,

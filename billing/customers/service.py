@@ -29,6 +29,7 @@ EXTERNAL_ID_MAX_LENGTH = 128
 NAME_MAX_LENGTH = 200
 PROVIDER_REFERENCE_MAX_LENGTH = 255
 DEFAULT_LOCALE = "en"
+NET_TERMS_MAX_DAYS = 365
 
 
 async def create_customer(
@@ -54,6 +55,7 @@ async def create_customer(
         provider_customer_id=_provider_reference("provider_customer_id", data.provider_customer_id),
         default_payment_method=_provider_reference("default_payment_method", data.default_payment_method),
         metadata_=validation.validate_metadata("metadata", data.metadata or {}),
+        net_terms_days=_net_terms(data.net_terms_days),
         **card_columns(data.card),
         payment_status="ok",
         created_at=now,
@@ -175,6 +177,8 @@ async def update_customer(
             f"Customer {customer.id} has billing history in {customer.currency}; its currency is fixed",
             code="currency_locked",
         )
+    if patch.net_terms_days is not UNSET:
+        changes["net_terms_days"] = _net_terms(patch.net_terms_days)
     for attribute, value in changes.items():
         setattr(customer, attribute, value)
     customer.updated_at = now
@@ -198,6 +202,10 @@ def _email(value: str | None) -> str | None:
 
 def _name(value: str | None) -> str | None:
     return None if value is None else validation.text("name", value, max_length=NAME_MAX_LENGTH)
+
+
+def _net_terms(value: int | None) -> int | None:
+    return None if value is None else validation.int_range("net_terms_days", value, 0, NET_TERMS_MAX_DAYS)
 
 
 def _timezone(value: str | None) -> str | None:

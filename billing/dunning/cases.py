@@ -192,7 +192,7 @@ async def _exhaust(
         await outbox.emit(
             session, tenant_id=case.tenant_id, topic="customer.suspended", payload=suspended, now=at
         )
-    event["object"] = await invoice_snapshot(session, invoice)
+    event["object"] = await invoice_snapshot(session, invoice, at=at)
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.exhausted", payload=event, now=at)
     await sync_past_due(session, invoice, at=at)
 
@@ -213,7 +213,7 @@ async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetim
         "case_id": case.id,
         "invoice_id": invoice.id,
         "customer_id": case.customer_id,
-        "object": await invoice_snapshot(session, invoice),
+        "object": await invoice_snapshot(session, invoice, at=at),
     }
     await outbox.emit(session, tenant_id=case.tenant_id, topic="dunning.recovered", payload=event, now=at)
     await sync_past_due(session, invoice, at=at)
@@ -260,10 +260,10 @@ async def _has_unpaid_cases(session: AsyncSession, customer_id: str, *, other_th
     return (await session.scalar(query)) is not None
 
 
-async def invoice_snapshot(session: AsyncSession, invoice: Invoice) -> Any:
-    """The invoice as it is now, as an event carries it (``data`` of an outgoing webhook)."""
+async def invoice_snapshot(session: AsyncSession, invoice: Invoice, *, at: datetime) -> Any:
+    """The invoice as it is at ``at``, as an event carries it (``data`` of an outgoing webhook)."""
     await session.flush()
-    (out,) = await invoices.invoices_out(session, [invoice], PAYMENTS)
+    (out,) = await invoices.invoices_out(session, [invoice], PAYMENTS, now=at)
     return msgspec.to_builtins(out)
 
 

@@ -90,7 +90,7 @@ class InvoicePage:
 async def load(ctx: AppContext, tenant_id: str, invoice_id: str) -> InvoicePage:
     async with ctx.database.read() as session:
         invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
-        out = (await invoices.invoices_out(session, [invoice], PAYMENTS))[0]
+        out = (await invoices.invoices_out(session, [invoice], PAYMENTS, now=ctx.clock.now()))[0]
         customer = await session.get_one(Customer, invoice.customer_id)
         case = await session.scalar(sa.select(DunningCase).where(DunningCase.invoice_id == invoice.id))
         case_out = (await cases_out(session, [case]))[0] if case is not None else None

@@ -21,6 +21,7 @@ from billing.customers.models import Customer
 from billing.customers.service import get_customer
 from billing.invoicing.invoices import InvoiceFilters, filtered
 from billing.invoicing.models import Invoice
+from billing.invoicing.schemas import is_overdue
 
 PAGE_SIZE = 50
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")
@@ -45,7 +46,10 @@ class Total:
     amount_paid: int
 
 
-async def read_query(session: AsyncSession, tenant_id: str, raw: Mapping[str, str]) -> ListQuery:
+async def read_query(
+    session: AsyncSession, tenant_id: str, raw: Mapping[str, str], now: datetime
+) -> ListQuery:
+    """The form's filters; ``now`` is the instant invoices are overdue at."""
     params = {name: raw.get(name, "").strip()[:200] for name in FIELDS}
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
@@ -63,7 +67,7 @@ async def read_query(session: AsyncSession, tenant_id: str, raw: Mapping[str, st
     _read_date(params, "period_to", "period_start_lt", values, errors, next_day=True)
     _read_amount(params, "total_min", values, errors)
     _read_amount(params, "total_max", values, errors)
-    return ListQuery(params, InvoiceFilters(**values), errors, _page_number(raw.get("page", "1")))
+    return ListQuery(params, InvoiceFilters(**values, now=now), errors, _page_number(raw.get("page", "1")))
 
 
 def _read_date(
@@ -123,6 +127,7 @@ class Row:
     invoice: Invoice
     customer_external_id: str
     customer_name: str | None
+    overdue: bool
 
 
 async def page_of(session: AsyncSession, tenant_id: str, query: ListQuery) -> list[Row]:
@@ -135,4 +140,7 @@ async def page_of(session: AsyncSession, tenant_id: str, query: ListQuery) -> li
         .offset((query.page - 1) * PAGE_SIZE)
         .limit(PAGE_SIZE)
     )
-    return [Row(*found) for found in (await session.execute(stmt)).all()]
+    return [
+        Row(invoice, external_id, name, is_overdue(invoice, query.filters.now))
+        for invoice, external_id, name in (await session.execute(stmt)).all()
+    ]

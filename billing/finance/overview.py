@@ -27,6 +27,7 @@ from billing.core.context import AppContext
 from billing.core.db.queries import decimal_greatest, decimal_sum
 from billing.dunning.models import DunningCase
 from billing.invoicing import periods
+from billing.invoicing.invoices import overdue_at
 from billing.invoicing.models import Invoice
 from billing.metering import usage
 from billing.metering.models import Meter
@@ -128,7 +129,7 @@ async def load(ctx: AppContext, tenant_id: str) -> Overview:
             timezone=zone,
             currency=tenant.currency,
             owed=await _owed(session, tenant_id),
-            overdue=await _count(session, Invoice, tenant_id, Invoice.status == "open", Invoice.due_at < now),
+            overdue=await _count(session, Invoice, tenant_id, overdue_at(now)),
             in_dunning=await _count(session, DunningCase, tenant_id, DunningCase.status == "active"),
             months=months,
             revenue=await _revenue(session, tenant_id, months) or [_no_revenue(tenant.currency, months)],

@@ -119,7 +119,9 @@ class InvoicePages(Controller):
     @get()
     async def invoice_list(self, ctx: Ctx, request: Request[Any, Any, Any], user: User) -> Response[Any]:
         async with ctx.database.read() as session:
-            query = await invoice_list.read_query(session, user.tenant_id, request.query_params)
+            query = await invoice_list.read_query(
+                session, user.tenant_id, request.query_params, ctx.clock.now()
+            )
             if query.errors:
                 totals, rows = [], []
             else:
@@ -142,7 +144,9 @@ class InvoicePages(Controller):
     @get("/export.csv")
     async def export(self, ctx: Ctx, request: Request[Any, Any, Any], user: User) -> Response[Any]:
         async with ctx.database.read() as session:
-            query = await invoice_list.read_query(session, user.tenant_id, request.query_params)
+            query = await invoice_list.read_query(
+                session, user.tenant_id, request.query_params, ctx.clock.now()
+            )
         if query.errors:
             raise BadRequest("The filter is not valid; correct it on the invoice list first")
         return Stream(

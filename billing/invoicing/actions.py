@@ -19,7 +19,7 @@ async def read_invoice(
 ) -> InvoiceOut:
     async with ctx.database.read() as session:
         invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
-        return (await invoices.invoices_out(session, [invoice], payments))[0]
+        return (await invoices.invoices_out(session, [invoice], payments, now=ctx.clock.now()))[0]
 
 
 async def finalize_now(
@@ -29,7 +29,7 @@ async def finalize_now(
         invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
         tenant = await get_tenant(session, tenant_id)
         await finalize(session, tenant, invoice, at=ctx.clock.now(), actor=actor)
-        return (await invoices.invoices_out(session, [invoice], payments))[0]
+        return (await invoices.invoices_out(session, [invoice], payments, now=ctx.clock.now()))[0]
 
 
 async def void_now(
@@ -37,12 +37,16 @@ async def void_now(
 ) -> InvoiceOut:
     async with ctx.database.transaction() as session:
         invoice = await invoices.get_invoice(session, tenant_id, invoice_id)
-        sub = await subscriptions.get_subscription(session, tenant_id, invoice.subscription_id, lock=True)
-        await session.refresh(invoice)
-        if invoice.status == "draft":
-            await void_draft_events(session, sub, invoice)
+        if invoice.subscription_id is None:
+            await session.refresh(invoice, with_for_update=True)
+        else:
+            sub = await subscriptions.get_subscription(session, tenant_id, invoice.subscription_id, lock=True)
+            await session.refresh(invoice)
+            if invoice.status == "draft":
+                await void_draft_events(session, sub, invoice)
+        # Its invoice items stay invoiced to it: voiding waives them.
         await invoices.void(session, invoice, at=ctx.clock.now(), actor=actor, payments=payments)
-        return (await invoices.invoices_out(session, [invoice], payments))[0]
+        return (await invoices.invoices_out(session, [invoice], payments, now=ctx.clock.now()))[0]
 
 
 async def mark_uncollectible_now(
@@ -53,4 +57,4 @@ async def mark_uncollectible_now(
         await invoices.mark_uncollectible(
             session, invoice, at=ctx.clock.now(), actor=actor, payments=payments
         )
-        return (await invoices.invoices_out(session, [invoice], payments))[0]
+        return (await invoices.invoices_out(session, [invoice], payments, now=ctx.clock.now()))[0]

@@ -20,7 +20,7 @@ from billing.customers.ports import Summaries
 from billing.customers.service import lock_customer
 from billing.invoicing import schedule
 from billing.invoicing.changes import Clock, cancel
-from billing.invoicing.models import Subscription
+from billing.invoicing.models import InvoiceItem, Subscription
 from billing.invoicing.schemas import CancelIn
 
 
@@ -34,6 +34,7 @@ async def archive_customer(
     await lock_customer(session, customer)
     if customer.archived_at is not None:
         return customer
+    await delete_pending_items(session, customer, now=now)
     await cancel_subscriptions(session, customer, now=now)
     await mark_archived(session, customer, now=now, summaries=summaries)
     return customer
@@ -65,3 +66,12 @@ async def cancel_subscriptions(session: AsyncSession, customer: Customer, *, now
 def _waits_for_predecessor(sub: Subscription, now: datetime) -> bool:
     """A plan change waiting for the period end: canceling its predecessor removes it."""
     return sub.replaces is not None and sub.starts_at > now
+
+
+async def delete_pending_items(session: AsyncSession, customer: Customer, *, now: datetime) -> None:
+    """Pending invoice items go first, so that the final invoices carry none (as Stripe)."""
+    await session.execute(
+        sa.update(InvoiceItem)
+        .where(InvoiceItem.customer_id == customer.id, InvoiceItem.status == "pending")
+        .values(status="deleted", deleted_at=now, updated_at=now)
+    )

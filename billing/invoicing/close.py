@@ -20,7 +20,7 @@ from billing.core import outbox
 from billing.core.db.inserts import insert_ignore, insert_rows
 from billing.core.db.queries import any_of
 from billing.core.ids import new_id
-from billing.invoicing import invoices, lines, periods, schedule
+from billing.invoicing import invoices, item_lines, lines, periods, schedule
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
@@ -110,18 +110,28 @@ async def _draft_period(
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
             drafted += lines.late_lines(plan, plan_meters, sub, late)
-        drafts.append((draft_row(tenant, sub, plan.currency, period.start, period.end, at), drafted))
+        reason = schedule.billing_reason(sub, period)
+        row = draft_row(tenant, sub, plan.currency, period.start, period.end, at, billing_reason=reason)
+        drafts.append((row, drafted))
     return drafts
 
 
 def draft_row(
-    tenant: Tenant, sub: Subscription, currency: str, start: datetime, end: datetime, at: datetime
+    tenant: Tenant,
+    sub: Subscription,
+    currency: str,
+    start: datetime,
+    end: datetime,
+    at: datetime,
+    *,
+    billing_reason: str = "subscription_cycle",
 ) -> dict[str, object]:
     return {
         "id": new_id("inv"),
         "tenant_id": tenant.id,
         "customer_id": sub.customer_id,
         "subscription_id": sub.id,
+        "billing_reason": billing_reason,
         "number": None,
         "status": "draft",
         "currency": currency,
@@ -140,8 +150,12 @@ async def insert_drafts(
     drafts: Sequence[tuple[dict[str, object], list[lines.LineDraft]]],
     actor: str,
     at: datetime,
+    *,
+    pending_items: bool = True,
 ) -> int:
-    """Write drafts with their lines; skip any whose (subscription, period) already has an invoice."""
+    """Write drafts with their lines; skip any whose (subscription, period) already has an invoice.
+    With ``pending_items``, the customers' pending invoice items go onto their drafts."""
+    assigned = await item_lines.attach_pending(session, drafts) if pending_items else {}
     for row, drafted in drafts:
         invoices.set_totals(row, drafted)
     table = Invoice.__table__
@@ -149,6 +163,8 @@ async def insert_drafts(
         row.id
         for row in await insert_ignore(session, table, [row for row, _ in drafts], returning=[table.c.id])
     }
+    if assigned:
+        await item_lines.claim(session, assigned, inserted, drafts, at)
     new = [(row, drafted) for row, drafted in drafts if row["id"] in inserted]
     line_rows = [line for row, drafted in new for line in invoices.line_rows(str(row["id"]), drafted)]
     await insert_rows(session, InvoiceLine.__table__, line_rows)
@@ -158,7 +174,7 @@ async def insert_drafts(
         [{"invoice_id": row["id"], "status": "draft", "at": at, "actor": actor} for row, _ in new],
     )
     created = [Invoice(**row) for row, _ in new]  # as inserted; never added to the session
-    snapshots = await invoices.invoices_out(session, created, NO_PAYMENTS_YET)
+    snapshots = await invoices.invoices_out(session, created, NO_PAYMENTS_YET, now=at)
     await outbox.emit_many(
         session,
         [

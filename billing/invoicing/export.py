@@ -25,11 +25,14 @@ COLUMNS = (
     "customer",
     "customer_external_id",
     "subscription",
+    "billing_reason",
     "currency",
     "invoice_period_start",
     "invoice_period_end",
     "invoice_total",
     "finalized_at",
+    "due_at",
+    "overdue",
     "line",
     "kind",
     "meter",
@@ -52,7 +55,7 @@ async def export_rows(
             rows, has_more = await invoices.list_invoices(
                 session, tenant_id, filters, PageRequest(PAGE, after)
             )
-            page = await invoices.invoices_out(session, rows, payments)
+            page = await invoices.invoices_out(session, rows, payments, now=filters.now)
         chunk = b"".join(
             _csv_line(_row(invoice, position, line))
             for invoice in page
@@ -73,12 +76,15 @@ def _row(invoice: InvoiceOut, position: int, line: LineOut) -> tuple[str, ...]:
         invoice.status,
         invoice.customer,
         invoice.customer_external_id,
-        invoice.subscription,
+        invoice.subscription or "",
+        invoice.billing_reason,
         invoice.currency,
         stamp(invoice.period_start),
         stamp(invoice.period_end),
         str(invoice.total),
         stamp(invoice.finalized_at) if invoice.finalized_at else "",
+        stamp(invoice.due_at) if invoice.due_at else "",
+        "true" if invoice.overdue else "false",
         str(position),
         line.kind,
         line.meter or "",

@@ -7,13 +7,14 @@ in period order, so that an event is only ever late for a period that is already
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import Conflict
-from billing.invoicing import invoices, lines, periods
+from billing.customers.models import Customer
+from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
 from billing.invoicing.models import Invoice, Subscription
@@ -26,10 +27,17 @@ async def finalize(
     session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: datetime, actor: str
 ) -> list[Invoice]:
     """Finalize ``invoice`` and every earlier draft of its subscription; return them in order."""
+    if invoice.subscription_id is None:
+        await session.refresh(invoice, with_for_update=True)
+        _check_draft(invoice)
+        await invoices.replace_lines(
+            session, invoice, await item_lines.attached_lines(session, invoice.id), at
+        )
+        await _open(session, tenant, invoice, at=at, actor=actor)
+        return [invoice]
     sub = await get_subscription(session, tenant.id, invoice.subscription_id, lock=True)
     await session.refresh(invoice)
-    if invoice.status != "draft":
-        raise Conflict(f"Invoice {invoice.id} is {invoice.status}, not a draft", code="invoice_not_draft")
+    _check_draft(invoice)
     earlier = await session.scalars(
         sa.select(Invoice)
         .where(
@@ -43,6 +51,11 @@ async def finalize(
     for draft in done:
         await _finalize_one(session, tenant, sub, draft, at=at, actor=actor)
     return done
+
+
+def _check_draft(invoice: Invoice) -> None:
+    if invoice.status != "draft":
+        raise Conflict(f"Invoice {invoice.id} is {invoice.status}, not a draft", code="invoice_not_draft")
 
 
 def _is_last(sub: Subscription, invoice: Invoice) -> bool:
@@ -85,11 +98,27 @@ async def _finalize_one(
         drafted = lines.period_lines(plan, meters, period, sub, mine)
     late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)
+    drafted += await item_lines.attached_lines(session, invoice.id)
     await invoices.replace_lines(session, invoice, drafted, at)
+    await _open(session, tenant, invoice, at=at, actor=actor)
+
+
+async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: datetime, actor: str) -> None:
+    """Number the invoice and open it, due after the net terms; paid at once when nothing is due."""
+    days = await net_terms_days(session, tenant, invoice)
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
-    invoice.finalized_at = invoice.due_at = at
+    invoice.finalized_at = at
+    invoice.due_at = at + timedelta(days=days)
     await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     if invoice.amount_due == 0:
         invoice.paid_at = at
         await invoices.record_status(session, invoice, "paid", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     await session.flush()
+
+
+async def net_terms_days(session: AsyncSession, tenant: Tenant, invoice: Invoice) -> int:
+    """The customer's net terms, else the tenant's; threshold and credit-grant invoices are due at once."""
+    if invoice.billing_reason in ("threshold", "credit_grant"):
+        return 0
+    customer = await session.get_one(Customer, invoice.customer_id)
+    return tenant.net_terms_days if customer.net_terms_days is None else customer.net_terms_days

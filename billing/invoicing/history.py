@@ -6,15 +6,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.customers.models import Customer
-from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.models import Invoice, InvoiceItem, Subscription
 
 
 async def has_billing_history(session: AsyncSession, customer: Customer) -> bool:
-    """Whether the customer has an invoice or a subscription (of any status); one query."""
+    """Whether the customer has an invoice, an invoice item or a subscription (of any status); one query."""
     invoice = sa.select(Invoice.id).where(
         Invoice.tenant_id == customer.tenant_id, Invoice.customer_id == customer.id
     )
     subscription = sa.select(Subscription.id).where(
         Subscription.tenant_id == customer.tenant_id, Subscription.customer_id == customer.id
     )
-    return bool(await session.scalar(sa.select(sa.or_(invoice.exists(), subscription.exists()))))
+    item = sa.select(InvoiceItem.id).where(
+        InvoiceItem.tenant_id == customer.tenant_id, InvoiceItem.customer_id == customer.id
+    )
+    return bool(
+        await session.scalar(sa.select(sa.or_(invoice.exists(), subscription.exists(), item.exists())))
+    )

@@ -50,6 +50,9 @@ class InvoiceFilters:
     # In major units of each invoice's own currency (10 means $10.00 and ¥10).
     total_min: Decimal | None = None
     total_max: Decimal | None = None
+    # Overdue (or, False, not overdue) at ``now``.
+    overdue: bool | None = None
+    now: datetime | None = None
 
 
 def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, object]]:
@@ -65,6 +68,7 @@ def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, obj
             "period_start": line.period_start,
             "period_end": line.period_end,
             "tiers": line.tiers,
+            "invoice_item_id": line.invoice_item_id,
         }
         for position, line in enumerate(lines)
     ]
@@ -119,7 +123,7 @@ async def record_status(
     invoice.status = status
     invoice.updated_at = at
     session.add(InvoiceStatusChange(invoice_id=invoice.id, status=status, at=at, actor=actor))
-    (snapshot,) = await invoices_out(session, [invoice], payments)
+    (snapshot,) = await invoices_out(session, [invoice], payments, now=at)
     await outbox.emit(
         session,
         tenant_id=invoice.tenant_id,
@@ -175,7 +179,20 @@ def filtered(tenant_id: str, filters: InvoiceFilters) -> sa.Select[Invoice]:
         stmt = stmt.where(_total_bound(filters.total_min, lower=True))
     if filters.total_max is not None:
         stmt = stmt.where(_total_bound(filters.total_max, lower=False))
+    if filters.overdue is not None and filters.now is not None:
+        stmt = stmt.where(overdue_at(filters.now) if filters.overdue else not_overdue_at(filters.now))
     return stmt
+
+
+def overdue_at(now: datetime) -> sa.ColumnElement[bool]:
+    """Open, something due, and past its due date (the SQL of ``schemas.is_overdue``)."""
+    return sa.and_(Invoice.status == "open", Invoice.amount_due > 0, Invoice.due_at < now)
+
+
+def not_overdue_at(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        Invoice.status != "open", Invoice.amount_due <= 0, Invoice.due_at.is_(None), Invoice.due_at >= now
+    )
 
 
 def _total_bound(amount: Decimal, *, lower: bool) -> sa.ColumnElement[bool]:
@@ -227,9 +244,14 @@ async def mark_uncollectible(
 
 
 async def invoices_out(
-    session: AsyncSession, invoices: Sequence[Invoice], payments: InvoicePayments
+    session: AsyncSession,
+    invoices: Sequence[Invoice],
+    payments: InvoicePayments,
+    *,
+    now: datetime | None = None,
 ) -> list[InvoiceOut]:
-    """The wire shape of many invoices, with a few queries whatever their number."""
+    """The wire shape of many invoices, with a few queries whatever their number; ``overdue`` as
+    of ``now`` (see ``schemas.is_overdue`` without one)."""
     if not invoices:
         return []
     ids = [invoice.id for invoice in invoices]
@@ -268,6 +290,7 @@ async def invoices_out(
             external_ids[invoice.customer_id],
             payments=paid.get(invoice.id, []),
             refunds=refunded.get(invoice.id, []),
+            now=now,
         )
         for invoice in invoices
     ]

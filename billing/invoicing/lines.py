@@ -32,6 +32,7 @@ class LineDraft:
     period_start: datetime
     period_end: datetime
     tiers: list[dict[str, Any]] = field(default_factory=list)
+    invoice_item_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,31 @@ from sqlalchemy.orm import Mapped, mapped_column
 from billing.core.db.types import Base, ExactDecimal, JSONType, UTCDateTime
 
 INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
-LINE_KINDS = ("base_fee", "usage", "late_usage", "trial")
+BILLING_REASONS = (
+    "subscription_cycle",
+    "subscription_create",
+    "subscription_update",
+    "subscription_cancel",
+    "threshold",
+    "manual",
+    "credit_grant",
+)
+LINE_KINDS = (
+    "base_fee",
+    "usage",
+    "late_usage",
+    "trial",
+    "proration",
+    "invoice_item",
+    "minimum_commitment",
+    "price_minimum",
+    "price_maximum",
+    "already_billed",
+    "discount",
+    "credit_purchase",
+)
+# A deleted item is kept (with its status) so that its id still answers.
+INVOICE_ITEM_STATUSES = ("pending", "invoiced", "deleted")
 END_REASONS = ("canceled", "replaced")
 
 
@@ -104,7 +128,11 @@ class Invoice(Base):
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
     customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
-    subscription_id: Mapped[str] = mapped_column(sa.ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    # None for a standalone invoice (POST /v1/invoices).
+    subscription_id: Mapped[str | None] = mapped_column(sa.ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    billing_reason: Mapped[str] = mapped_column(
+        sa.String(32), default="subscription_cycle", server_default="subscription_cycle"
+    )
     number: Mapped[str | None] = mapped_column(sa.String(32))
     status: Mapped[str] = mapped_column(sa.String(16))
     currency: Mapped[str] = mapped_column(sa.String(3))
@@ -125,15 +153,26 @@ class Invoice(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     marked_uncollectible_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    memo: Mapped[str | None] = mapped_column(sa.Text)
+    # ``metadata`` is reserved on declarative classes: the attribute carries a trailing underscore.
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONType, key="metadata_", default=dict, server_default=sa.text("'{}'")
+    )
+    # False: the draft waits for POST /v1/invoices/{id}/finalize whatever its grace period.
+    auto_finalize: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+    # When invoice.overdue was emitted: once per invoice.
+    overdue_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        # One invoice per subscription and period.
+        # One invoice per subscription and period (standalone invoices have no subscription).
         sa.UniqueConstraint("subscription_id", "period_start"),
         sa.UniqueConstraint("tenant_id", "number"),
         sa.Index("ix_invoices_tenant_id_id", "tenant_id", "id"),
         sa.Index("ix_invoices_tenant_id_customer_id", "tenant_id", "customer_id"),
         sa.Index("ix_invoices_drafts_due", "status", "grace_ends_at"),
+        sa.Index("ix_invoices_open_due", "status", "due_at"),
         sa.CheckConstraint(_one_of("status", INVOICE_STATUSES), name="status"),
+        sa.CheckConstraint(_one_of("billing_reason", BILLING_REASONS), name="billing_reason"),
         # Drafts have no number, and a voided draft never gets one: numbers stay gapless.
         sa.CheckConstraint(
             "(status = 'draft' AND number IS NULL) OR (status = 'void' AND number IS NULL)"
@@ -149,8 +188,9 @@ class InvoiceLine(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(sa.Integer)
-    kind: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(32))
     meter_id: Mapped[str | None] = mapped_column(sa.String(40))
+    invoice_item_id: Mapped[str | None] = mapped_column(sa.String(40))
     description: Mapped[str] = mapped_column(sa.String(500))
     quantity: Mapped[Decimal] = mapped_column(ExactDecimal())
     amount: Mapped[int] = mapped_column(sa.BigInteger)
@@ -162,6 +202,39 @@ class InvoiceLine(Base):
     __table_args__ = (
         sa.UniqueConstraint("invoice_id", "position"),
         sa.CheckConstraint(_one_of("kind", LINE_KINDS), name="kind"),
+    )
+
+
+class InvoiceItem(Base):
+    """A one-off amount for a customer: pending until an invoice takes it, then invoiced there
+    (a voided invoice keeps its items: voiding waives them)."""
+
+    __tablename__ = "invoice_items"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
+    invoice_id: Mapped[str | None] = mapped_column(sa.ForeignKey("invoices.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    description: Mapped[str] = mapped_column(sa.String(500))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    # The period the line is dated by: the item's creation instant unless given.
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, key="metadata_", default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.Index("ix_invoice_items_tenant_id_id", "tenant_id", "id"),
+        # Closing a batch looks up its customers' pending items.
+        sa.Index("ix_invoice_items_pending", "tenant_id", "customer_id", "status"),
+        sa.Index("ix_invoice_items_invoice_id", "invoice_id"),
+        sa.CheckConstraint(_one_of("status", INVOICE_ITEM_STATUSES), name="status"),
+        sa.CheckConstraint("amount <> 0", name="amount"),
+        sa.CheckConstraint("period_start <= period_end", name="period"),
     )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.invoicing import invoices, lines, periods
+from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
 from billing.invoicing.late import late_periods
@@ -55,11 +55,19 @@ async def recompute(
         )
     )
     for draft in drafts:
-        drafted = await draft_lines(session, sub, draft.period_start, draft.period_end)
-        await invoices.replace_lines(session, draft, drafted, at)
+        await refresh_draft(session, draft, sub, at=at)
     if drafts or sub.next_period_end is not None:
         return len(drafts)  # an open period's invoice will pick the late usage up when it closes
     return await _late_only_invoice(session, tenant, sub, at=at, actor=actor)
+
+
+async def refresh_draft(
+    session: AsyncSession, draft: Invoice, sub: Subscription | None, *, at: datetime
+) -> None:
+    """Recompute a draft's lines as they are now: its subscription's usage, then its items."""
+    drafted = await draft_lines(session, sub, draft.period_start, draft.period_end) if sub else []
+    drafted += await item_lines.attached_lines(session, draft.id)
+    await invoices.replace_lines(session, draft, drafted, at)
 
 
 async def _late_only_invoice(

@@ -13,8 +13,9 @@ from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.archived import ensure_not_archived
 from billing.customers.service import get_customer, lock_customer
-from billing.invoicing import actions, changes, invoices, plans, subscriptions
+from billing.invoicing import actions, changes, invoices, plans, standalone, subscriptions
 from billing.invoicing.export import export_rows
+from billing.invoicing.item_schemas import InvoiceCreate, InvoicePatch
 from billing.invoicing.ports import InvoicePayments
 from billing.invoicing.schemas import (
     CancelIn,
@@ -28,6 +29,7 @@ from billing.invoicing.schemas import (
     plan_out,
 )
 from billing.invoicing.upcoming import upcoming_invoice
+from billing.tenants.service import get_tenant
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.web.dependencies import Caller, Ctx, Port
 from billing.web.params import timestamp_param
@@ -46,6 +48,9 @@ StatusFilter = Annotated[
     QueryParameter(description="Invoice status"),
 ]
 TimeFilter = Annotated[str | None, QueryParameter(description="RFC 3339")]
+OverdueFilter = Annotated[
+    bool | None, QueryParameter(description="Open, something due, and past its due date (or not)")
+]
 
 
 class PlanController(Controller):
@@ -197,6 +202,7 @@ async def _filters(
     customer: str | None,
     period_start_gte: str | None,
     period_start_lt: str | None,
+    overdue: bool | None = None,
 ) -> invoices.InvoiceFilters:
     customer_id = None
     if customer is not None:
@@ -207,6 +213,8 @@ async def _filters(
         customer_id=customer_id,
         period_start_gte=_time("period_start_gte", period_start_gte),
         period_start_lt=_time("period_start_lt", period_start_lt),
+        overdue=overdue,
+        now=ctx.clock.now(),
     )
 
 
@@ -230,15 +238,46 @@ class InvoiceController(Controller):
         customer: CustomerFilter = None,
         period_start_gte: TimeFilter = None,
         period_start_lt: TimeFilter = None,
+        overdue: OverdueFilter = None,
     ) -> Page[InvoiceOut]:
         filters = await _filters(
-            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt
+            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt, overdue
         )
         async with ctx.database.read() as session:
             rows, has_more = await invoices.list_invoices(
                 session, principal.tenant_id, filters, PageRequest(limit, starting_after)
             )
-            return Page(await invoices.invoices_out(session, rows, invoice_payments), has_more)
+            return Page(
+                await invoices.invoices_out(session, rows, invoice_payments, now=filters.now), has_more
+            )
+
+    @post(opt=scopes(ADMIN), summary="Create a standalone invoice (a draft) from one-off items")
+    async def create_invoice(
+        self, ctx: Ctx, principal: Caller, invoice_payments: Payments, data: JSONBody[InvoiceCreate]
+    ) -> InvoiceOut:
+        now = ctx.clock.now()
+        async with ctx.database.transaction() as session:
+            tenant = await get_tenant(session, principal.tenant_id)
+            invoice = await standalone.create_invoice(session, tenant, data, now=now, actor=_actor(principal))
+            return (await invoices.invoices_out(session, [invoice], invoice_payments, now=now))[0]
+
+    @patch(
+        "/{invoice_id:str}",
+        opt=scopes(ADMIN),
+        summary="Set the memo (draft only) or replace the metadata",
+    )
+    async def update_invoice(
+        self,
+        ctx: Ctx,
+        principal: Caller,
+        invoice_payments: Payments,
+        invoice_id: FromPath[str],
+        data: JSONBody[InvoicePatch],
+    ) -> InvoiceOut:
+        now = ctx.clock.now()
+        async with ctx.database.transaction() as session:
+            invoice = await standalone.update_invoice(session, principal.tenant_id, invoice_id, data, now=now)
+            return (await invoices.invoices_out(session, [invoice], invoice_payments, now=now))[0]
 
     @get(
         "/export.csv",
@@ -255,9 +294,10 @@ class InvoiceController(Controller):
         customer: CustomerFilter = None,
         period_start_gte: TimeFilter = None,
         period_start_lt: TimeFilter = None,
+        overdue: OverdueFilter = None,
     ) -> Stream:
         filters = await _filters(
-            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt
+            ctx, principal.tenant_id, status, customer, period_start_gte, period_start_lt, overdue
         )
         return Stream(
             export_rows(ctx.database, principal.tenant_id, filters, invoice_payments),

@@ -151,17 +151,7 @@ async def finalize_due(
     failed: set[str] = set()
     while True:
         async with ctx.database.transaction() as session:
-            query = (
-                sa.select(Invoice)
-                .join(Subscription, Subscription.id == Invoice.subscription_id)
-                .where(Invoice.status == "draft", Invoice.grace_ends_at <= at, Invoice.id.not_in(failed))
-                .order_by(Invoice.period_start, Invoice.id)
-                .limit(1)
-                .with_for_update(of=Subscription, skip_locked=True)
-            )
-            if tenant_id is not None:
-                query = query.where(Invoice.tenant_id == tenant_id)
-            invoice = (await session.scalars(query)).first()
+            invoice = await _next_due_draft(session, at, tenant_id, failed)
             if invoice is None:
                 return done
             invoice_id = invoice.id
@@ -173,3 +163,37 @@ async def finalize_due(
                 log.exception("finalizing an invoice failed; left as a draft", invoice=invoice_id)
                 FAILURES.inc()
                 failed.add(invoice_id)
+
+
+async def _next_due_draft(
+    session: AsyncSession, at: datetime, tenant_id: str | None, failed: set[str]
+) -> Invoice | None:
+    """The next draft past its grace period, locked: a subscription's (by its subscription row),
+    else a standalone one (by its own row); drafts that wait for a manual finalize are left."""
+    due = [
+        Invoice.status == "draft",
+        Invoice.grace_ends_at <= at,
+        Invoice.auto_finalize.is_(True),
+        Invoice.id.not_in(failed),
+    ]
+    if tenant_id is not None:
+        due.append(Invoice.tenant_id == tenant_id)
+    of_subscription = (
+        sa.select(Invoice)
+        .join(Subscription, Subscription.id == Invoice.subscription_id)
+        .where(*due)
+        .order_by(Invoice.period_start, Invoice.id)
+        .limit(1)
+        .with_for_update(of=Subscription, skip_locked=True)
+    )
+    invoice = (await session.scalars(of_subscription)).first()
+    if invoice is not None:
+        return invoice
+    standalone = (
+        sa.select(Invoice)
+        .where(*due, Invoice.subscription_id.is_(None))
+        .order_by(Invoice.period_start, Invoice.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.scalars(standalone)).first()

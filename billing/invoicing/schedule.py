@@ -41,6 +41,14 @@ def ended_periods(sub: Subscription, until: datetime) -> list[periods.Period]:
     )
 
 
+def billing_reason(sub: Subscription, period: periods.Period) -> str:
+    """A period cut short by a change "now" closes into a subscription_update or
+    subscription_cancel invoice; every other period into a subscription_cycle one."""
+    if sub.close_reason is not None and period.end == sub.cancel_at:
+        return sub.close_reason
+    return "subscription_cycle"
+
+
 def in_trial(sub: Subscription, period: periods.Period) -> bool:
     return sub.trial_end is not None and period.end <= sub.trial_end
 

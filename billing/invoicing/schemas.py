@@ -165,6 +165,7 @@ class LineOut(msgspec.Struct):
     period_start: datetime
     period_end: datetime
     tiers: list[TierLineOut]
+    invoice_item: str | None = None
 
 
 class StatusChangeOut(msgspec.Struct):
@@ -217,7 +218,8 @@ class InvoiceOut(msgspec.Struct):
     status: str
     customer: str
     customer_external_id: str
-    subscription: str
+    subscription: str | None
+    billing_reason: str
     currency: str
     period_start: datetime
     period_end: datetime
@@ -233,6 +235,9 @@ class InvoiceOut(msgspec.Struct):
     paid_at: datetime | None
     voided_at: datetime | None
     marked_uncollectible_at: datetime | None
+    overdue: bool
+    memo: str | None
+    metadata: dict[str, str]
     status_transitions: list[StatusChangeOut]
     payments: list[PaymentOut]
     refunds: list[RefundOut]
@@ -330,6 +335,7 @@ def invoice_out(
     *,
     payments: list[PaymentOut] | None = None,
     refunds: list[RefundOut] | None = None,
+    now: datetime | None = None,
 ) -> InvoiceOut:
     return InvoiceOut(
         id=invoice.id,
@@ -338,6 +344,7 @@ def invoice_out(
         customer=invoice.customer_id,
         customer_external_id=external_id,
         subscription=invoice.subscription_id,
+        billing_reason=invoice.billing_reason or "subscription_cycle",
         currency=invoice.currency,
         period_start=invoice.period_start,
         period_end=invoice.period_end,
@@ -353,10 +360,23 @@ def invoice_out(
         paid_at=invoice.paid_at,
         voided_at=invoice.voided_at,
         marked_uncollectible_at=invoice.marked_uncollectible_at,
+        overdue=is_overdue(invoice, now),
+        memo=invoice.memo,
+        metadata=dict(invoice.metadata_ or {}),
         status_transitions=changes,
         payments=payments or [],
         refunds=refunds or [],
     )
+
+
+def is_overdue(invoice: Invoice, now: datetime | None) -> bool:
+    """Open with something due and past its due date at ``now``. Without a ``now`` (a snapshot
+    taken where no clock is at hand), overdue once the overdue job has noticed it."""
+    if invoice.status != "open" or invoice.amount_due <= 0 or invoice.due_at is None:
+        return False
+    if now is None:
+        return invoice.overdue_notified_at is not None
+    return now > invoice.due_at
 
 
 def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
@@ -369,6 +389,7 @@ def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
         period_start=line.period_start,
         period_end=line.period_end,
         tiers=[TierLineOut(**tier) for tier in line.tiers],
+        invoice_item=line.invoice_item_id,
     )
 
 
@@ -383,6 +404,7 @@ def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
             period_start=line.period_start,
             period_end=line.period_end,
             tiers=line.tiers,
+            invoice_item_id=line.invoice_item_id,
         ),
         meter_key,
     )

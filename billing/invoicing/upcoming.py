@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import NotFound
 from billing.customers.models import Customer
-from billing.invoicing import invoices, periods, schedule
+from billing.invoicing import invoices, item_lines, periods, schedule
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut, draft_line_out, invoice_out
@@ -34,6 +34,7 @@ async def _preview(
     session: AsyncSession, customer: Customer, sub: Subscription, period: periods.Period
 ) -> InvoiceOut:
     drafted = await draft_lines(session, sub, period.start, period.end)
+    drafted += await item_lines.pending_lines(session, customer.id, customer.currency)
     keys = dict(
         (
             await session.execute(

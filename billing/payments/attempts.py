@@ -207,7 +207,7 @@ async def _fail(
         tenant_id=invoice.tenant_id,
         topic="invoice.payment_failed",
         payload={
-            **event_payload(invoice, (await invoices_out(session, [invoice], PAYMENTS))[0]),
+            **event_payload(invoice, (await invoices_out(session, [invoice], PAYMENTS, now=at))[0]),
             "payment": failure_payload(payment),
             "source": source,
         },

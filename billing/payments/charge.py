@@ -43,7 +43,8 @@ FAILURES = Counter(
 
 
 async def charge_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = None) -> int:
-    """Make the first charge of every open invoice with something due and no attempt yet."""
+    """Make the first charge of every open invoice with something due, past its due date (the
+    net terms), and no attempt yet."""
     done = 0
     limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -53,7 +54,7 @@ async def charge_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = N
 
     while True:
         async with ctx.database.read() as session:
-            ids = list(await session.scalars(_uncharged(tenant_id).limit(BATCH)))
+            ids = list(await session.scalars(_uncharged(tenant_id, at).limit(BATCH)))
         if not ids:
             return done
         results = await asyncio.gather(
@@ -68,11 +69,11 @@ async def charge_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = N
             return done
 
 
-def _uncharged(tenant_id: str | None) -> sa.Select[str]:
+def _uncharged(tenant_id: str | None, at: datetime) -> sa.Select[str]:
     attempted = sa.exists().where(Payment.invoice_id == Invoice.id)
     query = (
         sa.select(Invoice.id)
-        .where(Invoice.status == "open", Invoice.amount_due > 0, ~attempted)
+        .where(Invoice.status == "open", Invoice.amount_due > 0, Invoice.due_at <= at, ~attempted)
         .order_by(Invoice.id)
     )
     return query if tenant_id is None else query.where(Invoice.tenant_id == tenant_id)

@@ -30,8 +30,12 @@ class Tenant(Base):
     )
     update_payment_method_url: Mapped[str | None] = mapped_column(sa.String(2048))
     email_from: Mapped[str | None] = mapped_column(sa.String(320))
+    # Days from finalization to an invoice's due date (its first automatic charge).
+    net_terms_days: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (sa.CheckConstraint("net_terms_days BETWEEN 0 AND 365", name="net_terms_days"),)
 
 
 class ApiKey(Base):

@@ -28,6 +28,7 @@ class TenantOut(msgspec.Struct):
     stripe_payment_method_events: bool
     update_payment_method_url: str | None
     email_from: str | None
+    net_terms_days: int
     created_at: datetime
     updated_at: datetime
     object: str = "tenant"
@@ -47,6 +48,7 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     stripe_payment_method_events: bool | UnsetType = UNSET
     update_payment_method_url: str | UnsetType | None = UNSET
     email_from: str | UnsetType | None = UNSET
+    net_terms_days: int | UnsetType = UNSET
 
 
 class ApiKeyOut(msgspec.Struct):
@@ -87,6 +89,7 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         stripe_payment_method_events=tenant.stripe_payment_method_events,
         update_payment_method_url=tenant.update_payment_method_url,
         email_from=tenant.email_from,
+        net_terms_days=tenant.net_terms_days,
         created_at=tenant.created_at,
         updated_at=tenant.updated_at,
     )

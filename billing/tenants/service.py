@@ -20,6 +20,7 @@ from billing.web.auth import Principal, Scope, generate_key
 
 MAX_WEBHOOK_SECRETS = 5
 GRACE_PERIOD_MAX_HOURS = 24 * 31
+NET_TERMS_MAX_DAYS = 365
 
 
 def invoice_prefix_for(name: str) -> str:
@@ -127,6 +128,10 @@ def _apply_profile(tenant: Tenant, patch: TenantPatch, *, production: bool) -> N
     if patch.grace_period_hours is not UNSET:
         tenant.grace_period_hours = validation.int_range(
             "grace_period_hours", patch.grace_period_hours, 0, GRACE_PERIOD_MAX_HOURS
+        )
+    if patch.net_terms_days is not UNSET:
+        tenant.net_terms_days = validation.int_range(
+            "net_terms_days", patch.net_terms_days, 0, NET_TERMS_MAX_DAYS
         )
     if patch.update_payment_method_url is not UNSET:
         url = patch.update_payment_method_url

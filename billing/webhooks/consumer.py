@@ -95,7 +95,7 @@ def _delivery(message: Message, endpoint_id: str, body: str) -> dict[str, Any]:
 
 async def envelope_body(session: AsyncSession, message: Message) -> str | None:
     """The JSON body every attempt sends; None when the resource it is about cannot be found."""
-    found = await _resource(session, message.tenant_id, message.topic, message.payload)
+    found = await _resource(session, message.tenant_id, message.topic, message.payload, message.created_at)
     if found is None:
         return None
     data, related = found
@@ -104,14 +104,14 @@ async def envelope_body(session: AsyncSession, message: Message) -> str | None:
 
 
 async def _resource(
-    session: AsyncSession, tenant_id: str, topic: str, payload: Mapping[str, Any]
+    session: AsyncSession, tenant_id: str, topic: str, payload: Mapping[str, Any], at: datetime
 ) -> tuple[Any, dict[str, Any]] | None:
     """The object as the event saw it (its snapshot); for events written before they carried one,
     the object as it is now."""
     if "object" in payload:
         data = payload["object"]
     elif topic in INVOICE_TOPICS or topic in DUNNING_INVOICE_TOPICS:
-        data = await _invoice(session, tenant_id, payload.get("invoice_id"))
+        data = await _invoice(session, tenant_id, payload.get("invoice_id"), at)
     else:
         data = await _customer(session, tenant_id, payload.get("customer_id"))
     return None if data is None else (data, _related(topic, payload))
@@ -133,12 +133,12 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-async def _invoice(session: AsyncSession, tenant_id: str, invoice_id: object) -> Any:
+async def _invoice(session: AsyncSession, tenant_id: str, invoice_id: object, at: datetime) -> Any:
     if not isinstance(invoice_id, str):
         return None
     query = sa.select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.id == invoice_id)
     invoice = (await session.scalars(query)).first()
-    return None if invoice is None else (await invoices_out(session, [invoice], PAYMENTS))[0]
+    return None if invoice is None else (await invoices_out(session, [invoice], PAYMENTS, now=at))[0]
 
 
 async def _customer(session: AsyncSession, tenant_id: str, customer_id: object) -> Any:

@@ -11,6 +11,7 @@ INVOICE_TOPICS: Final = (
     "invoice.payment_failed",
     "invoice.uncollectible",
     "invoice.voided",
+    "invoice.overdue",
 )
 CARD_TOPICS: Final = (
     "customer.payment_method_expiring",
@@ -49,6 +50,7 @@ EventType = Literal[
     "invoice.payment_failed",
     "invoice.uncollectible",
     "invoice.voided",
+    "invoice.overdue",
     "customer.payment_method_expiring",
     "customer.payment_method_removed",
     "customer.payment_method_updated",

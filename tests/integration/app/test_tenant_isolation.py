@@ -24,8 +24,9 @@ from billing.core.ids import new_id
 from billing.customers import service as customers
 from billing.customers.schemas import CustomerCreate
 from billing.dunning.models import DunningCase
-from billing.invoicing import plans, subscriptions
+from billing.invoicing import items, plans, subscriptions
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
+from billing.invoicing.item_schemas import InvoiceItemCreate
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.schemas import PlanCreate, SubscriptionCreate
 from billing.metering import ingest, meters
@@ -98,6 +99,15 @@ async def _invoice(ctx: AppContext, owner: TenantHandle) -> str:
     await jobs.run_jobs(ctx, jobs.Run(at=datetime(2026, 11, 1, tzinfo=UTC), tenant_id=owner.id))
     async with ctx.database.read() as session:
         return (await session.scalars(sa.select(Invoice.id).where(Invoice.tenant_id == owner.id))).one()
+
+
+async def _invoice_item(ctx: AppContext, owner: TenantHandle) -> str:
+    """A pending item, so that deleting it is allowed."""
+    customer_id = await _customer(ctx, owner)
+    data = InvoiceItemCreate(customer=customer_id, description="Setup", amount=5000)
+    async with ctx.database.transaction() as session:
+        item = await items.create_item(session, owner.id, data, now=ctx.clock.now())
+    return item.id
 
 
 async def _payment(ctx: AppContext, owner: TenantHandle) -> str:
@@ -213,6 +223,7 @@ ID_MAKERS: dict[str, IdMaker] = {
     "plan_id": _plan,
     "subscription_id": _subscription,
     "invoice_id": _invoice,
+    "item_id": _invoice_item,
     "payment_id": _payment,
     "case_id": _case,
     "stored_event_id": _stored_stripe_event,
@@ -229,6 +240,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
     ("PATCH", "/v1/subscriptions/{subscription_id:str}"): {"metadata": {"k": "v"}},
     ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
+    ("PATCH", "/v1/invoices/{invoice_id:str}"): {"metadata": {"order": "42"}},
     ("PATCH", "/v1/webhook-endpoints/{endpoint_id:str}"): {"description": "Renamed"},
     ("POST", "/v1/webhook-endpoints/{endpoint_id:str}/rotate-secret"): {"expire_previous_in_seconds": 0},
 }

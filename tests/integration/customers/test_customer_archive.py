@@ -75,6 +75,34 @@ async def test_archiving_cancels_the_subscription_now_with_a_final_invoice_of_th
     assert amounts == {"base_fee": base_fee, "usage": usage}
 
 
+async def test_archiving_deletes_pending_items_first_and_takes_no_new_item(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    await setup(client, tenant, ["c1"], starts_at="2026-11-01T00:00:00Z", prices=PER_UNIT, base_fee=3000)
+    item = await call(
+        client,
+        tenant,
+        "/v1/invoice-items",
+        {"customer": "c1", "description": "Setup", "amount": 5000},
+        status=201,
+    )
+
+    await archive(client, tenant, "c1")
+
+    assert (await call(client, tenant, f"/v1/invoice-items/{item['id']}", method="GET"))[
+        "status"
+    ] == "deleted"
+    (final,) = await listed(client, tenant, customer="c1", status="draft")
+    assert final["billing_reason"] == "subscription_cancel"
+    assert [line["kind"] for line in final["lines"]] == ["base_fee", "usage"]
+    response = await client.post(
+        "/v1/invoice-items",
+        headers=tenant.headers(),
+        json={"customer": "c1", "description": "x", "amount": 1},
+    )
+    assert_problem(response, 409, "customer_archived")
+
+
 async def test_archiving_cancels_a_scheduled_subscription_too(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:

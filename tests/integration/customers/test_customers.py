@@ -44,6 +44,7 @@ OUTPUT_FIELDS = {
     "metadata",
     "payment_status",
     "archived_at",
+    "net_terms_days",
     "dunning",
     "created_at",
     "updated_at",

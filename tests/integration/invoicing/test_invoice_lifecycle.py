@@ -484,9 +484,9 @@ async def export(client: httpx.AsyncClient, tenant: TenantHandle, **params: str)
     assert text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
     header = text.split("\r\n", 1)[0]
     assert header == (
-        "invoice_id,number,status,customer,customer_external_id,subscription,currency,invoice_period_start,"
-        "invoice_period_end,invoice_total,finalized_at,line,kind,meter,description,quantity,amount,"
-        "amount_decimal,line_period_start,line_period_end"
+        "invoice_id,number,status,customer,customer_external_id,subscription,billing_reason,currency,"
+        "invoice_period_start,invoice_period_end,invoice_total,finalized_at,due_at,overdue,line,kind,meter,"
+        "description,quantity,amount,amount_decimal,line_period_start,line_period_end"
     )
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
@@ -510,12 +510,15 @@ def assert_rows_match(rows: list[dict[str, str]], invoices: list[dict], exponent
             "status": invoice["status"],
             "customer": invoice["customer"],
             "customer_external_id": invoice["customer_external_id"],
-            "subscription": invoice["subscription"],
+            "subscription": invoice["subscription"] or "",
+            "billing_reason": invoice["billing_reason"],
             "currency": invoice["currency"],
             "invoice_period_start": invoice["period_start"],
             "invoice_period_end": invoice["period_end"],
             "invoice_total": str(invoice["total"]),
             "finalized_at": invoice["finalized_at"] or "",
+            "due_at": invoice["due_at"] or "",
+            "overdue": "true" if invoice["overdue"] else "false",
             "line": row["line"],
             "kind": item["kind"],
             "meter": item["meter"] or "",

@@ -92,6 +92,7 @@ async def test_a_plan_change_now_closes_the_old_period_at_once_and_starts_a_succ
     assert await fetch(client, shop, old["id"]) == ended
     (closing,) = await invoices_of(client, shop, old["id"])
     assert (closing["status"], closing["period_start"], closing["period_end"]) == ("draft", NOV, z(t))
+    assert closing["billing_reason"] == "subscription_update"
     assert base_fee_amounts(closing) == [("1", prorated(BASIC_FEE, 1, S, t, "UTC"))]
     assert usage(closing) == ("7", usage_amount(Decimal(7), BASIC_UNIT))
     assert_total(closing)
@@ -111,6 +112,7 @@ async def test_a_plan_change_now_closes_the_old_period_at_once_and_starts_a_succ
     await run(client, shop, z(DEC + timedelta(hours=25)))
     (cycle,) = await invoices_of(client, shop, new["id"])
     assert (cycle["period_start"], cycle["period_end"], cycle["status"]) == (z(t), z(DEC), "open")
+    assert cycle["billing_reason"] == "subscription_cycle"
     assert base_fee_amounts(cycle) == [("1", prorated(PRO_FEE, 1, t, DEC, "UTC"))]
     assert usage(cycle) == ("7", usage_amount(Decimal(7), PRO_UNIT))
     assert_total(cycle)
@@ -271,7 +273,11 @@ async def test_cancel_now_closes_the_last_period_at_once(
     canceled = response.json()
     assert (canceled["status"], canceled["ended_at"], canceled["canceled_at"]) == ("canceled", z(t), z(t))
     (final,) = await invoices_of(client, shop, created["id"])
-    assert (final["status"], final["period_end"]) == ("draft", z(t))
+    assert (final["status"], final["period_end"], final["billing_reason"]) == (
+        "draft",
+        z(t),
+        "subscription_cancel",
+    )
     assert base_fee_amounts(final) == [("2", prorated(BASIC_FEE, 2, S, t, "UTC"))]
     assert usage(final) == ("9", 900)
     assert_total(final)

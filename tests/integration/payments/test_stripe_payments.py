@@ -310,7 +310,12 @@ async def test_a_process_killed_between_the_charge_and_its_commit_is_reconciled_
     }
     script = Path(__file__).with_name("charge_then_hang.py")
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), "2026-11-01T07:00:00+00:00", env=env, cwd=root
+        # After the finalization (at the clock's time): the first charge is made at the due date.
+        sys.executable,
+        str(script),
+        "2026-11-21T12:30:00+00:00",
+        env=env,
+        cwd=root,
     )
     try:
         for _ in range(300):
@@ -327,7 +332,7 @@ async def test_a_process_killed_between_the_charge_and_its_commit_is_reconciled_
         await worker.wait()
     assert worker.returncode == -signal.SIGKILL
     assert (await invoice_of(client, stripe_tenant, invoice["id"]))["payments"][0]["status"] == "pending"
-    result = await run(client, stripe_tenant, "2026-11-01T07:10:00Z")
+    result = await run(client, stripe_tenant, "2026-11-21T12:40:00Z")
     assert result["payments_reconciled"] == 1
     paid = await invoice_of(client, stripe_tenant, invoice["id"])
     assert (paid["status"], [p["status"] for p in paid["payments"]]) == ("paid", ["succeeded"])
