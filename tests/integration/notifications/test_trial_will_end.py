@@ -158,3 +158,39 @@ async def test_another_language_gets_the_whole_email_in_english(
 
     (email,) = await emails(client, branded)
     assert email["subject"] == "Acme: your Pro Monthly trial ends on November 24, 2026"
+
+
+async def test_the_billing_run_sends_the_notice_72_hours_ahead_once_per_trial_end(
+    client: httpx.AsyncClient, ctx: AppContext, branded: TenantHandle
+) -> None:
+    """The whole path: the trial_notices job emits the event, the outbox queues the email."""
+    customer = {"external_id": "jane", "email": "jane@example.com", "name": "Jane Doe"}
+    await ok(client, branded, "POST", "/v1/customers", customer)
+    await ok(client, branded, "POST", "/v1/plans", {"code": "pro", "name": "Pro Monthly", "trial_days": 14})
+    subscription = await ok(client, branded, "POST", "/v1/subscriptions", {"customer": "jane", "plan": "pro"})
+    assert subscription["trial_end"] == "2026-12-05T12:00:00Z"
+
+    async def run(at: str) -> None:
+        await ok(client, branded, "POST", "/v1/billing/run", {"at": at})
+
+    await run("2026-12-02T11:59:59Z")
+    assert await emails(client, branded) == []
+    await run("2026-12-02T12:00:00Z")
+    await run("2026-12-03T00:00:00Z")
+    (first,) = await emails(client, branded)
+    assert first["dedupe_key"] == f"trial_will_end:{subscription['id']}:2026-12-05T12:00:00Z"
+    # Moving the end re-arms the notice, once more.
+    moved = await ok(
+        client,
+        branded,
+        "PATCH",
+        f"/v1/subscriptions/{subscription['id']}",
+        {"trial_end": "2026-12-20T00:00:00Z"},
+    )
+    assert moved["trial_end"] == "2026-12-20T00:00:00Z"
+    await run("2026-12-17T00:00:00Z")
+    await run("2026-12-18T00:00:00Z")
+    assert [email["dedupe_key"] for email in await emails(client, branded)] == [
+        f"trial_will_end:{subscription['id']}:2026-12-20T00:00:00Z",
+        first["dedupe_key"],
+    ]
