@@ -22,6 +22,7 @@ from billing.core.db.queries import any_of
 from billing.core.ids import new_id
 from billing.invoicing import invoices, item_lines, lines, periods, schedule
 from billing.invoicing.catalog import Catalog, load_catalog
+from billing.invoicing.handover_late import predecessor_late_lines
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
@@ -110,6 +111,7 @@ async def _draft_period(
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
             drafted += lines.late_lines(plan, plan_meters, sub, late)
+            drafted += await predecessor_late_lines(session, sub)
         reason = schedule.billing_reason(sub, period)
         row = draft_row(tenant, sub, plan.currency, period.start, period.end, at, billing_reason=reason)
         drafts.append((row, drafted))
@@ -189,11 +191,13 @@ async def insert_drafts(
 async def _with_unbilled_history(
     session: AsyncSession, tenant_id: str, subscriptions: Sequence[Subscription]
 ) -> set[str]:
-    """Subscriptions with unbilled events before their last closed period's end: maybe late usage
-    (for the periods about to be closed, the draft counts them)."""
-    closed = [sub for sub in subscriptions if sub.billed_through is not None]
-    if not closed:
+    """Subscriptions with unbilled events before their last closed period's end, or before their
+    start when they replaced another: maybe late usage (for the periods about to be closed, the
+    draft counts them)."""
+    ends = {sub.id: end for sub in subscriptions if (end := _history_end(sub)) is not None}
+    if not ends:
         return set()
+    closed = [sub for sub in subscriptions if sub.id in ends]
     events = UsageEvent.__table__
     rows = await session.execute(
         sa.select(events.c.customer_id, sa.func.min(events.c.timestamp).label("first"))
@@ -201,14 +205,14 @@ async def _with_unbilled_history(
             events.c.tenant_id == tenant_id,
             events.c.customer_id.in_([sub.customer_id for sub in closed]),
             events.c.invoice_id.is_(None),
-            events.c.timestamp < max(sub.billed_through for sub in closed if sub.billed_through),
+            events.c.timestamp < max(ends.values()),
         )
         .group_by(events.c.customer_id)
     )
     first = dict(rows.all())
     # An event from before starts_at (a previous subscription's) only costs a look that finds nothing.
-    return {
-        sub.id
-        for sub in closed
-        if sub.customer_id in first and sub.billed_through and first[sub.customer_id] < sub.billed_through
-    }
+    return {sub.id for sub in closed if sub.customer_id in first and first[sub.customer_id] < ends[sub.id]}
+
+
+def _history_end(sub: Subscription) -> datetime | None:
+    return sub.billed_through or (sub.starts_at if sub.replaces else None)

@@ -16,6 +16,7 @@ from billing.core.errors import Conflict
 from billing.customers.models import Customer
 from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
+from billing.invoicing.handover_late import predecessor_late_lines
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
@@ -98,6 +99,7 @@ async def _finalize_one(
         drafted = lines.period_lines(plan, meters, period, sub, mine)
     late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)
+    drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
     await invoices.replace_lines(session, invoice, drafted, at)
     await _open(session, tenant, invoice, at=at, actor=actor)

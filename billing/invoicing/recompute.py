@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
+from billing.invoicing.handover_late import predecessor_late_lines, successor_taking_late
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.metering import usage
@@ -39,7 +40,7 @@ async def draft_lines(
         tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
         drafted = lines.period_lines(plan, meters, period, sub, tallies)
     late = await late_periods(session, sub, meters, before=start)
-    return drafted + lines.late_lines(plan, meters, sub, late)
+    return drafted + lines.late_lines(plan, meters, sub, late) + await predecessor_late_lines(session, sub)
 
 
 async def recompute(
@@ -58,6 +59,10 @@ async def recompute(
         await refresh_draft(session, draft, sub, at=at)
     if drafts or sub.next_period_end is not None:
         return len(drafts)  # an open period's invoice will pick the late usage up when it closes
+    successor = await successor_taking_late(session, sub)
+    if successor is not None:
+        successor.usage_changed_at = at  # its drafts, or its next one, bill the late usage
+        return 0
     return await _late_only_invoice(session, tenant, sub, at=at, actor=actor)
 
 

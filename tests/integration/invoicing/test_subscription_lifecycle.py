@@ -592,11 +592,14 @@ async def test_a_late_event_of_the_replaced_subscription_is_billed_under_its_pla
         for i in await invoices(client, shop)
         for line in lines_of(i, "late_usage")
     ]
-    assert [(q, a) for _, q, a in late_lines] == [("6", usage_amount(Decimal(6), BASIC_UNIT))]
-    shown = await ok(client, shop, "GET", "/v1/events/late")
-    assert shown["billing_status"] == "invoiced" and shown["invoice"] != closing["id"]
+    # On the customer's next invoice, the successor's, priced under the old plan.
+    assert late_lines == [(new["id"], "6", usage_amount(Decimal(6), BASIC_UNIT))]
     (cycle,) = await invoices_of(client, shop, new["id"])
+    shown = await ok(client, shop, "GET", "/v1/events/late")
+    assert (shown["billing_status"], shown["invoice"]) == ("invoiced", cycle["id"])
     assert usage(cycle) == ("0", 0)
+    assert_total(cycle)
+    assert len(await invoices_of(client, shop, old["id"])) == 1
 
 
 async def test_the_subscription_waiting_as_a_pending_change_is_not_canceled_on_its_own(
@@ -630,3 +633,29 @@ async def test_a_scheduled_subscription_changes_in_place_and_bills_nothing(
     await run(client, shop, "2027-02-01T00:00:00Z")
     (january,) = await invoices_of(client, shop, created["id"])
     assert base_fee_amounts(january) == [("3", PRO_FEE * 3)]
+
+
+async def test_a_late_event_of_the_replaced_subscription_joins_the_successors_draft(
+    client: httpx.AsyncClient, shop: TenantHandle, clock: FrozenClock
+) -> None:
+    """When the successor's invoice is still a draft, the late event lands on that draft at once."""
+    old = await subscribe(client, shop, "c1", "basic", NOV)
+    new = (await patch(client, shop, old["id"], {"plan": "pro"})).json()
+    clock.set(DEC + timedelta(hours=1))
+    await run(client, shop, z(DEC + timedelta(hours=1)))  # the closing invoice is final, December's a draft
+    (closing,) = await invoices_of(client, shop, old["id"])
+    (draft,) = await invoices_of(client, shop, new["id"])
+    assert (closing["status"], draft["status"]) == ("open", "draft")
+    assert await send(client, shop, "c1", [("late", "2026-11-10T00:00:00Z", 4)]) == [("accepted", None)]
+    await run(client, shop, z(DEC + timedelta(hours=2)))
+    (draft,) = await invoices_of(client, shop, new["id"])
+    assert [(line["quantity"], line["amount"]) for line in lines_of(draft, "late_usage")] == [
+        ("4", usage_amount(Decimal(4), BASIC_UNIT))
+    ]
+    assert_total(draft)
+    clock.set(DEC + timedelta(hours=25))
+    await run(client, shop, z(DEC + timedelta(hours=25)))
+    (final,) = await invoices_of(client, shop, new["id"])
+    assert final["status"] == "open" and lines_of(final, "late_usage") == lines_of(draft, "late_usage")
+    shown = await ok(client, shop, "GET", "/v1/events/late")
+    assert shown["invoice"] == final["id"]
