@@ -214,9 +214,8 @@ async def _hand_over(
 async def _close_now(session: AsyncSession, sub: Subscription, clock: Clock) -> None:
     """Close the periods that have ended by now (the one cut short included) into drafts."""
     tenant = await get_tenant(session, sub.tenant_id)
-    await close_periods(
-        session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=RunTallies(clock.now)
-    )
+    tallies = RunTallies(clock.now, tenant_wide=False)  # one subscription: its customer's rows only
+    await close_periods(session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=tallies)
 
 
 async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock: Clock) -> Subscription:
