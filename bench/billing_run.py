@@ -19,9 +19,20 @@ How the month gets there (``--load``):
 - ``direct``: the rollups inserted straight into the tables, with no events (what this
   benchmark did before; the run has less to do: no late usage, rollups in customer order).
 
+``--changed-share 0.1`` compares two runs of the same load, on fresh databases, alternating
+(``--turns`` pairs): one as above, and one where that share of the customers, spread evenly,
+changed plan in the middle of October (``PATCH /v1/subscriptions/{id}`` to a second plan with
+``when`` = October 16, after the month's readings but the last hour were posted, untimed). Such
+a change closes the old plan's half month at once into a draft, which a billing run at
+``SETTLE_AT`` finalizes and charges (as the scheduler would in October; both runs have it,
+untimed). The timed run then closes the new subscriptions' half months with everyone else's
+month. The second plan, and a card on every customer, exist in both runs.
+It prints each run and the ratio of the changed run to the unchanged one, per turn.
+
     .venv/bin/python -m bench.billing_run --database postgresql                  # api, 300 customers
     .venv/bin/python -m bench.billing_run --database postgresql --load direct    # direct, 300 customers
     .venv/bin/python -m bench.billing_run --database sqlite --customers 600
+    .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --changed-share 0.1
 """
 
 from __future__ import annotations
@@ -81,6 +92,12 @@ PRICES: list[dict[str, Any]] = [
     },
 ]
 PLAN: dict[str, Any] = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": 4900, "prices": PRICES}
+# Where the changing customers go, and when (backdated: the server runs on the real clock).
+OTHER_PLAN: dict[str, Any] = {**PLAN, "code": "pro-plus", "name": "Pro Plus", "base_fee": 9900}
+CHANGE_AT = MONTH_START + timedelta(days=15)
+# The scheduler's run the morning after the changes' grace period (24 h): it finalizes their
+# closing drafts, as it would in October. Both runs of a comparison have it.
+SETTLE_AT = CHANGE_AT + timedelta(hours=30)
 CHUNK = 2000
 # A few minutes on a 2-core machine, loading included (posting a month of 300 customers' readings
 # takes 1 to 2 minutes; 10,000 customers take 5 minutes even inserted directly).
@@ -145,6 +162,58 @@ async def load_api(
     answered = await post_hours(server.port, key, customers, range(HOURS - 1), connections, failed)
     assert answered == expected, f"{answered} of {expected} readings accepted"
     await vacuum(url)
+
+
+def changing_customers(customers: int, share: float) -> list[int]:
+    """The customer numbers that change plan: ``share`` of them, spread evenly."""
+    count = round(customers * share)
+    return [n * customers // count for n in range(count)] if count else []
+
+
+async def change_plans(port: int, key: str, numbers: list[int], connections: int) -> None:
+    """Each of ``numbers`` moves to ``OTHER_PLAN`` at ``CHANGE_AT``, through the API."""
+    headers = {"Authorization": f"Bearer {key}"}
+    queue = list(reversed(numbers))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+
+        async def worker() -> None:
+            while queue:
+                customer = f"customer-{queue.pop():04d}"
+                listed = await client.get("/v1/subscriptions", params={"customer": customer})
+                listed.raise_for_status()
+                [sub] = listed.json()["data"]
+                patch = {"plan": OTHER_PLAN["code"], "when": CHANGE_AT.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                changed = await client.patch(f"/v1/subscriptions/{sub['id']}", json=patch)
+                changed.raise_for_status()
+                assert changed.json()["replaces"] == sub["id"], changed.text
+
+        await asyncio.gather(*[worker() for _ in range(connections)])
+
+
+async def prepare_changes(port: int, key: str, customers: int, connections: int) -> None:
+    """The second plan, and a card for every customer (the sandbox provider's), so that the
+    closing invoices of the changes are paid when finalized, as most are; without one each
+    would open a dunning case whose steps the timed run would take."""
+    headers = {"Authorization": f"Bearer {key}"}
+    queue = list(range(customers))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+        (await client.post("/v1/plans", json=OTHER_PLAN)).raise_for_status()
+
+        async def worker() -> None:
+            while queue:
+                path = f"/v1/customers/customer-{queue.pop():04d}"
+                (await client.patch(path, json={"default_payment_method": "pm_card_visa"})).raise_for_status()
+
+        await asyncio.gather(*[worker() for _ in range(connections)])
+
+
+async def settle(port: int, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"at": SETTLE_AT.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=3600
+    ) as client:
+        (await client.post("/v1/billing/run", json=body)).raise_for_status()
 
 
 async def vacuum(url: str) -> None:
@@ -357,14 +426,19 @@ async def timed_run(
 
 
 async def progress(database: Database, tenant_id: str) -> tuple[int, int]:
-    """The tenant's drafts, and its subscriptions flagged for late usage."""
+    """The tenant's drafts of periods ending with October, and its subscriptions flagged for late
+    usage."""
     invoices, subscriptions = Invoice.__table__, Subscription.__table__
     async with database.read() as session:
         row = (
             await session.execute(
                 sa.select(
                     sa.select(sa.func.count())
-                    .where(invoices.c.tenant_id == tenant_id, invoices.c.status == "draft")
+                    .where(
+                        invoices.c.tenant_id == tenant_id,
+                        invoices.c.status == "draft",
+                        invoices.c.period_end == MONTH_END,
+                    )
                     .scalar_subquery(),
                     sa.select(sa.func.count())
                     .where(
@@ -413,25 +487,30 @@ def database_cpu(name: str | None) -> float:
     return sum(process_cpu(pid) for pid in backends(name)) if name else 0.0
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument(
-        "--load",
-        choices=["api", "direct"],
-        default="api",
-        help="api: usage posted through POST /v1/events/batch (default); "
-        "direct: rollups inserted into the tables",
-    )
-    parser.add_argument(
-        "--customers", type=int, default=DEFAULT_CUSTOMERS, help=f"default {DEFAULT_CUSTOMERS}"
-    )
-    parser.add_argument("--connections", type=int, default=8, help="connections posting usage (--load api)")
-    args = parser.parse_args()
-    customers: int = args.customers
+@dataclass
+class Measured:
+    """One run of the bench: its load, and the timed billing run."""
 
+    changed: int  # customers that changed plan mid-October
+    changes_took: float
+    loaded: float
+    late: float
+    rollups: int
+    events: int
+    baseline: float
+    timeline: Timeline
+    result: dict[str, Any]
+    cpu: tuple[float, float]
+    drafts: int
+    flagged: int
+    failed: list[bytes]
+    failed_late: list[bytes]
+    deadlocks: int
+
+
+async def bench_once(args: argparse.Namespace, changed_share: float) -> Measured:
+    """A fresh database and server, the month loaded, the changes (if any), the timed run."""
+    customers: int = args.customers
     data_dir, url = await bench_database(args.database)
     env = server_env(data_dir, url)
     log = data_dir / "server.log"
@@ -440,6 +519,7 @@ async def main() -> None:
     late = 0.0
     failed: list[bytes] = []  # answers of batches resent, while loading
     failed_late: list[bytes] = []  # and while posting the last hour
+    changing = changing_customers(customers, changed_share)
     try:
         server.start()
         created = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))
@@ -450,6 +530,13 @@ async def main() -> None:
         else:
             await load_direct(url, tenant_id, customers)
         loaded = time.perf_counter() - began
+        began = time.perf_counter()
+        if args.changed_share:
+            await prepare_changes(server.port, key, customers, args.connections)
+            await change_plans(server.port, key, changing, args.connections)
+            await settle(server.port, key)
+            await vacuum(url)  # in both runs, as after the load
+        changes_took = time.perf_counter() - began
         if args.load == "api":
             # The month's last hour, read by the meters after it ended: posted now, just before the run.
             began = time.perf_counter()
@@ -473,8 +560,27 @@ async def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)  # a SQLite month of 1,000 customers is 1.3 GB
         if args.database == "postgresql":
             await drop_postgres_database(url)
+    return Measured(
+        changed=len(changing),
+        changes_took=changes_took,
+        loaded=loaded,
+        late=late,
+        rollups=rollups,
+        events=events,
+        baseline=min(baseline, after),
+        timeline=timeline,
+        result=result,
+        cpu=cpu,
+        drafts=drafts,
+        flagged=flagged,
+        failed=failed,
+        failed_late=failed_late,
+        deadlocks=deadlocks,
+    )
 
-    baseline = min(baseline, after)
+
+def report(args: argparse.Namespace, run: Measured) -> None:
+    customers: int = args.customers
     if args.load == "api":
         mode = (
             "api (usage posted to POST /v1/events/batch; the last hour after the others, just before the run)"
@@ -484,18 +590,28 @@ async def main() -> None:
     print(f"load:            {mode}")
     print(f"database:        {args.database}")
     print(f"customers:       {customers:,}")
-    print(f"rollup rows:     {rollups:,} ({events:,} usage events)")
-    last_hour = f"; the last hour's {customers * len(METERS):,} readings in {late:.1f} s" if late else ""
-    print(f"loaded in:       {loaded:.0f} s (not timed){last_hour}")
-    if failed or failed_late:
+    if args.changed_share:
         print(
-            f"resent batches:  {len(failed)} while loading, {len(failed_late)} of the last hour, answered "
-            + ", ".join(sorted({answer[:3].decode() for answer in failed + failed_late}))
-            + f" (the server logged {deadlocks} errors 'deadlock detected')"
+            f"changed plan:    {run.changed:,} customers, on {CHANGE_AT:%Y-%m-%d}, "
+            f"in {run.changes_took:.1f} s "
+            "(before the last hour; not timed)"
         )
+    print(f"rollup rows:     {run.rollups:,} ({run.events:,} usage events)")
+    last_hour = (
+        f"; the last hour's {customers * len(METERS):,} readings in {run.late:.1f} s" if run.late else ""
+    )
+    print(f"loaded in:       {run.loaded:.0f} s (not timed){last_hour}")
+    if run.failed or run.failed_late:
+        print(
+            f"resent batches:  {len(run.failed)} while loading, {len(run.failed_late)} of the last hour, "
+            "answered "
+            + ", ".join(sorted({answer[:3].decode() for answer in run.failed + run.failed_late}))
+            + f" (the server logged {run.deadlocks} errors 'deadlock detected')"
+        )
+    result, timeline, baseline = run.result, run.timeline, run.baseline
     print(
-        f"drafts:          {drafts} ({result['invoices_created']} reported created, "
-        f"{result['drafts_recomputed']} recomputed; {flagged} subscriptions still flagged)"
+        f"drafts:          {run.drafts} ({result['invoices_created']} reported created, "
+        f"{result['drafts_recomputed']} recomputed; {run.flagged} subscriptions still flagged)"
     )
     print(
         f"billing run:     {timeline.answered:.2f} s until it answered "
@@ -505,13 +621,71 @@ async def main() -> None:
         f"  of which:      every draft after {timeline.drafted:.2f} s, no late usage left to fold in after "
         f"{timeline.current:.2f} s, then the outbox"
     )
-    database_share = f", database backends {cpu[1]:.1f} s" if name else ""
-    print(f"CPU in the run:  server {cpu[0]:.1f} s{database_share}")
+    database_share = f", database backends {run.cpu[1]:.1f} s" if args.database == "postgresql" else ""
+    print(f"CPU in the run:  server {run.cpu[0]:.1f} s{database_share}")
     print(f"bare aggregate:  {baseline:.2f} s (the same rollups; best median of 3, before and after the run)")
     print(
         f"ratio:           {timeline.answered / baseline:.2f}x the bare aggregate until it answered; "
         f"{timeline.drafted / baseline:.2f}x to every draft (target: at most 2x, under 60 s)"
     )
+
+
+def compare(pairs: list[tuple[Measured, Measured]]) -> None:
+    """The changed runs against the unchanged ones, turn by turn (target: at most 1.10)."""
+    print("comparison:      turn  unchanged  changed  ratio (until it answered; to every draft; CPU)")
+    ratios = []
+    for turn, (plain, changed) in enumerate(pairs, start=1):
+        ratio = changed.timeline.answered / plain.timeline.answered
+        drafted = changed.timeline.drafted / plain.timeline.drafted
+        cpu = sum(changed.cpu) / sum(plain.cpu)
+        ratios.append(ratio)
+        print(
+            f"{'':17}{turn:>4}  {plain.timeline.answered:>7.2f} s  "
+            f"{changed.timeline.answered:>5.2f} s  {ratio:.3f} ({drafted:.3f}; {cpu:.3f})"
+        )
+    print(
+        f"changed/unchanged: median {statistics.median(ratios):.3f} over {len(ratios)} turns "
+        "(target: at most 1.10)"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--load",
+        choices=["api", "direct"],
+        default="api",
+        help="api: usage posted through POST /v1/events/batch (default); "
+        "direct: rollups inserted into the tables",
+    )
+    parser.add_argument(
+        "--customers", type=int, default=DEFAULT_CUSTOMERS, help=f"default {DEFAULT_CUSTOMERS}"
+    )
+    parser.add_argument("--connections", type=int, default=8, help="connections posting usage (--load api)")
+    parser.add_argument(
+        "--changed-share",
+        type=float,
+        default=0.0,
+        help="compare with runs where this share of the customers changed plan mid-October",
+    )
+    parser.add_argument("--turns", type=int, default=2, help="unchanged/changed pairs (--changed-share)")
+    args = parser.parse_args()
+    if not args.changed_share:
+        report(args, await bench_once(args, 0.0))
+        return
+    pairs = []
+    for turn in range(1, args.turns + 1):
+        plain = await bench_once(args, 0.0)
+        print(f"--- turn {turn}, unchanged")
+        report(args, plain)
+        changed = await bench_once(args, args.changed_share)
+        print(f"--- turn {turn}, {changed.changed} customers changed plan")
+        report(args, changed)
+        pairs.append((plain, changed))
+    compare(pairs)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Deterministic: the same size gives the same roster. The first customers each play one of the
 stories a finance team meets (a card that fails and is replaced, one that keeps failing, a
-customer that leaves); the rest pay on time.
+customer that leaves, one in a trial, one that changed plan or seats); the rest pay on time.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ LEAVES_TODAY = "leaves_today"  # left hours ago: its last invoice is still a dra
 LEAVES_RECENTLY = "leaves_recently"
 VOIDED = "voided"  # finance voids its first invoice while it is a draft
 LATE_SYNC = "late_sync"  # a device uploads a day of usage after the invoice was finalized
+MID_TRIAL = "mid_trial"  # signed up days ago with a 14-day trial that still runs
+UPGRADED = "upgraded"  # Starter to Growth in the middle of last month: a closing and a prorated invoice
+ADDS_SEATS = "adds_seats"  # Starter for five seats, eight since the middle of last month
+PENDING_DOWNGRADE = "pending_downgrade"  # Scale until the end of this period, then Growth
 STORIES = (
     RECOVERS_SOFT,
     RECOVERS_HARD,
@@ -34,7 +38,17 @@ STORIES = (
     LEAVES_RECENTLY,
     VOIDED,
     LATE_SYNC,
+    MID_TRIAL,
+    UPGRADED,
+    ADDS_SEATS,
+    PENDING_DOWNGRADE,
 )
+# The plan each subscription-change story starts on, and where it goes.
+STORY_PLAN = {MID_TRIAL: "growth", UPGRADED: "starter", ADDS_SEATS: "starter", PENDING_DOWNGRADE: "scale"}
+UPGRADE_TO, DOWNGRADE_TO = "growth", "growth"
+TRIAL_DAYS = 14
+TRIAL_SIGNUP = timedelta(days=4, hours=3)  # before now: the trial has ten days left
+SEATS_BEFORE, SEATS_AFTER = 5, 8
 FIRST_METHOD = {
     RECOVERS_SOFT: "pm_card_chargeDeclinedInsufficientFunds",
     RECOVERS_HARD: "pm_card_chargeDeclinedExpiredCard",
@@ -119,7 +133,7 @@ def _persona(index: int, company: str, rng: random.Random, now: datetime) -> Per
         email=f"{MAILBOXES[index % len(MAILBOXES)]}@{slug}.example.com",
         timezone=timezone,
         locale=locale,
-        plan=rng.choices(plans, weights)[0],
+        plan=STORY_PLAN.get(story or "") or rng.choices(plans, weights)[0],
         payment_method=method,
         # Two customers' cards run out this month or the next: they get expiry notices.
         card=card(rng, method, now=now, months_left=index % 2 if index in EXPIRING else rng.randint(6, 48)),

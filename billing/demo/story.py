@@ -25,17 +25,20 @@ from billing.demo.usage import Event, customer_events, late_event
 from billing.dunning.cases import payment_method_changed
 from billing.dunning.models import DunningCase
 from billing.invoicing import invoices, periods
-from billing.invoicing.changes import Clock, cancel
+from billing.invoicing.changes import Clock, cancel, change
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.finalize import void_draft_events
 from billing.invoicing.history import has_billing_history
 from billing.invoicing.models import Invoice, Subscription
-from billing.invoicing.schemas import CancelIn, SubscriptionCreate
+from billing.invoicing.schemas import CancelIn, SubscriptionCreate, SubscriptionPatch
 from billing.invoicing.subscriptions import create_subscription, get_subscription
 from billing.metering.ingest import MAX_BATCH, ingest
 from billing.payments.views import PAYMENTS
 
 DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
+# "Last month" is the last calendar month that ended this long before now, so that the invoices
+# of a change in it (grace period, then the next daily run) are final by now.
+LAST_MONTH_SETTLED = timedelta(days=2)
 Action = Callable[[datetime], Awaitable[None]]
 # ``POST /v1/billing/run`` for one tenant at a time, as the composition root builds it.
 BillingRun = Callable[[AppContext, datetime, str], Awaitable[object]]
@@ -68,8 +71,7 @@ class Story:
 
     async def play(self, personas: list[Persona]) -> None:
         for persona in personas:
-            signup = self.start + timedelta(days=persona.signup_day, minutes=persona.signup_minute)
-            self._at(signup, self._signup(persona))
+            self._at(self._signup_time(persona), self._signup(persona))
             if persona.story == roster.LEAVES_FAILING:
                 self._at(self.now - timedelta(days=12), self._change_card(persona, roster.FAILING_LATER))
         day = self.start + DAILY_RUN
@@ -81,6 +83,11 @@ class Story:
             when, _, action = heapq.heappop(self._actions)
             self.clock.set(when)
             await action(when)
+
+    def _signup_time(self, persona: Persona) -> datetime:
+        if persona.story == roster.MID_TRIAL:  # recently enough that the trial still runs
+            return (self.now - roster.TRIAL_SIGNUP).replace(microsecond=0)
+        return self.start + timedelta(days=persona.signup_day, minutes=persona.signup_minute)
 
     def _at(self, when: datetime, action: Action) -> None:
         if when <= self.now:
@@ -154,13 +161,20 @@ class Story:
                 card=persona.card,
                 metadata={"source": "demo"},
             )
-            subscription = SubscriptionCreate(customer=persona.external_id, plan=persona.plan, starts_at=at)
+            subscription = SubscriptionCreate(
+                customer=persona.external_id,
+                plan=persona.plan,
+                starts_at=at,
+                quantity=roster.SEATS_BEFORE if persona.story == roster.ADDS_SEATS else 1,
+                trial_days=roster.TRIAL_DAYS if persona.story == roster.MID_TRIAL else None,
+            )
             async with self.ctx.database.transaction() as session:
                 await create_customer(session, self.tenant_id, customer, now=at)
                 sub = await create_subscription(session, self.tenant_id, subscription, now=at)
             leaves = roster.LEAVES.get(persona.story or "")
             until = self.now - leaves if leaves else self.now
-            self._queue_events(customer_events(persona, at, until, origin=self.start))
+            upgrade = self._plan_changes(persona, sub.id, sub.timezone)
+            self._queue_events(customer_events(persona, at, upgrade or until, origin=self.start))
             if leaves:
                 self._at(until, self._leave(sub.id))
             end = sub.next_period_end
@@ -182,6 +196,45 @@ class Story:
         elif persona.story == roster.LATE_SYNC:
             offline = late_event(persona, end - timedelta(hours=12))
             self._at(end + timedelta(days=3, hours=4), self._late_upload(offline))
+
+    def _plan_changes(self, persona: Persona, subscription_id: str, timezone: str) -> datetime | None:
+        """Schedule the story's plan or seat change; the instant of an upgrade (the old plan's
+        usage stops there), else None."""
+        last_month = periods.month_start(self.now - LAST_MONTH_SETTLED, timezone) - timedelta(days=1)
+        mid_last_month = periods.month_start(last_month, timezone) + timedelta(days=11, hours=14)
+        if persona.story == roster.UPGRADED:
+            self._at(mid_last_month, self._upgrade(persona, subscription_id))
+            return mid_last_month
+        if persona.story == roster.ADDS_SEATS:
+            seats = SubscriptionPatch(quantity=roster.SEATS_AFTER)
+            self._at(mid_last_month + timedelta(days=6), self._change(subscription_id, seats))
+        elif persona.story == roster.PENDING_DOWNGRADE:
+            # Two days ago, or early this month: the switch waits for this period's end.
+            this_month = periods.month_start(self.now, timezone) + timedelta(hours=1)
+            at = min(self.now, max(self.now - timedelta(days=2), this_month)).replace(microsecond=0)
+            downgrade = SubscriptionPatch(plan=roster.DOWNGRADE_TO, when="period_end")
+            self._at(at, self._change(subscription_id, downgrade))
+        return None
+
+    def _upgrade(self, persona: Persona, subscription_id: str) -> Action:
+        """A plan change "now": the old plan's usage so far goes in first, the new plan's follows."""
+        upgraded = replace(persona, plan=roster.UPGRADE_TO)
+        switch = self._change(subscription_id, SubscriptionPatch(plan=roster.UPGRADE_TO))
+
+        async def act(at: datetime) -> None:
+            await self._ingest_until(at)
+            await switch(at)
+            self._queue_events(customer_events(upgraded, at, self.now, origin=self.start))
+
+        return act
+
+    def _change(self, subscription_id: str, patch: SubscriptionPatch) -> Action:
+        async def act(at: datetime) -> None:
+            async with self.ctx.database.transaction() as session:
+                sub = await get_subscription(session, self.tenant_id, subscription_id, lock=True)
+                await change(session, sub, patch, Clock(at, actor="demo"))
+
+        return act
 
     def _change_card(self, persona: Persona, method: str) -> Action:
         """The customer saves another card; open dunning cases retry it at once."""

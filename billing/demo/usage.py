@@ -62,7 +62,7 @@ def late_event(persona: Persona, timestamp: datetime) -> Event:
 def _day(persona: Persona, day: datetime, age: int) -> Iterator[Event]:
     rng = seeded(f"{persona.external_id}:{day.date().isoformat()}")
     meters = PLAN_METERS[persona.plan]
-    stamp = f"{persona.external_id}:{day:%Y%m%d}"
+    stamp = f"{persona.external_id}:{persona.plan}:{day:%Y%m%d}"  # a plan change's day has both
     weekday = day.weekday()
     trend = 1000 + persona.growth * age  # per mille of the first day's level
     if API_CALLS in meters:

@@ -225,9 +225,8 @@ async def _close_now(session: AsyncSession, sub: Subscription, clock: Clock) -> 
     it is announced here."""
     nothing_left = sub.cancel_at is not None and sub.cancel_at <= (sub.billed_through or sub.starts_at)
     tenant = await get_tenant(session, sub.tenant_id)
-    await close_periods(
-        session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=RunTallies(clock.now)
-    )
+    tallies = RunTallies(clock.now, tenant_wide=False)  # one subscription: its customer's rows only
+    await close_periods(session, tenant, [sub], at=clock.now, actor=clock.actor, tallies=tallies)
     if nothing_left and schedule.has_ended(sub, clock.now):
         topic = "subscription.ended" if sub.end_reason == "replaced" else "subscription.canceled"
         await emit(session, sub, topic, clock.now)

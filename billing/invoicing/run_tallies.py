@@ -31,8 +31,11 @@ TENANT_WIDE_LIMIT = 50_000
 
 
 class RunTallies:
-    def __init__(self, at: datetime) -> None:
+    def __init__(self, at: datetime, *, tenant_wide: bool = True) -> None:
+        """``tenant_wide=False`` for a close of a few subscriptions (a plan change or cancel):
+        it reads only their customers, however many of the tenant's subscriptions are due."""
         self.at = at
+        self._may_read_tenant = tenant_wide
         self._tenant_wide: dict[str, bool] = {}
         self._kept: dict[tuple[str, Range, tuple[str, ...]], dict[SeriesKey, Tally]] = {}
 
@@ -66,6 +69,8 @@ class RunTallies:
     async def _whole_tenant(self, session: AsyncSession, tenant_id: str) -> bool:
         """Whether at least half of the tenant's open subscriptions, and at most the limit, are due
         in this run (decided at its first batch, before any of them has moved on)."""
+        if not self._may_read_tenant:
+            return False
         if tenant_id not in self._tenant_wide:
             table = Subscription.__table__
             due, live = (

@@ -29,6 +29,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from billing.demo.roster import MIN_CUSTOMERS
 from tests.conftest import TEST_SECRET_KEY
 from tests.e2e.test_serve import Process, Server, free_port, run_cli
 
@@ -43,8 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 REPO = Path(__file__).resolve().parents[2]
-# Every invoice status and story is there with 12 customers; the default 36 take longer to build.
-DEMO_CUSTOMERS = 12
+# Every invoice status and story is there with the smallest roster; the default 36 take longer.
+DEMO_CUSTOMERS = MIN_CUSTOMERS
 DEMO_DEADLINE_SECONDS = 120
 BANNER = {
     "tenant_id": re.compile(r"tenant: +(ten_\S+)"),

@@ -1,5 +1,6 @@
 """The demo tenant of ``billing demo``: built through the service's own verbs, it shows every
-invoice status and dunning outcome, its emails are in the ``.eml`` outbox, and it is built once."""
+invoice status and dunning outcome and the subscription lifecycle (a trial, an upgrade, seats, a
+pending downgrade), its emails are in the ``.eml`` outbox, and it is built once."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from billing.models import metadata
 from billing.notifications.delivery import OUTBOX_DIR
 from billing.tenants import service
 from billing.web.auth import Scope
+from tests.integration.demo.lifecycle import assert_lifecycle_stories
 from tests.integration.invoicing.test_invoice_lifecycle import MakeTenant
 
 
@@ -84,6 +86,7 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
     kinds = {email["kind"] for email in emails}
     assert {"payment_failed", "final_notice", "payment_recovered", "card_expiring"} <= kinds
     assert all(email["status"] == "sent" for email in emails)
+    await assert_lifecycle_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
     eml_files = sorted(path.stem for path in (ctx.settings.data_dir / OUTBOX_DIR).glob("*.eml"))
     assert eml_files == sorted(email["id"] for email in emails)
 
@@ -113,3 +116,4 @@ async def test_a_saved_demo_whose_key_no_longer_works_is_built_again(
     assert response.status_code == 200 and response.json()["id"] == new["tenant_id"]
     invoices = await every_page(client, "/v1/invoices", new["finance_key"])
     assert {"draft", "open", "paid", "void", "uncollectible"} <= {i["status"] for i in invoices}
+    await assert_lifecycle_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
