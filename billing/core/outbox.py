@@ -214,11 +214,21 @@ async def _fan_out_batch(ctx: AppContext, consumers: Sequence[Consumer], now: da
     return len(rows)
 
 
+# Events caused by handling events, caused by handling events: a chain is never longer than this.
+MAX_ROUNDS = 4
+
+
 async def dispatch_all(ctx: AppContext, consumers: Sequence[Consumer], *, at: datetime | None = None) -> int:
     """Fan out, then handle everything due by ``at`` (default now), consumer by consumer; return
-    how many rows were handled."""
-    await fan_out(ctx, consumers, at=at)
+    how many rows were handled. A handler may emit events of its own (dunning's case opening
+    makes a subscription past due), so rounds repeat while the last one handled anything."""
     handled = 0
-    for consumer in consumers:
-        handled += await drain(partial(dispatch, ctx, consumer, at=at), full=CLAIM_BATCH)
+    for _ in range(MAX_ROUNDS):
+        await fan_out(ctx, consumers, at=at)
+        this_round = 0
+        for consumer in consumers:
+            this_round += await drain(partial(dispatch, ctx, consumer, at=at), full=CLAIM_BATCH)
+        handled += this_round
+        if not this_round:
+            break
     return handled
