@@ -16,7 +16,7 @@ from billing.core.errors import Conflict
 from billing.customers.models import Customer
 from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
-from billing.invoicing.handover_late import predecessor_late_lines
+from billing.invoicing.handover_late import predecessor_late_lines, waive_predecessor_events
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
@@ -80,6 +80,7 @@ async def void_draft_events(session: AsyncSession, sub: Subscription, invoice: I
     for period in await finalized_periods(session, sub.id):
         if period.end <= invoice.period_start:
             await mark_events(session, sub, invoice.id, period.end, since=period.start)
+    await waive_predecessor_events(session, sub, invoice.id)
 
 
 async def _finalize_one(

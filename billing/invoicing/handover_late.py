@@ -38,6 +38,13 @@ async def predecessor_late_lines(
     return lines.late_lines(plan, meters, predecessor, late)
 
 
+async def waive_predecessor_events(session: AsyncSession, sub: Subscription, invoice_id: str) -> None:
+    """A voided draft of ``sub`` keeps the predecessor's late events it showed, as its own."""
+    predecessor = await _settled_predecessor(session, sub)
+    if predecessor is not None and predecessor.cancel_at is not None:
+        await mark_events(session, predecessor, invoice_id, predecessor.cancel_at)
+
+
 async def successor_taking_late(session: AsyncSession, sub: Subscription) -> Subscription | None:
     """The running successor that bills this replaced subscription's late events, if any."""
     if sub.end_reason != "replaced" or sub.replaced_by is None or await _has_drafts(session, sub.id):

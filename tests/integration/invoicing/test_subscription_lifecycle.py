@@ -659,3 +659,23 @@ async def test_a_late_event_of_the_replaced_subscription_joins_the_successors_dr
     assert final["status"] == "open" and lines_of(final, "late_usage") == lines_of(draft, "late_usage")
     shown = await ok(client, shop, "GET", "/v1/events/late")
     assert shown["invoice"] == final["id"]
+
+
+async def test_voiding_the_successors_draft_waives_the_replaced_subscriptions_late_event(
+    client: httpx.AsyncClient, shop: TenantHandle, clock: FrozenClock
+) -> None:
+    old = await subscribe(client, shop, "c1", "basic", NOV)
+    new = (await patch(client, shop, old["id"], {"plan": "pro"})).json()
+    clock.set(DEC + timedelta(hours=1))
+    await run(client, shop, z(DEC + timedelta(hours=1)))
+    assert await send(client, shop, "c1", [("late", "2026-11-10T00:00:00Z", 4)]) == [("accepted", None)]
+    await run(client, shop, z(DEC + timedelta(hours=2)))
+    (draft,) = await invoices_of(client, shop, new["id"])
+    assert len(lines_of(draft, "late_usage")) == 1
+    await ok(client, shop, "POST", f"/v1/invoices/{draft['id']}/void")
+    shown = await ok(client, shop, "GET", "/v1/events/late")
+    assert shown["invoice"] == draft["id"]
+    # Nothing bills it again: December's successor invoice and no invoice of its own.
+    clock.set(at("2027-01-02T12:00:00Z"))
+    await run(client, shop, "2027-01-02T12:00:00Z")
+    assert all(not lines_of(i, "late_usage") for i in await invoices(client, shop) if i["id"] != draft["id"])
