@@ -13,10 +13,8 @@ from billing.invoicing import items
 from billing.invoicing.item_schemas import InvoiceItemCreate, InvoiceItemOut, invoice_item_out
 from billing.web.auth import ADMIN, READ, scopes
 from billing.web.dependencies import Caller, Ctx
+from billing.web.params import CustomerFilter
 
-CustomerFilter = Annotated[
-    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
-]
 StatusFilter = Annotated[
     Literal["pending", "invoiced", "deleted"] | None, QueryParameter(description="Item status")
 ]

@@ -32,13 +32,10 @@ from billing.invoicing.upcoming import upcoming_invoice
 from billing.tenants.service import get_tenant
 from billing.web.auth import ADMIN, FINANCE, READ, Principal, scopes
 from billing.web.dependencies import Caller, Ctx, Port
-from billing.web.params import timestamp_param
+from billing.web.params import CustomerFilter, timestamp_param
 
 # The payments of invoices, provided by the composition root (app.py) under this name.
 Payments = Port[InvoicePayments]
-CustomerFilter = Annotated[
-    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
-]
 SubscriptionStatus = Annotated[
     Literal["scheduled", "trialing", "active", "past_due", "canceled", "ended"] | None,
     QueryParameter(description="Subscription status as of now"),

@@ -15,6 +15,7 @@ from billing.notifications.schemas import NotificationOut, PreviewOut, notificat
 from billing.web.auth import READ, scopes
 from billing.web.dependencies import Caller, Ctx
 from billing.web.openapi import alternative_contents, struct_schema
+from billing.web.params import CustomerFilter
 
 Kind = Literal[
     "payment_failed",
@@ -29,9 +30,6 @@ Kind = Literal[
 Status = Literal["queued", "sent", "failed", "skipped"]
 assert set(get_args(Kind)) == set(ALL_KINDS) and set(get_args(Status)) == set(STATUSES)
 
-CustomerFilter = Annotated[
-    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
-]
 KindFilter = Annotated[Kind | None, QueryParameter(description="Notification kind")]
 StatusFilter = Annotated[Status | None, QueryParameter(description="Delivery status")]
 InvoiceFilter = Annotated[str | None, QueryParameter(max_length=40, description="Invoice id")]

@@ -17,6 +17,7 @@ from billing.payments.schemas import PaymentOut, RefundIn, payment_out
 from billing.payments.views import PAYMENTS
 from billing.web.auth import ADMIN, FINANCE, READ, scopes
 from billing.web.dependencies import Caller, Ctx
+from billing.web.params import CustomerFilter
 
 
 class InvoicePaymentController(Controller):
@@ -42,9 +43,6 @@ PaymentStatus = Annotated[
 ]
 
 
-CustomerFilter = Annotated[
-    str | None, QueryParameter(max_length=128, description="Customer id or external_id")
-]
 FlaggedFilter = Annotated[bool | None, QueryParameter(description="Pending for more than a day")]
 
 
