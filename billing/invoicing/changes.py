@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import validation
 from billing.core.clock import ensure_utc, format_timestamp, parse_timestamp
 from billing.core.errors import Conflict, NotFound, ValidationFailed
+from billing.customers.models import Customer
+from billing.customers.service import lock_customer
 from billing.invoicing import schedule
 from billing.invoicing.close import close_periods
 from billing.invoicing.models import Plan, Subscription
@@ -34,7 +36,6 @@ from billing.invoicing.subscriptions import (
     check_quantity,
     emit,
     get_subscription,
-    lock_customer,
     new_subscription,
     refuse_overlap_after,
 )
@@ -57,7 +58,7 @@ async def change(
 ) -> Subscription:
     """Apply ``patch`` to the (locked) subscription; return the subscription in force afterwards."""
     now = clock.now
-    await lock_customer(session, sub.customer_id)
+    await lock_customer(session, await session.get_one(Customer, sub.customer_id))
     changed = False
     if patch.metadata is not UNSET:
         sub.metadata_ = validation.validate_metadata("metadata", patch.metadata)
@@ -246,7 +247,7 @@ async def cancel(session: AsyncSession, sub: Subscription, data: CancelIn, clock
             f" DELETE /v1/subscriptions/{sub.replaces}/pending-change drops it",
             code="invalid_transition",
         )
-    await lock_customer(session, sub.customer_id)
+    await lock_customer(session, await session.get_one(Customer, sub.customer_id))
     if data.when == "period_end":
         if sub.replaced_by is not None:
             raise Conflict(
@@ -339,7 +340,7 @@ def _move_trial_end(sub: Subscription, value: str, now: datetime) -> None:
 
 
 async def delete_pending_change(session: AsyncSession, sub: Subscription, now: datetime) -> Subscription:
-    await lock_customer(session, sub.customer_id)
+    await lock_customer(session, await session.get_one(Customer, sub.customer_id))
     if sub.replaced_by is not None and sub.cancel_at is not None and sub.cancel_at > now:
         await _drop_pending_successor(session, sub)
         sub.cancel_at = sub.end_reason = sub.close_reason = None

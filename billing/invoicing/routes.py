@@ -11,8 +11,7 @@ from litestar.response import Stream
 
 from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
-from billing.customers.archived import ensure_not_archived
-from billing.customers.service import get_customer, lock_customer
+from billing.customers.service import get_customer
 from billing.invoicing import actions, changes, invoices, plans, standalone, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.item_schemas import InvoiceCreate, InvoicePatch
@@ -94,9 +93,6 @@ class SubscriptionController(Controller):
     ) -> SubscriptionOut:
         now = ctx.clock.now()
         async with ctx.database.transaction() as session:
-            # Locked first, so that an archive running at the same time comes strictly before or after.
-            customer = await get_customer(session, principal.tenant_id, data.customer)
-            ensure_not_archived(await lock_customer(session, customer))
             sub = await subscriptions.create_subscription(session, principal.tenant_id, data, now=now)
             return (await subscriptions.subscriptions_out(session, [sub], now))[0]
 

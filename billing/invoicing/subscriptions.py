@@ -19,8 +19,9 @@ from billing.core.clock import ensure_utc, format_timestamp
 from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
+from billing.customers.archived import ensure_not_archived
 from billing.customers.models import Customer
-from billing.customers.service import get_customer
+from billing.customers.service import get_customer, lock_customer
 from billing.invoicing import schedule, trials
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.plans import MAX_TRIAL_DAYS, get_plan
@@ -38,7 +39,9 @@ from billing.tenants.service import get_tenant
 async def create_subscription(
     session: AsyncSession, tenant_id: str, data: SubscriptionCreate, *, now: datetime
 ) -> Subscription:
-    customer = await get_customer(session, tenant_id, data.customer)
+    # Locked first: subscription changes of a customer, and an archive, take turns on its row.
+    customer = await lock_customer(session, await get_customer(session, tenant_id, data.customer))
+    ensure_not_archived(customer)
     plan = await get_plan(session, tenant_id, data.plan)
     if plan.currency != customer.currency:
         raise ValidationFailed.field(
@@ -50,7 +53,6 @@ async def create_subscription(
         raise ValidationFailed.field("trial_days", f"must be between 0 and {MAX_TRIAL_DAYS}")
     validation.validate_metadata("metadata", data.metadata)
     starts_at = ensure_utc(data.starts_at) if data.starts_at else now
-    await lock_customer(session, customer.id)
     await _refuse_overlap(session, customer.id, starts_at)
     timezone = customer.timezone or (await get_tenant(session, tenant_id)).billing_timezone
     subscription = new_subscription(
@@ -135,11 +137,6 @@ async def emit(session: AsyncSession, subscription: Subscription, topic: str, no
         },
         now=now,
     )
-
-
-async def lock_customer(session: AsyncSession, customer_id: str) -> None:
-    """Serialise subscription changes per customer, so that two overlapping ones cannot both pass."""
-    await session.execute(sa.select(Customer.id).where(Customer.id == customer_id).with_for_update())
 
 
 def _effective() -> sa.ColumnElement[bool]:
