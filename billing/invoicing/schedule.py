@@ -66,8 +66,12 @@ def segments(sub: Subscription) -> list[tuple[datetime, int]]:
 
 
 def quantity_at(sub: Subscription, at: datetime) -> int:
-    current = segments(sub)[0][1]
-    for start, quantity in segments(sub):
+    return _quantity_at(segments(sub), at)
+
+
+def _quantity_at(stored: list[tuple[datetime, int]], at: datetime) -> int:
+    current = stored[0][1]
+    for start, quantity in stored:
         if start <= at:
             current = quantity
     return current
@@ -76,11 +80,12 @@ def quantity_at(sub: Subscription, at: datetime) -> int:
 def seats_in(sub: Subscription, period: periods.Period) -> list[Seats]:
     """The period cut where the quantity changes, each piece with its quantity (adjacent pieces of
     equal quantity are one)."""
-    cuts = [start for start, _ in segments(sub) if period.start < start < period.end]
+    stored = segments(sub)
+    cuts = [start for start, _ in stored if period.start < start < period.end]
     edges = [period.start, *cuts, period.end]
     pieces: list[Seats] = []
     for start, end in itertools.pairwise(edges):
-        quantity = quantity_at(sub, start)
+        quantity = _quantity_at(stored, start)
         if pieces and pieces[-1].quantity == quantity:
             pieces[-1] = Seats(periods.Period(pieces[-1].period.start, end), quantity)
         else:
