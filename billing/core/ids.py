@@ -32,6 +32,13 @@ PREFIXES = frozenset(
         "obx",
         "ste",
         "rfd",
+        "il",
+        "crg",
+        "cbt",
+        "cpn",
+        "dis",
+        "txr",
+        "cn",
     }
 )
 

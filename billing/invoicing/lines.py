@@ -33,6 +33,12 @@ class LineDraft:
     period_end: datetime
     tiers: list[dict[str, Any]] = field(default_factory=list)
     invoice_item_id: str | None = None
+    # The plan the line was rated under (a plan-scoped discount covers only its lines).
+    plan_id: str | None = None
+    # Set by amounts.compute: [{"discount", "amount"}] and [{"tax_rate", "amount", ...}].
+    discount_amounts: list[dict[str, object]] = field(default_factory=list)
+    tax_amounts: list[dict[str, object]] = field(default_factory=list)
+    discount_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def period_lines(
     """The base fee (prorated, per seat segment) and one usage line per priced meter, zero
     quantities included; in a trial, the same lines at zero, kind ``trial``."""
     if schedule.in_trial(sub, period):
-        return _trial_lines(plan, meters, period, sub, tallies)
+        return _of_plan(plan, _trial_lines(plan, meters, period, sub, tallies))
     lines = []
     if plan.base_fee:
         lines += [_base_fee_line(plan, seats, sub.timezone) for seats in schedule.seats_in(sub, period)]
@@ -78,6 +84,12 @@ def period_lines(
                 tiers=_tiers(billed),
             )
         )
+    return _of_plan(plan, lines)
+
+
+def _of_plan(plan: Plan, lines: list[LineDraft]) -> list[LineDraft]:
+    for line in lines:
+        line.plan_id = plan.id
     return lines
 
 
@@ -139,7 +151,7 @@ def late_lines(
                     period_end=item.period.end,
                 )
             )
-    return lines
+    return _of_plan(plan, lines)
 
 
 def _base_fee_line(plan: Plan, seats: schedule.Seats, timezone: str) -> LineDraft:

@@ -139,7 +139,28 @@ class Invoice(Base):
     period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     period_end: Mapped[datetime] = mapped_column(UTCDateTime())
     subtotal: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # The amounts of "Invoice computation" (invoicing.amounts), stored as computed.
+    discount_total: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    tax_total: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    total_excluding_tax: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # [{"tax_rate", "amount", "inclusive"}] per rate applied.
+    total_tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    credits_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # [[grant id, amount]]: a draft's preview; at finalization, what the ledger took.
+    credit_applications: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    discount_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # The customer's tax data as at finalization (None on drafts: read live).
+    tax_exempt: Mapped[str | None] = mapped_column(sa.String(16))
+    customer_address: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    customer_tax_ids: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
+    legal_notes: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
     amount_paid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_due: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
@@ -186,6 +207,8 @@ class InvoiceLine(Base):
     __tablename__ = "invoice_lines"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    # The line's id on the wire (il_...): new on each recompute of a draft, fixed once finalized.
+    public_id: Mapped[str | None] = mapped_column(sa.String(40))
     invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(sa.Integer)
     kind: Mapped[str] = mapped_column(sa.String(32))
@@ -198,9 +221,17 @@ class InvoiceLine(Base):
     period_end: Mapped[datetime] = mapped_column(UTCDateTime())
     # [{"up_to", "quantity", "unit_amount", "flat_amount", "amount"}], decimals as strings.
     tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    plan_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # [{"discount", "amount"}] and [{"tax_rate", "amount", "taxable_amount", "inclusive"}].
+    discount_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
+    tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    discount_id: Mapped[str | None] = mapped_column(sa.String(40))
 
     __table_args__ = (
         sa.UniqueConstraint("invoice_id", "position"),
+        sa.UniqueConstraint("public_id"),
         sa.CheckConstraint(_one_of("kind", LINE_KINDS), name="kind"),
     )
 
