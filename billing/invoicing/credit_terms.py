@@ -16,18 +16,19 @@ from billing.invoicing.models import Invoice
 
 
 async def grants_for(
-    session: AsyncSession, tenant_id: str, customer_ids: Collection[str], *, at: datetime
+    session: AsyncSession, tenant_id: str, customer_ids: Collection[str], *, at: datetime, lock: bool = False
 ) -> dict[tuple[str, str], tuple[Grant, ...]]:
     """Per (customer id, currency), the grants an invoice finalized at ``at`` may use, in burn
-    order with what each has available; none: not in the answer."""
+    order with what each has available; none: not in the answer. ``lock``: the grant rows are
+    locked until commit (finalization), so that two invoices never spend the same credit."""
     return {}
 
 
 async def apply(
     session: AsyncSession, invoice: Invoice, applications: Sequence[tuple[str, int]], *, at: datetime
 ) -> None:
-    """Write the ``applied`` ledger entries of a finalized invoice (grant rows locked by the
-    caller's ``grants_for(..., lock=True)``)."""
+    """Write the ``applied`` ledger entries of a finalized invoice (the caller locked the grant
+    rows with ``grants_for(..., lock=True)``)."""
 
 
 async def restore(session: AsyncSession, invoice: Invoice, *, at: datetime) -> None:
