@@ -159,6 +159,9 @@ async def insert_drafts(
     With ``pending_items``, the customers' pending invoice items go onto their drafts."""
     assigned = await item_lines.attach_pending(session, drafts) if pending_items else {}
     for row, drafted in drafts:
+        start = row["period_start"]
+        assert isinstance(start, datetime)
+        drafted[:] = lines.in_invoice_order(drafted, start)
         invoices.set_totals(row, drafted)
     table = Invoice.__table__
     inserted = {

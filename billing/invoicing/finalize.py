@@ -102,7 +102,7 @@ async def _finalize_one(
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
-    await invoices.replace_lines(session, invoice, drafted, at)
+    await invoices.replace_lines(session, invoice, lines.in_invoice_order(drafted, invoice.period_start), at)
     await _open(session, tenant, invoice, at=at, actor=actor)
 
 

@@ -61,8 +61,11 @@ class Plan(Base):
     base_fee: Mapped[int] = mapped_column(sa.BigInteger)
     # Days of trial a subscription gets unless it says otherwise.
     trial_days: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
-    # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount"}]
+    # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount",
+    #   "minimum_amount", "maximum_amount"}]
     prices: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # The commitment per full period (minor units): a period billing less is topped up to it.
+    minimum_amount: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -70,6 +73,7 @@ class Plan(Base):
         sa.UniqueConstraint("tenant_id", "code"),
         sa.Index("ix_plans_tenant_id_id", "tenant_id", "id"),
         sa.CheckConstraint("base_fee >= 0", name="base_fee"),
+        sa.CheckConstraint("minimum_amount >= 0", name="minimum_amount"),
     )
 
 
@@ -150,9 +154,13 @@ class Invoice(Base):
     total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     credits_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # [[grant id, amount]]: a draft's preview; at finalization, what the ledger took.
-    credit_applications: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    credit_applications: Mapped[list[Any]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
-    post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    post_payment_credit_notes_amount: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default="0"
+    )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
     # The customer's tax data as at finalization (None on drafts: read live).
     tax_exempt: Mapped[str | None] = mapped_column(sa.String(16))
@@ -226,7 +234,9 @@ class InvoiceLine(Base):
     discount_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONType, default=list, server_default=sa.text("'[]'")
     )
-    tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
 
     __table_args__ = (
