@@ -360,3 +360,43 @@ async def test_bounds_are_validated_and_bad_input_writes_nothing(
     await call(client, tenant, "/v1/subscriptions", {"customer": "c1", "plan": "ok"}, status=201)
     response = await client.patch("/v1/plans/ok", headers=tenant.headers(), json={"minimum_amount": 1})
     assert_problem(response, 409, "plan_in_use")
+
+
+# --- a period cut short, and the preview --------------------------------------------------------
+
+
+@pytest.mark.parametrize("currency", CURRENCIES)
+async def test_the_upcoming_invoice_previews_the_commitments_and_cancel_now_prorates_them(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, currency: str
+) -> None:
+    """The clock stands at 2026-11-21T12:00:00Z."""
+    tenant = await make_tenant(name=f"Cut {currency}", currency=currency)
+    await call(client, tenant, "/v1/meters", {"key": "calls", "aggregation": "sum"}, status=201)
+    price = {"meter": "calls", "model": "per_unit", "unit_amount": UNIT, "maximum_amount": CAP}
+    plan = {"code": "cut", "base_fee": BASE_FEE, "minimum_amount": MINIMUM, "prices": [price]}
+    await call(client, tenant, "/v1/plans", plan, status=201)
+    nov, now = "2026-11-01T00:00:00Z", "2026-11-21T12:00:00Z"
+    await customer(client, tenant, "c1", "UTC", "cut", nov)
+    await send(client, tenant, ("e1", "c1", "2026-11-05T00:00:00Z", 30000, "calls"))
+
+    upcoming = await call(client, tenant, "/v1/customers/c1/upcoming-invoice", method="GET")
+    december = "2026-12-01T00:00:00Z"
+    assert shape(upcoming) == [
+        ("base_fee", None, BASE_FEE, nov),
+        ("usage", "calls", charge(30000, currency), nov),
+        ("price_maximum", "calls", CAP - charge(30000, currency), nov),
+        ("minimum_commitment", None, MINIMUM - BASE_FEE - CAP, nov),
+    ]
+    assert upcoming["period_end"] == december
+
+    (sub,) = (await call(client, tenant, "/v1/subscriptions", method="GET"))["data"]
+    await call(client, tenant, f"/v1/subscriptions/{sub['id']}/cancel", {"when": "now"})
+    (final,) = (await invoices_of(client, tenant, "c1")).values()
+    assert (final["period_end"], final["billing_reason"]) == (now, "subscription_cancel")
+    fee, cap, floor = (prorate(x, nov, now, "UTC") for x in (BASE_FEE, CAP, MINIMUM))
+    assert shape(final) == [
+        ("base_fee", None, fee, nov),
+        ("usage", "calls", charge(30000, currency), nov),
+        ("price_maximum", "calls", cap - charge(30000, currency), nov),
+        ("minimum_commitment", None, floor - fee - cap, nov),
+    ]
