@@ -162,7 +162,7 @@ async def insert_drafts(
         start = row["period_start"]
         assert isinstance(start, datetime)
         drafted[:] = lines.in_invoice_order(drafted, start)
-        invoices.set_totals(row, drafted)
+    await invoices.set_amounts_of_rows(session, drafts, at)
     table = Invoice.__table__
     inserted = {
         row.id
