@@ -8,13 +8,14 @@ half-up rounding per amount), never from billing/.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+from billing.core.clock import FrozenClock
 from tests.conftest import TenantHandle
 from tests.integration.invoicing.test_invoice_lifecycle import call, get_invoice, listed, run
 from tests.integration.web.test_auth import assert_problem
@@ -53,6 +54,10 @@ def prorate(amount: int, start: str, end: str, tz: str) -> int:
     with localcontext() as context:
         context.prec = 60
         return half_up(Decimal(amount) * covered / month)
+
+
+def z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def charge(units: int, currency: str) -> int:
@@ -400,3 +405,61 @@ async def test_the_upcoming_invoice_previews_the_commitments_and_cancel_now_pror
         ("price_maximum", "calls", cap - charge(30000, currency), nov),
         ("minimum_commitment", None, floor - fee - cap, nov),
     ]
+
+
+# --- a plan change: the replaced subscription's late usage, on its successor's invoices ------------
+
+
+@pytest.mark.parametrize("currency", CURRENCIES)
+async def test_late_usage_of_a_replaced_subscription_nets_its_prorated_true_up_round_after_round(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, clock: FrozenClock, currency: str
+) -> None:
+    """Each round's late line bills only what is new, although the earlier one is on another
+    subscription's invoice, and the netting knows what is left of the true-up."""
+    tenant = await make_tenant(name=f"Change {currency}", currency=currency)
+    await call(client, tenant, "/v1/meters", {"key": "calls", "aggregation": "sum"}, status=201)
+    price = {"meter": "calls", "model": "per_unit", "unit_amount": UNIT}
+    await call(
+        client, tenant, "/v1/plans", {"code": "old", "minimum_amount": MINIMUM, "prices": [price]}, status=201
+    )
+    await call(client, tenant, "/v1/plans", {"code": "new", "prices": [price]}, status=201)
+    nov, t = "2026-11-01T00:00:00Z", "2026-11-21T12:00:00Z"  # t: the frozen clock
+    await customer(client, tenant, "c1", "UTC", "old", nov)
+    await send(client, tenant, ("e1", "c1", "2026-11-05T00:00:00Z", 3, "calls"))
+    (old,) = (await call(client, tenant, "/v1/subscriptions", method="GET"))["data"]
+    new = await call(client, tenant, f"/v1/subscriptions/{old['id']}", {"plan": "new"}, method="PATCH")
+    assert new["starts_at"] == t
+
+    (closing,) = (await invoices_of(client, tenant, "c1")).values()
+    true_up = prorate(MINIMUM, nov, t, "UTC") - charge(3, currency)
+    assert shape(closing) == [
+        ("usage", "calls", charge(3, currency), nov),
+        ("minimum_commitment", None, true_up, nov),
+    ]
+    clock.set(at("2026-11-22T13:00:00Z"))
+    await run(client, tenant, "2026-11-22T13:00:00Z")
+    left, billed = true_up, 3
+    rounds = [
+        (40, "2026-11-21T11:00:00Z", "2026-12-01T00:00:00Z", t),
+        (20000, "2026-11-21T11:30:00Z", "2027-01-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+    ]
+    for n, (units, when, close_at, cycle_start) in enumerate(rounds):
+        await send(client, tenant, (f"late{n}", "c1", when, units, "calls"))
+        await run(client, tenant, close_at)
+        cycle = (await invoices_of(client, tenant, "c1"))[cycle_start]
+        assert cycle["subscription"] == new["id"]
+        late = charge(billed + units, currency) - charge(billed, currency)
+        netting = -min(left, late)
+        (late_line,) = [x for x in cycle["lines"] if x["kind"] == "late_usage"]
+        assert late_line["quantity"] == str(units)
+        expected = [("late_usage", "calls", late, nov)] + (
+            [("minimum_commitment", None, netting, nov)] if netting else []
+        )
+        assert [x for x in shape(cycle) if x[3] == nov] == expected
+        clock.set(at(close_at) + timedelta(hours=25))
+        await run(client, tenant, z(at(close_at) + timedelta(hours=25)))
+        assert (await get_invoice(client, tenant, cycle["id"]))["status"] in ("open", "paid")
+        left, billed = left + netting, billed + units
+    everything = list((await invoices_of(client, tenant, "c1")).values())
+    november = sum(x["amount"] for i in everything for x in i["lines"] if x["period_start"] == nov)
+    assert november == max(prorate(MINIMUM, nov, t, "UTC"), charge(billed, currency))
