@@ -4,7 +4,9 @@ Drafts read the hourly rollups (fast, all events). Finalizing marks the events i
 the invoice id in one UPDATE and then counts exactly the marked rows, so that what an invoice
 bills and which events say they are on it can never disagree, whatever commits meanwhile.
 An event left unmarked in a period whose invoice is already finalized is late usage: the next
-invoice of the subscription bills it, priced at what it adds to its own period.
+invoice of the subscription bills it, priced at what it adds to its own period. What the
+finalized invoices billed for that period (quantities, and the amounts its commitments need)
+is read from their lines, the successor's invoices included for a replaced subscription.
 """
 
 from __future__ import annotations
