@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -69,6 +69,11 @@ class InvoicePage:
     case: CaseOut | None
     notifications: list[Notification]
     key_names: dict[str, str]
+    # Tax rate id -> "VAT 19%" (filled in from the tenant's tax rates).
+    tax_labels: dict[str, str] = field(default_factory=dict)
+
+    def tax_label(self, tax_rate: str) -> str:
+        return self.tax_labels.get(tax_rate, f"Tax ({tax_rate})")
 
     def actor(self, actor: str) -> str:
         """Who changed the status, as a person reads it: the scheduler, or which API key."""
