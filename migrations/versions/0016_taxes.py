@@ -57,7 +57,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("address", JSON, nullable=True))
-        batch_op.add_column(sa.Column("tax_exempt", sa.String(length=16), server_default="none", nullable=False))
+        batch_op.add_column(
+            sa.Column("tax_exempt", sa.String(length=16), server_default="none", nullable=False)
+        )
         batch_op.add_column(sa.Column("tax_ids", JSON, server_default=EMPTY_LIST, nullable=False))
         batch_op.add_column(sa.Column("tax_rates", JSON, nullable=True))
         batch_op.add_column(sa.Column("credit_balance_low_threshold", sa.BigInteger(), nullable=True))
