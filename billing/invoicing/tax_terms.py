@@ -25,6 +25,7 @@ CHUNK = 1000
 
 @dataclass(frozen=True)
 class CustomerTaxes:
+    # In the order the customer's tax_rates, or else the tenant's defaults, list them.
     rates: tuple[TaxRate, ...] = ()
     exempt: str = "none"  # none | exempt | reverse
     address: dict[str, Any] | None = None

@@ -151,6 +151,7 @@ async def _apply_tax_settings(session: AsyncSession, tenant: Tenant, patch: Tena
             "default_tax_rates",
             patch.default_tax_rates,
             attached=tenant.default_tax_rates,
+            limit=tax_rates.MAX_DEFAULTS,
         )
     if patch.address is not UNSET:
         tenant.address = addresses.stored_address("address", patch.address)

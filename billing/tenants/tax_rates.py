@@ -23,7 +23,10 @@ from billing.tenants.schemas import TaxRateCreate, TaxRatePatch
 DISPLAY_NAME_MAX_LENGTH = 50
 JURISDICTION_MAX_LENGTH = 50
 DESCRIPTION_MAX_LENGTH = 500
+# A customer's own rates (as Stripe's tax_rates on a price or item); a tenant's defaults hold
+# one rate per country it sells to, and more.
 MAX_ATTACHED = 5
+MAX_DEFAULTS = 100
 # Plain notation only: no sign, exponent, leading zeros or bare point; at most 4 decimals.
 _PERCENTAGE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.[0-9]{1,4})?")
 
@@ -106,14 +109,20 @@ async def rates_by_id(session: AsyncSession, tenant_id: str, ids: Collection[str
 
 
 async def attachable(
-    session: AsyncSession, tenant_id: str, field: str, ids: Sequence[str], *, attached: Collection[str] = ()
+    session: AsyncSession,
+    tenant_id: str,
+    field: str,
+    ids: Sequence[str],
+    *,
+    attached: Collection[str] = (),
+    limit: int = MAX_ATTACHED,
 ) -> list[str]:
     """``ids`` checked as a set of rates to attach where ``attached`` are attached now: each the
     tenant's (404 otherwise, as any id of another tenant), listed once, active unless already
     attached (as Stripe: a rate deactivated while attached stays), and all inclusive or all
     exclusive (422 ``tax_rates_mixed``)."""
-    if len(ids) > MAX_ATTACHED:
-        raise ValidationFailed.field(field, f"at most {MAX_ATTACHED} tax rates")
+    if len(ids) > limit:
+        raise ValidationFailed.field(field, f"at most {limit} tax rates")
     found = await rates_by_id(session, tenant_id, set(ids))
     for index, rate_id in enumerate(ids):
         where = f"{field}[{index}]"

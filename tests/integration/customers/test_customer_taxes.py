@@ -144,6 +144,7 @@ async def test_patch_sets_and_clears_them(client: httpx.AsyncClient, tenant: Ten
         ({"credit_balance_low_threshold": 1.5}, "validation_error", "credit_balance_low_threshold"),
         ({"tax_rates": "txr_x"}, "validation_error", "tax_rates"),
         ({"tax_rates": ["RATE", "RATE"]}, "validation_error", "tax_rates[1]"),
+        ({"tax_rates": ["RATE"] * 6}, "validation_error", "tax_rates"),
     ],
 )
 async def test_bad_tax_settings_answer_422_and_write_nothing(

@@ -310,6 +310,18 @@ async def bad_tenant_patch(
     return body
 
 
+async def test_defaults_hold_a_rate_per_country(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
+    countries = ["AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "IE"]
+    defaults = [await rate_id(client, tenant, country=country) for country in countries]
+
+    response = await client.patch(
+        "/v1/tenant", headers=tenant.headers(), json={"default_tax_rates": defaults}
+    )
+
+    assert response.status_code == 200, response.text
+    assert (await tenant_settings(client, tenant))["default_tax_rates"] == defaults
+
+
 async def test_mixed_default_rates_answer_tax_rates_mixed(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
@@ -358,7 +370,7 @@ async def test_another_tenants_or_an_unknown_rate_answers_404(
     ("patch", "code", "field"),
     [
         ({"default_tax_rates": ["RATE", "RATE"]}, "validation_error", "default_tax_rates[1]"),
-        ({"default_tax_rates": ["RATE"] * 6}, "validation_error", "default_tax_rates"),
+        ({"default_tax_rates": ["RATE"] * 101}, "validation_error", "default_tax_rates"),
         ({"default_tax_rates": None}, "validation_error", "default_tax_rates"),
         ({"default_tax_rates": "RATE"}, "validation_error", "default_tax_rates"),
         ({"address": {"country": "Germany"}}, "validation_error", "address.country"),
