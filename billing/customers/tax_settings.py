@@ -3,6 +3,7 @@ threshold beside them; each checked before anything changes."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from msgspec import UNSET
@@ -55,7 +56,7 @@ async def tax_setting_changes(
 
 
 async def _tax_rates(
-    session: AsyncSession, tenant_id: str, ids: list[str] | None, *, attached: list[str] | tuple[()]
+    session: AsyncSession, tenant_id: str, ids: list[str] | None, *, attached: Collection[str]
 ) -> list[str] | None:
     if ids is None:
         return None
