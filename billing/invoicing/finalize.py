@@ -31,9 +31,10 @@ async def finalize(
     if invoice.subscription_id is None:
         await session.refresh(invoice, with_for_update=True)
         _check_draft(invoice)
-        await invoices.replace_lines(
-            session, invoice, await item_lines.attached_lines(session, invoice.id), at
-        )
+        if invoice.billing_reason != "credit_grant":  # its one credit_purchase line is fixed
+            await invoices.replace_lines(
+                session, invoice, await item_lines.attached_lines(session, invoice.id), at
+            )
         await _open(session, tenant, invoice, at=at, actor=actor)
         return [invoice]
     sub = await get_subscription(session, tenant.id, invoice.subscription_id, lock=True)
