@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import outbox, validation
+from billing.core.clock import ensure_utc
 from billing.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
@@ -62,7 +63,7 @@ async def new_grant(
         currency=customer.currency,
         category=data.category,
         priority=validation.int_range("priority", data.priority, 0, 100),
-        expires_at=data.expires_at,
+        expires_at=None if data.expires_at is None else ensure_utc(data.expires_at),
         applies_to_meters=await _meter_ids(session, customer.tenant_id, data.applies_to_meters),
         status="pending",
         available=0,
