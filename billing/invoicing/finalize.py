@@ -115,6 +115,8 @@ async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: 
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
     invoice.finalized_at = at
     invoice.due_at = at + timedelta(days=days)
+    await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
+    # Once open: a numbered draft breaks a constraint if anything below flushes it.
     applications = [(str(grant), int(amount)) for grant, amount in invoice.credit_applications]
     if applications:
         await credit_terms.apply(session, invoice, applications, at=at)
@@ -122,7 +124,6 @@ async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: 
         await discount_terms.redeemed(session, invoice.discount_id, invoice_id=invoice.id, at=at)
     if invoice.total < 0:
         await credit_terms.grant_negative_total(session, invoice, at=at)
-    await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     if invoice.amount_due == 0:
         invoice.paid_at = at
         await invoices.record_status(session, invoice, "paid", at=at, actor=actor, payments=NO_PAYMENTS_YET)
