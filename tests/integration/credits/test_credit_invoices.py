@@ -5,11 +5,13 @@ computation written here."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import ROUND_HALF_UP, Decimal
 
 import httpx
 import pytest
 
+from billing.web.auth import Scope
 from tests.conftest import TenantHandle, subscribe
 from tests.integration.credits.helpers import (
     CARD,
@@ -267,3 +269,37 @@ async def test_a_negative_total_becomes_a_grant_the_next_invoice_uses(
     base_fee = PRICES[currency][0]
     assert december["credits_applied"] == min(1234, base_fee)
     assert december["amount_due"] == base_fee - min(1234, base_fee)
+
+
+@pytest.mark.postgres_only
+async def test_concurrent_finalizations_never_spend_the_same_credit_twice(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    await customer(client, tenant, "c1")
+    await grant(client, tenant, "c1", amount=1500)
+    drafts = []
+    for n in range(6):
+        body = {
+            "customer": "c1",
+            "items": [{"description": f"Work {n}", "amount": 1000}],
+            "auto_finalize": False,
+        }
+        drafts.append(await call(client, tenant, "/v1/invoices", body, status=201))
+    assert [d["credits_applied"] for d in drafts] == [1000, 1000, 1000, 1000, 1000, 1000]  # previews
+    finance = tenant.headers(Scope.FINANCE)
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/invoices/{d['id']}/finalize", headers=finance) for d in drafts),
+        client.post(
+            "/v1/customers/c1/credit-grants",
+            headers=tenant.headers(),
+            json={"name": "Meanwhile", "category": "promotional", "amount": 250, "priority": 90},
+        ),
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 6 + [201], [r.text for r in responses]
+    finalized = [r.json() for r in responses[:6]]
+    spent = sum(i["credits_applied"] for i in finalized)
+    assert 1500 <= spent <= 1750
+    assert all(i["amount_due"] == 1000 - i["credits_applied"] for i in finalized)
+    entries = await ledger(client, tenant, "c1")
+    assert -sum(e["amount"] for e in entries if e["type"] == "applied") == spent
+    assert_ledger_consistent(entries, 1750 - spent)
