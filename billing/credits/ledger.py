@@ -138,13 +138,19 @@ async def _lock_balance(session: AsyncSession, grant: CreditGrant, *, at: dateti
     return (await session.scalars(query)).one()
 
 
+def fell_below(before: int, after: int, threshold: int | None) -> bool:
+    """A write that took the balance from at or above ``threshold`` to below it: once per
+    crossing, and again only after the balance is back at or above it."""
+    return threshold is not None and before >= threshold > after
+
+
 async def _check_low(
     session: AsyncSession, grant: CreditGrant, before: int, after: int, *, at: datetime
 ) -> None:
     customer = await session.get_one(Customer, grant.customer_id)
     # Customers gain credit_balance_low_threshold with their own migration; absent: never low.
     threshold = getattr(customer, "credit_balance_low_threshold", None)
-    if threshold is None or not before >= threshold > after:
+    if not fell_below(before, after, threshold):
         return
     balance = {
         "customer": grant.customer_id,
