@@ -26,6 +26,7 @@ from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
 from billing.finance.routes import finance_router
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
+from billing.invoicing.credit_grant_routes import CreditGrantController, CustomerCreditController
 from billing.invoicing.item_routes import InvoiceItemController
 from billing.invoicing.routes import (
     InvoiceController,
@@ -65,6 +66,8 @@ API_ROUTES = [
     SubscriptionController,
     InvoiceController,
     InvoiceItemController,
+    CreditGrantController,
+    CustomerCreditController,
     InvoicePaymentController,
     PaymentController,
     UpcomingInvoiceController,
