@@ -27,8 +27,10 @@ def month(year: int, number: int, timezone: str) -> tuple[datetime, datetime]:
 
 
 def oracle(base_fee: int, quantity: int, start: datetime, end: datetime, whole: timedelta) -> int:
-    share = Decimal(int((end - start).total_seconds())) / Decimal(int(whole.total_seconds()))
-    return int((Decimal(base_fee * quantity) * share).quantize(Decimal(1), ROUND_HALF_UP))
+    # One division, last: a quotient rounded to 28 digits first could fall just short of a half.
+    seconds = int((end - start).total_seconds())
+    exact = Decimal(base_fee * quantity * seconds) / Decimal(int(whole.total_seconds()))
+    return int(exact.quantize(Decimal(1), ROUND_HALF_UP))
 
 
 def subscription(
