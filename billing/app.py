@@ -21,6 +21,8 @@ from billing.core.errors import EXCEPTION_HANDLERS
 from billing.core.logs import configure_logging
 from billing.core.scheduler import Scheduler
 from billing.core.settings import Settings
+from billing.credit_notes.ports import NO_CREDIT_BALANCE
+from billing.credit_notes.routes import CreditNoteController, InvoiceCreditNoteController
 from billing.customers.routes import CustomerController
 from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
@@ -65,6 +67,8 @@ API_ROUTES = [
     InvoiceItemController,
     InvoicePaymentController,
     PaymentController,
+    InvoiceCreditNoteController,
+    CreditNoteController,
     UpcomingInvoiceController,
     BillingRunController,
     DunningController,
@@ -133,6 +137,7 @@ def build_app(*, max_body_bytes: int, scheduler: bool) -> Litestar:
             "coverage": Provide(lambda: SUBSCRIPTION_COVERAGE, sync_to_thread=False, use_cache=True),
             "customer_ports": Provide(lambda: CUSTOMER_PORTS, sync_to_thread=False, use_cache=True),
             "invoice_payments": Provide(lambda: PAYMENTS, sync_to_thread=False, use_cache=True),
+            "credit_balance": Provide(lambda: NO_CREDIT_BALANCE, sync_to_thread=False, use_cache=True),
         },
     )
     metrics = PrometheusConfig(app_name="billing", prefix="billing", group_path=True, exclude=["/metrics"])

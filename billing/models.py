@@ -2,6 +2,7 @@
 
 from billing.core.db.types import Base
 from billing.core.outbox import OutboxEvent
+from billing.credit_notes.models import CreditNote, CreditNoteLine, CreditNoteSequence
 from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
@@ -27,6 +28,9 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "CreditNote",
+    "CreditNoteLine",
+    "CreditNoteSequence",
     "Customer",
     "DunningCase",
     "DunningPolicy",

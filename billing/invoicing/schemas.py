@@ -241,6 +241,7 @@ class InvoiceOut(msgspec.Struct):
     status_transitions: list[StatusChangeOut]
     payments: list[PaymentOut]
     refunds: list[RefundOut]
+    credit_notes: list[str]
     object: str = "invoice"
 
 
@@ -366,6 +367,7 @@ def invoice_out(
         status_transitions=changes,
         payments=payments or [],
         refunds=refunds or [],
+        credit_notes=list(invoice.credit_note_ids or []),
     )
 
 

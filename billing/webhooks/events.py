@@ -30,6 +30,8 @@ SUBSCRIPTION_TOPICS: Final = (
     "subscription.ended",
     "subscription.trial_will_end",
 )
+# Emitted by credit notes, with the credit note.
+CREDIT_NOTE_TOPICS: Final = ("credit_note.created",)
 TOPICS: Final = frozenset(
     INVOICE_TOPICS
     + CARD_TOPICS
@@ -37,6 +39,7 @@ TOPICS: Final = frozenset(
     + DUNNING_CUSTOMER_TOPICS
     + DUNNING_INVOICE_TOPICS
     + SUBSCRIPTION_TOPICS
+    + CREDIT_NOTE_TOPICS
 )
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
@@ -63,6 +66,7 @@ EventType = Literal[
     "subscription.canceled",
     "subscription.ended",
     "subscription.trial_will_end",
+    "credit_note.created",
 ]
 
 
