@@ -15,17 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.errors import FieldError, ValidationFailed
 from billing.credit_notes.models import CreditNote
 from billing.credit_notes.ports import BalanceCredit, CreditBalance
-from billing.invoicing.invoices import record_status
+from billing.invoicing.invoices import record_status, settle_amount_due
 from billing.invoicing.models import Invoice
 from billing.payments.refunds import RefundCall, open_refunds, refund_calls, refundable
 from billing.payments.views import PAYMENTS
 from billing.tenants.models import Tenant
-
-
-def amount_due(invoice: Invoice) -> int:
-    """Step 7 of "Invoice computation" on the invoice's stored amounts."""
-    paid = invoice.credits_applied + invoice.pre_payment_credit_notes_amount + invoice.amount_paid
-    return max(invoice.total - paid, 0)
 
 
 async def check_refundable(session: AsyncSession, invoice: Invoice, total: int) -> None:
@@ -69,7 +63,7 @@ async def apply(
 
 
 async def _reduce_due(session: AsyncSession, invoice: Invoice, note: CreditNote, *, at: datetime) -> None:
-    invoice.amount_due = amount_due(invoice)
+    settle_amount_due(invoice)
     if invoice.amount_due > 0:
         return
     invoice.paid_at = at
