@@ -124,11 +124,17 @@ async def test_notes_on_an_open_invoice_lower_what_is_due_and_the_last_one_settl
             [first["id"]],
         )
 
+        assert (lowered["pre_payment_credit_notes_amount"], lowered["post_payment_credit_notes_amount"]) == (
+            3000,
+            0,
+        )
+
         second = await issue(client, tenant, invoice["id"], amount=7450)
         assert second["number"] == "CN-ACME-000002"
         settled = await get_invoice(client, tenant, invoice["id"])
         assert (settled["status"], settled["amount_due"], settled["amount_paid"]) == ("paid", 0, 0)
         assert settled["paid_at"] is not None and settled["credit_notes"] == [first["id"], second["id"]]
+        assert settled["pre_payment_credit_notes_amount"] == 10450
         assert settled["status_transitions"][-1]["actor"] == f"credit_note:{second['id']}"
         await run(client, tenant, "2026-11-21T12:00:00Z")
     created = [m.payload for m in seen if m.topic == "credit_note.created"]
@@ -191,6 +197,10 @@ async def test_a_note_on_a_paid_invoice_refunds_through_the_provider_at_most_wha
     assert (refund["amount"], refund["status"]) == (400, "succeeded")
     assert (refunded["status"], refunded["amount_refunded"], refunded["amount_paid"]) == ("paid", 400, 1000)
     assert refunded["credit_notes"] == [note["id"]]
+    assert (refunded["pre_payment_credit_notes_amount"], refunded["post_payment_credit_notes_amount"]) == (
+        0,
+        400,
+    )
     (email,) = await emails(client, tenant, "refund_issued")
     assert "$4.00" in email["subject"] and invoice["number"] in email["subject"]
 
