@@ -81,8 +81,10 @@ def by_lines(credits: Sequence[tuple[InvoiceLineFacts, int]]) -> NoteAmounts:
 
 def by_amount(amount: int, invoice_total: int, invoice_taxes: Sequence[Tax], description: str) -> NoteAmounts:
     """One line without an invoice line: ``amount`` is the note's total, of which each rate takes
-    its share of the invoice's tax; the line is what is left after the exclusive tax."""
-    taxes = tuple(Tax(t.tax_rate, share(amount, t.amount, invoice_total), t.inclusive) for t in invoice_taxes)
+    its share of the invoice's tax; the line is what is left after the exclusive tax. (An invoice
+    whose total is not positive has nothing to credit: ``check_invoice_room`` refuses the note.)"""
+    shared = invoice_taxes if invoice_total > 0 else ()
+    taxes = tuple(Tax(t.tax_rate, share(amount, t.amount, invoice_total), t.inclusive) for t in shared)
     line_amount = amount - sum(t.amount for t in taxes if not t.inclusive)
     return _totals([NoteLine(None, description, line_amount, taxes)])
 

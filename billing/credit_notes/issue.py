@@ -139,9 +139,6 @@ async def _amounts(session: AsyncSession, invoice: Invoice, data: CreditNoteCrea
     if data.lines is not None:
         return amounts.by_lines(await facts.line_credits(session, invoice, data.lines))
     assert data.amount is not None
-    credited = invoice.pre_payment_credit_notes_amount + invoice.post_payment_credit_notes_amount
-    # Checked first: the split by rate divides by the invoice's total.
-    amounts.check_invoice_room(data.amount, credited, invoice.total)
     invoice_taxes = facts.taxes(invoice.total_tax_amounts or [])
     description = f"Credit on invoice {invoice.number}"
     return amounts.by_amount(data.amount, invoice.total, invoice_taxes, description)

@@ -116,3 +116,10 @@ def test_on_an_open_invoice_a_note_first_takes_off_what_is_due() -> None:
     assert split(300, invoice_open=True, amount_due=1000) == (300, 0)
     assert split(1000, invoice_open=True, amount_due=400) == (400, 600)
     assert split(300, invoice_open=False, amount_due=0) == (0, 300)
+
+
+def test_an_invoice_without_a_positive_total_has_no_tax_to_share() -> None:
+    note = by_amount(100, 0, [Tax("txr", 0, False)], "Credit")
+    assert (note.total, note.tax_total) == (100, 0)
+    with pytest.raises(ValidationFailed):
+        check_invoice_room(note.total, 0, 0)
