@@ -4,11 +4,15 @@ the sandbox provider, numbers, refusals that write nothing, concurrency and isol
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
+from billing.core.context import AppContext
 from billing.web.auth import Scope
+from billing.webhooks.models import WebhookDelivery
 from tests.conftest import TenantHandle, listening
 from tests.integration.invoicing.test_invoice_lifecycle import call, get_invoice, run
 from tests.integration.web.test_auth import assert_problem
@@ -395,3 +399,26 @@ async def test_two_notes_at_once_that_together_exceed_the_invoice_one_is_refused
     (note,) = await notes(client, tenant)
     assert note["number"] == "CN-ACME-000001"
     assert (await get_invoice(client, tenant, invoice["id"]))["amount_due"] == 400
+
+
+async def test_an_endpoint_subscribed_to_credit_note_created_gets_the_note(
+    client: httpx.AsyncClient, tenant: TenantHandle, ctx: AppContext
+) -> None:
+    endpoint = await call(
+        client,
+        tenant,
+        "/v1/webhook-endpoints",
+        {"url": "http://127.0.0.1:9/hooks", "events": ["credit_note.created"]},
+        status=201,
+    )
+    invoice = await open_invoice(client, tenant, 1000)
+    note = await issue(client, tenant, invoice["id"], amount=250)
+    await run(client, tenant, "2026-11-21T12:00:00Z")
+    deliveries = await call(
+        client, tenant, f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", method="GET"
+    )
+    assert [d["type"] for d in deliveries["data"]] == ["credit_note.created"]
+    async with ctx.database.read() as session:
+        (body,) = await session.scalars(sa.select(WebhookDelivery.body))
+    envelope = json.loads(body)
+    assert (envelope["type"], envelope["data"]) == ("credit_note.created", note)
