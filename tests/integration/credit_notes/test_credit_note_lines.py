@@ -1,75 +1,45 @@
-"""Credit notes by invoice line and on taxed invoices, through the API, against a Decimal oracle.
-
-Tax rates come from the tax terms loader (``invoicing.tax_terms.customer_taxes``), stubbed here
-with fixed rates until tax rates can be created through the API.
-"""
+"""Credit notes by invoice line and on taxed invoices, through the API, against a Decimal oracle
+of API.md's "Taxes" and "Credit notes" rules."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
-import pytest
 
-from billing.invoicing import tax_terms
-from billing.invoicing.amounts import TaxRate
-from billing.invoicing.tax_terms import CustomerTaxes
 from tests.conftest import TenantHandle
 from tests.integration.credit_notes.test_credit_notes import issue, notes, open_invoice
-from tests.integration.invoicing.test_invoice_lifecycle import get_invoice
+from tests.integration.invoicing.test_invoice_lifecycle import call, get_invoice
 from tests.integration.web.test_auth import assert_problem
 
-VAT = ("txr_vat", Decimal(19))
-REDUCED = ("txr_reduced", Decimal(7))
-Rates = dict[str, tuple[list[tuple[str, Decimal]], bool]]
+VAT = ("VAT", Decimal(19))
+REDUCED = ("Reduced", Decimal(7))
 
 
 def half_up(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-@pytest.fixture
-def taxed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rates]:
-    """The rates (and whether they are inclusive) of each customer id, filled in by
-    ``taxed_invoice``."""
-    rates: Rates = {}
-
-    async def customer_taxes(session: Any, tenant_id: str, customer_ids: Any) -> dict[str, CustomerTaxes]:
-        return {
-            customer_id: CustomerTaxes(rates=tuple(TaxRate(rate, p, inclusive) for rate, p in found[0]))
-            for customer_id in customer_ids
-            if (found := rates.get(customer_id)) is not None
-            for inclusive in [found[1]]
-        }
-
-    monkeypatch.setattr(tax_terms, "customer_taxes", customer_taxes)
-    yield rates
-
-
 async def taxed_invoice(
     client: httpx.AsyncClient,
     tenant: TenantHandle,
-    rates: Rates,
     taxes: list[tuple[str, Decimal]],
     *amounts: int,
     inclusive: bool = False,
     external_id: str = "c1",
-) -> dict[str, Any]:
-    customer = await client.post(
-        "/v1/customers", headers=tenant.headers(), json={"external_id": external_id, "timezone": "UTC"}
-    )
-    assert customer.status_code == 201, customer.text
-    rates[customer.json()["id"]] = (taxes, inclusive)
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A finalized invoice of one item per amount for a new customer taxed at ``taxes``, and the
+    tax rate id of each rate's name."""
+    ids = {}
+    for name, percentage in taxes:
+        body = {"display_name": name, "percentage": str(percentage), "inclusive": inclusive}
+        ids[name] = (await call(client, tenant, "/v1/tax-rates", body, status=201))["id"]
+    customer = {"external_id": external_id, "timezone": "UTC", "tax_rates": list(ids.values())}
+    await call(client, tenant, "/v1/customers", customer, status=201)
     items = [{"description": f"Item {n}", "amount": amount} for n, amount in enumerate(amounts, 1)]
-    draft = await client.post(
-        "/v1/invoices", headers=tenant.headers(), json={"customer": external_id, "items": items}
-    )
-    assert draft.status_code == 201, draft.text
-    opened = await client.post(f"/v1/invoices/{draft.json()['id']}/finalize", headers=tenant.headers())
-    assert opened.status_code == 200, opened.text
-    return dict(opened.json())
+    draft = await call(client, tenant, "/v1/invoices", {"customer": external_id, "items": items}, status=201)
+    return dict(await call(client, tenant, f"/v1/invoices/{draft['id']}/finalize")), ids
 
 
 def line_taxes(net: int, taxes: list[tuple[str, Decimal]], *, inclusive: bool) -> dict[str, int]:
@@ -85,17 +55,19 @@ def reversed_taxes(line_tax: dict[str, int], amount: int, net: int) -> dict[str,
     return {rate: half_up(Decimal(tax) * amount / net) for rate, tax in line_tax.items()}
 
 
-def taxes_of(entries: list[dict[str, Any]]) -> dict[str, int]:
-    return {entry["tax_rate"]: entry["amount"] for entry in entries}
+def taxes_of(entries: list[dict[str, Any]], ids: dict[str, str]) -> dict[str, int]:
+    """Tax amounts by rate name."""
+    names = {rate_id: name for name, rate_id in ids.items()}
+    return {names[entry["tax_rate"]]: entry["amount"] for entry in entries}
 
 
 async def test_a_line_credit_with_exclusive_tax_reverses_each_rate_and_lowers_what_is_due(
-    client: httpx.AsyncClient, tenant: TenantHandle, taxed: Rates
+    client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
-    invoice = await taxed_invoice(client, tenant, taxed, [VAT, REDUCED], 3333, 1000)
+    invoice, ids = await taxed_invoice(client, tenant, [VAT, REDUCED], 3333, 1000)
     first, second = invoice["lines"]
     expected_first = line_taxes(3333, [VAT, REDUCED], inclusive=False)
-    assert taxes_of(first["tax_amounts"]) == expected_first == {"txr_vat": 633, "txr_reduced": 233}
+    assert taxes_of(first["tax_amounts"], ids) == expected_first == {"VAT": 633, "Reduced": 233}
     expected_total = (
         4333 + sum(expected_first.values()) + sum(line_taxes(1000, [VAT, REDUCED], inclusive=False).values())
     )
@@ -103,10 +75,10 @@ async def test_a_line_credit_with_exclusive_tax_reverses_each_rate_and_lowers_wh
 
     note = await issue(client, tenant, invoice["id"], lines=[{"invoice_line": first["id"], "amount": 1111}])
     reversed_ = reversed_taxes(expected_first, 1111, 3333)
-    assert reversed_ == {"txr_vat": 211, "txr_reduced": 78}
+    assert reversed_ == {"VAT": 211, "Reduced": 78}
     (line,) = note["lines"]
     assert (line["invoice_line"], line["description"], line["amount"]) == (first["id"], "Item 1", 1111)
-    assert taxes_of(line["tax_amounts"]) == reversed_
+    assert taxes_of(line["tax_amounts"], ids) == reversed_
     assert (note["subtotal"], note["tax_total"], note["total"]) == (1111, 289, 1111 + 289)
     lowered = await get_invoice(client, tenant, invoice["id"])
     assert lowered["pre_payment_credit_notes_amount"] == 1400
@@ -127,7 +99,7 @@ async def test_a_line_credit_with_exclusive_tax_reverses_each_rate_and_lowers_wh
     )
     rest = reversed_taxes(expected_first, 2222, 3333)
     whole_second = line_taxes(1000, [VAT, REDUCED], inclusive=False)
-    assert [taxes_of(x["tax_amounts"]) for x in both["lines"]] == [rest, whole_second]
+    assert [taxes_of(x["tax_amounts"], ids) for x in both["lines"]] == [rest, whole_second]
     assert both["total"] == 3222 + sum(rest.values()) + sum(whole_second.values())
     settled = await get_invoice(client, tenant, invoice["id"])
     # Reversals rounded per note may leave a minor unit of tax on the invoice.
@@ -136,31 +108,34 @@ async def test_a_line_credit_with_exclusive_tax_reverses_each_rate_and_lowers_wh
 
 
 async def test_a_line_credit_with_inclusive_tax_keeps_the_tax_inside_the_amount(
-    client: httpx.AsyncClient, tenant: TenantHandle, taxed: Rates
+    client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
-    invoice = await taxed_invoice(client, tenant, taxed, [VAT], 1190, inclusive=True)
+    invoice, ids = await taxed_invoice(client, tenant, [VAT], 1190, inclusive=True)
     (first,) = invoice["lines"]
     line_tax = line_taxes(1190, [VAT], inclusive=True)
-    assert taxes_of(first["tax_amounts"]) == line_tax == {"txr_vat": 190}
+    assert taxes_of(first["tax_amounts"], ids) == line_tax == {"VAT": 190}
     assert invoice["total"] == 1190
     note = await issue(client, tenant, invoice["id"], lines=[{"invoice_line": first["id"], "amount": 595}])
-    assert taxes_of(note["lines"][0]["tax_amounts"]) == reversed_taxes(line_tax, 595, 1190) == {"txr_vat": 95}
+    assert (
+        taxes_of(note["lines"][0]["tax_amounts"], ids) == reversed_taxes(line_tax, 595, 1190) == {"VAT": 95}
+    )
     assert (note["subtotal"], note["tax_total"], note["total"]) == (595, 95, 595)
     assert (await get_invoice(client, tenant, invoice["id"]))["amount_due"] == 595
 
 
 async def test_a_whole_invoice_amount_splits_its_tax_per_rate_as_the_invoice_does(
-    client: httpx.AsyncClient, tenant: TenantHandle, taxed: Rates
+    client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
-    invoice = await taxed_invoice(client, tenant, taxed, [VAT, REDUCED], 3333, 1000)
+    invoice, ids = await taxed_invoice(client, tenant, [VAT, REDUCED], 3333, 1000)
     by_rate = {
-        rate: sum(taxes_of(x["tax_amounts"])[rate] for x in invoice["lines"]) for rate, _ in (VAT, REDUCED)
+        rate: sum(taxes_of(x["tax_amounts"], ids)[rate] for x in invoice["lines"])
+        for rate, _ in (VAT, REDUCED)
     }
-    assert taxes_of(invoice["total_tax_amounts"]) == by_rate
+    assert taxes_of(invoice["total_tax_amounts"], ids) == by_rate
     note = await issue(client, tenant, invoice["id"], amount=2500)
     expected = {rate: half_up(Decimal(2500) * tax / invoice["total"]) for rate, tax in by_rate.items()}
     (line,) = note["lines"]
-    assert line["invoice_line"] is None and taxes_of(line["tax_amounts"]) == expected
+    assert line["invoice_line"] is None and taxes_of(line["tax_amounts"], ids) == expected
     assert (note["total"], note["tax_total"], note["subtotal"]) == (
         2500,
         sum(expected.values()),
