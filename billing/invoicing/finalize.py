@@ -102,7 +102,8 @@ async def _finalize_one(
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
-    await invoices.replace_lines(session, invoice, drafted, at, finalizing=True)
+    ordered = lines.in_invoice_order(drafted, invoice.period_start)
+    await invoices.replace_lines(session, invoice, ordered, at, finalizing=True)
     await _open(session, tenant, invoice, at=at, actor=actor)
 
 
