@@ -1,7 +1,7 @@
 """Credit notes, their lines, their per-tenant number sequence; the invoice's list of them
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0019
 Create Date: 2026-12-07 20:15:53.937525
 
 """
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision: str = "0020"
-down_revision: str | Sequence[str] | None = "0016"
+down_revision: str | Sequence[str] | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
