@@ -21,6 +21,7 @@ from billing.core.errors import EXCEPTION_HANDLERS
 from billing.core.logs import configure_logging
 from billing.core.scheduler import Scheduler
 from billing.core.settings import Settings
+from billing.credit_notes.routes import CreditNoteController, InvoiceCreditNoteController
 from billing.customers.routes import CustomerController
 from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
@@ -70,6 +71,8 @@ API_ROUTES = [
     CustomerCreditController,
     InvoicePaymentController,
     PaymentController,
+    InvoiceCreditNoteController,
+    CreditNoteController,
     UpcomingInvoiceController,
     BillingRunController,
     DunningController,

@@ -2,6 +2,7 @@
 
 from billing.core.db.types import Base
 from billing.core.outbox import OutboxEvent
+from billing.credit_notes.models import CreditNote, CreditNoteLine, CreditNoteSequence
 from billing.credits.models import CreditBalance, CreditGrant, CreditLedgerEntry
 from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
@@ -31,6 +32,9 @@ __all__ = [
     "CreditBalance",
     "CreditGrant",
     "CreditLedgerEntry",
+    "CreditNote",
+    "CreditNoteLine",
+    "CreditNoteSequence",
     "Customer",
     "DunningCase",
     "DunningPolicy",

@@ -90,20 +90,29 @@ async def _meter_ids(session: AsyncSession, tenant_id: str, keys: list[str] | No
     return list(dict.fromkeys(found[key].id for key in keys))
 
 
-async def add_grant(session: AsyncSession, grant: CreditGrant, *, now: datetime) -> CreditGrant:
-    """Write a new grant and its ``credit_grant.created``; a promotional one is granted at once."""
+async def add_grant(
+    session: AsyncSession, grant: CreditGrant, *, now: datetime, credit_note_id: str | None = None
+) -> CreditGrant:
+    """Write a new grant and its ``credit_grant.created``; a promotional one is granted at once
+    (its ``granted`` entry names the credit note it comes from, if any)."""
     session.add(grant)
     await session.flush()
     await emit(session, grant, CREATED, now=now)
     if grant.category == "promotional":
-        await _activate(session, grant, invoice_id=None, at=now)
+        await _activate(session, grant, invoice_id=None, at=now, credit_note_id=credit_note_id)
     return grant
 
 
 async def _activate(
-    session: AsyncSession, grant: CreditGrant, *, invoice_id: str | None, at: datetime
+    session: AsyncSession,
+    grant: CreditGrant,
+    *,
+    invoice_id: str | None,
+    at: datetime,
+    credit_note_id: str | None = None,
 ) -> None:
-    await ledger.write(session, [Movement(grant, "granted", grant.amount, invoice_id=invoice_id)], at=at)
+    entry = Movement(grant, "granted", grant.amount, invoice_id=invoice_id, credit_note_id=credit_note_id)
+    await ledger.write(session, [entry], at=at)
     await emit(session, grant, ACTIVATED, now=at)
 
 
@@ -247,3 +256,37 @@ async def grant_negative_total(
         updated_at=at,
     )
     return await add_grant(session, grant, now=at)
+
+
+async def grant_for_credit_note(
+    session: AsyncSession,
+    customer: Customer,
+    *,
+    amount: int,
+    currency: str,
+    name: str,
+    credit_note_id: str,
+    at: datetime,
+) -> CreditGrant:
+    """A credit note refunded to the balance: a promotional grant of its total (priority 0, no
+    expiry). It names no invoice: the invoice's own grants (bought, or from a negative total)
+    are looked up by invoice."""
+    grant = CreditGrant(
+        id=new_id("crg"),
+        tenant_id=customer.tenant_id,
+        customer_id=customer.id,
+        name=name,
+        amount=amount,
+        currency=currency,
+        category="promotional",
+        priority=0,
+        expires_at=None,
+        applies_to_meters=None,
+        status="pending",
+        available=0,
+        invoice_id=None,
+        metadata_={"credit_note": credit_note_id},
+        created_at=at,
+        updated_at=at,
+    )
+    return await add_grant(session, grant, now=at, credit_note_id=credit_note_id)

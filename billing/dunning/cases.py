@@ -197,8 +197,11 @@ async def _exhaust(
     await sync_past_due(session, invoice, at=at)
 
 
-async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetime) -> DunningCase | None:
-    """The invoice was paid: its case (if any, active or exhausted) is recovered, the customer told once."""
+async def record_payment(
+    session: AsyncSession, invoice: Invoice, *, at: datetime, notify_customer: bool = True
+) -> DunningCase | None:
+    """The invoice was paid: its case (if any, active or exhausted) is recovered, the customer told
+    once (unless not ``notify_customer``)."""
     query = sa.select(DunningCase).where(DunningCase.invoice_id == invoice.id).with_for_update()
     case = (await session.scalars(query)).first()
     if case is None or case.status not in ("active", "exhausted"):
@@ -206,7 +209,8 @@ async def record_payment(session: AsyncSession, invoice: Invoice, *, at: datetim
     case.status = "recovered"
     case.closed_at = case.updated_at = at
     case.next_action = case.next_action_at = None
-    await notify(session, case, "payment_recovered", f"payment_recovered:{invoice.id}", {}, at=at)
+    if notify_customer:
+        await notify(session, case, "payment_recovered", f"payment_recovered:{invoice.id}", {}, at=at)
     if not await _has_unpaid_cases(session, case.customer_id, other_than=case.id):
         await update_payment_status(session, case.customer_id, "ok", at=at)
     event = {

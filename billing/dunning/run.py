@@ -48,7 +48,10 @@ async def on_payment_failed(ctx: AppContext, message: Message) -> None:
 async def on_invoice_paid(ctx: AppContext, message: Message) -> None:
     async with ctx.database.transaction() as session:
         invoice = await lock_invoice(session, message.payload["invoice_id"])
-        await cases.record_payment(session, invoice, at=message.created_at)
+        # Settled by a credit note, not by a payment: the case ends recovered, but there was no
+        # payment to thank the customer for.
+        quiet = message.payload.get("paid_by") == "credit_note"
+        await cases.record_payment(session, invoice, at=message.created_at, notify_customer=not quiet)
 
 
 async def on_invoice_closed(ctx: AppContext, message: Message) -> None:

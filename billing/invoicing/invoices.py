@@ -10,7 +10,7 @@ invoice moved on, still tells what happened then.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -209,9 +209,10 @@ async def record_status(
     actor: str,
     payments: InvoicePayments,
     topic: str | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> None:
     """Move the invoice to ``status`` and keep who did it; queue ``topic`` (default invoice.<status>)
-    with the invoice as it is now."""
+    with the invoice as it is now, and ``details`` for consumers (what caused the change)."""
     invoice.status = status
     invoice.updated_at = at
     session.add(InvoiceStatusChange(invoice_id=invoice.id, status=status, at=at, actor=actor))
@@ -220,7 +221,7 @@ async def record_status(
         session,
         tenant_id=invoice.tenant_id,
         topic=topic or f"invoice.{_TOPICS.get(status, status)}",
-        payload=event_payload(invoice, snapshot),
+        payload=event_payload(invoice, snapshot) | dict(details or {}),
         now=at,
     )
     if invoice.billing_reason == "credit_grant":

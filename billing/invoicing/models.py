@@ -162,6 +162,9 @@ class Invoice(Base):
     post_payment_credit_notes_amount: Mapped[int] = mapped_column(
         sa.BigInteger, default=0, server_default="0"
     )
+    # The ids of the invoice's credit notes, oldest first: written (under the invoice's lock) by
+    # the credit notes domain, which sits above invoicing; credit notes are final, never removed.
+    credit_note_ids: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default=EMPTY_LIST)
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
     # The customer's tax data as at finalization (None on drafts: read live).
     tax_exempt: Mapped[str | None] = mapped_column(sa.String(16))

@@ -431,6 +431,7 @@ def invoice_out(
         status_transitions=changes,
         payments=payments or [],
         refunds=refunds or [],
+        credit_notes=list(invoice.credit_note_ids or []),
     )
 
 

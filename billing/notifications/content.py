@@ -226,6 +226,38 @@ def subscription_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]
     }
 
 
+REASONS = {
+    "duplicate": "a duplicate charge",
+    "fraudulent": "a fraudulent charge",
+    "order_change": "a change to your order",
+    "product_unsatisfactory": "a product or service that did not meet expectations",
+    "other": "an adjustment",
+}
+SETTLEMENTS = {
+    "none": "It reduces what you owe on this invoice.",
+    "provider": "The amount is refunded to your original payment method.",
+    "credit_balance": "The amount is added to your credit balance and applies to your next invoices.",
+}
+
+
+def credit_note_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
+    """The credit note of ``data["credit_note"]`` (as the API shows it) and, for refund_issued,
+    the refund of ``data["refund"]``."""
+    note: Mapping[str, Any] = data["credit_note"]
+    currency = str(note.get("currency") or "")
+    refund = data.get("refund")
+    refunded = refund.get("amount") if isinstance(refund, Mapping) else None
+    return {
+        "id": note.get("id"),
+        "number": note.get("number"),
+        "total": fmt.money(int(note.get("total") or 0), currency),
+        "reason": REASONS.get(str(note.get("reason")), REASONS["other"]),
+        "settlement": SETTLEMENTS.get(str(note.get("refund")), SETTLEMENTS["none"]),
+        "memo": note.get("memo"),
+        "refund_amount": fmt.money(int(refunded), currency) if isinstance(refunded, int) else None,
+    }
+
+
 def written_in(kind: str, locale: str | None) -> tuple[str, str | None]:
     """The language an email of ``kind`` is written in for a reader of ``locale`` (``de_AT`` reads
     ``de``), and the locale its amounts and dates are formatted in.
@@ -259,6 +291,7 @@ def customer_context(
         "dunning": dunning_view(data, fmt),
         "card": card_view(data["card"], fmt) if "card" in data else None,
         "subscription": subscription_view(data, fmt) if "subscription" in data else None,
+        "credit_note": credit_note_view(data, fmt) if "credit_note" in data else None,
     }
     return context
 

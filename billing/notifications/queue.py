@@ -39,10 +39,14 @@ KINDS = (
     "card_expiring",
     "card_removed",
     "trial_will_end",
+    "credit_note_issued",
+    "refund_issued",
 )
-INVOICE_KINDS = frozenset(KINDS[:4])
+# Emails about a credit note carry it in data["credit_note"] (and the refund in data["refund"]).
+CREDIT_NOTE_KINDS = frozenset({"credit_note_issued", "refund_issued"})
+INVOICE_KINDS = frozenset(KINDS[:4]) | CREDIT_NOTE_KINDS
 CARD_KINDS = frozenset(KINDS[4:6])
-SUBSCRIPTION_KINDS = frozenset(KINDS[6:])
+SUBSCRIPTION_KINDS = frozenset({"trial_will_end"})
 # Emails to the tenant itself, at its support address.
 TENANT_KINDS = ("webhook_endpoint_disabled",)
 ALL_KINDS = KINDS + TENANT_KINDS
@@ -93,7 +97,9 @@ async def queue_notification(
 
     ``data``: ``invoice_id`` (+ optional ``attempt``, ``next_attempt_at``, ``failure_class``,
     ``decline_code``, ``final_action``, ``final_attempt_at``) for invoice kinds, ``card`` for card kinds,
-    ``subscription`` (as the API shows it) and optional ``plan_name`` for subscription kinds.
+    ``subscription`` (as the API shows it) and optional ``plan_name`` for subscription kinds,
+    ``invoice_id``, ``credit_note`` (as the API shows it) and ``refund`` (``{"amount"}``, for
+    refund_issued) for credit note kinds.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
@@ -106,6 +112,8 @@ async def queue_notification(
         raise ValueError(f"{kind} needs data['card']")
     if kind in SUBSCRIPTION_KINDS and not isinstance(data.get("subscription"), Mapping):
         raise ValueError(f"{kind} needs data['subscription']")
+    if kind in CREDIT_NOTE_KINDS and not isinstance(data.get("credit_note"), Mapping):
+        raise ValueError(f"{kind} needs data['credit_note']")
     rendered = render(kind, content.customer_context(kind, tenant, customer, invoice, data))
     row = _row(tenant, kind, dedupe_key, _address(customer.email), rendered, at)
     row.update(customer_id=customer.id, invoice_id=invoice.id if invoice else None)

@@ -25,6 +25,8 @@ Kind = Literal[
     "card_expiring",
     "card_removed",
     "trial_will_end",
+    "credit_note_issued",
+    "refund_issued",
     "webhook_endpoint_disabled",
 ]
 Status = Literal["queued", "sent", "failed", "skipped"]

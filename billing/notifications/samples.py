@@ -69,5 +69,15 @@ def sample_context(kind: str, tenant: Tenant, now: datetime, locale: str | None)
             "trial_end": now + timedelta(days=3),
         },
         "plan_name": "Pro",
+        "credit_note": {
+            "id": "cn_sample",
+            "number": f"CN-{tenant.invoice_prefix}-000007",
+            "currency": tenant.currency,
+            "total": amount,
+            "reason": "product_unsatisfactory",
+            "refund": "provider" if kind == "refund_issued" else "none",
+            "memo": None,
+        },
+        "refund": {"amount": amount},
     }
     return content.customer_context(kind, tenant, customer, invoice, data)

@@ -8,6 +8,8 @@ return more than was paid.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -36,26 +38,49 @@ async def refund_invoice(
     async with ctx.database.transaction() as session:
         invoice = await get_invoice(session, tenant_id, invoice_id, lock=True)
         tenant = await session.get_one(Tenant, tenant_id)
-        refunds = await _open_refunds(
+        refunds = await open_refunds(
             session, tenant, invoice, amount, actor=actor, at=at, lease=call_lease(ctx.settings)
         )
-        tokens = {refund.id: refund.claimed_by for refund in refunds}
-        payments = {
-            refund.payment_id: await session.get_one(Payment, refund.payment_id) for refund in refunds
-        }
-    for refund in refunds:
-        payment = payments[refund.payment_id]
-        async with open_provider(ctx, tenant, refund.provider) as provider:
-            result = await provider.refund(refund_request(refund, payment))
+        calls = await refund_calls(session, refunds)
+    return await send_refunds(ctx, tenant, calls)
+
+
+@dataclass(frozen=True)
+class RefundCall:
+    """A refund row committed and claimed, and the provider call that carries it out."""
+
+    refund_id: str
+    provider: str
+    token: str | None
+    request: RefundRequest
+
+
+async def refund_calls(session: AsyncSession, refunds: Sequence[Refund]) -> list[RefundCall]:
+    return [
+        RefundCall(
+            refund.id,
+            refund.provider,
+            refund.claimed_by,
+            refund_request(refund, await session.get_one(Payment, refund.payment_id)),
+        )
+        for refund in refunds
+    ]
+
+
+async def send_refunds(ctx: AppContext, tenant: Tenant, calls: Sequence[RefundCall]) -> list[Refund]:
+    """Call the provider for refunds opened (and committed) by ``open_refunds``; record each
+    outcome and return the refunds as they are then."""
+    for call in calls:
+        async with open_provider(ctx, tenant, call.provider) as provider:
+            result = await provider.refund(call.request)
         async with ctx.database.transaction() as session:
-            await record_refund_outcome(
-                session, refund.id, result, at=ctx.clock.now(), token=tokens[refund.id]
-            )
+            await record_refund_outcome(session, call.refund_id, result, at=ctx.clock.now(), token=call.token)
+    ids = [call.refund_id for call in calls]
     async with ctx.database.read() as session:
-        return list(await session.scalars(sa.select(Refund).where(Refund.id.in_(tokens)).order_by(Refund.id)))
+        return list(await session.scalars(sa.select(Refund).where(Refund.id.in_(ids)).order_by(Refund.id)))
 
 
-async def _open_refunds(
+async def open_refunds(
     session: AsyncSession,
     tenant: Tenant,
     invoice: Invoice,
@@ -65,6 +90,8 @@ async def _open_refunds(
     at: datetime,
     lease: timedelta,
 ) -> list[Refund]:
+    """Refund rows (pending, claimed) for ``amount`` (None: all that is left) of the locked paid
+    invoice, newest payment first; the caller commits them before calling the provider."""
     if invoice.status != "paid":
         raise Conflict(
             f"Only a paid invoice can be refunded; this one is {invoice.status}", code="invalid_transition"

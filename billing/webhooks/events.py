@@ -39,6 +39,8 @@ CREDIT_TOPICS: Final = (
     "credit_grant.expired",
     "credit_balance.low",
 )
+# Emitted by credit notes, with the credit note.
+CREDIT_NOTE_TOPICS: Final = ("credit_note.created",)
 TOPICS: Final = frozenset(
     INVOICE_TOPICS
     + CARD_TOPICS
@@ -47,6 +49,7 @@ TOPICS: Final = frozenset(
     + DUNNING_INVOICE_TOPICS
     + SUBSCRIPTION_TOPICS
     + CREDIT_TOPICS
+    + CREDIT_NOTE_TOPICS
 )
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
@@ -78,6 +81,7 @@ EventType = Literal[
     "credit_grant.voided",
     "credit_grant.expired",
     "credit_balance.low",
+    "credit_note.created",
 ]
 
 

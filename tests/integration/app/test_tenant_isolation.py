@@ -21,6 +21,7 @@ from litestar.routes import HTTPRoute
 from billing import jobs
 from billing.core.context import AppContext
 from billing.core.ids import new_id
+from billing.credit_notes.models import CreditNote
 from billing.credits import grants as credit_grants
 from billing.credits.schemas import CreditGrantCreate
 from billing.customers import service as customers
@@ -235,6 +236,32 @@ async def _credit_grant(ctx: AppContext, owner: TenantHandle) -> str:
     return grant.id
 
 
+async def _credit_note(ctx: AppContext, owner: TenantHandle) -> str:
+    """A credit note row on the owner's invoice (its amounts do not matter to a lookup)."""
+    invoice_id = await _invoice(ctx, owner)
+    async with ctx.database.transaction() as session:
+        invoice = await session.get_one(Invoice, invoice_id)
+        note = CreditNote(
+            id=new_id("cn"),
+            tenant_id=owner.id,
+            invoice_id=invoice.id,
+            customer_id=invoice.customer_id,
+            number="CN-VICTIM-000001",
+            currency=invoice.currency,
+            reason="other",
+            refund="none",
+            status="issued",
+            subtotal=100,
+            tax_total=0,
+            total=100,
+            pre_payment_amount=100,
+            post_payment_amount=0,
+            created_at=ctx.clock.now(),
+        )
+        session.add(note)
+    return note.id
+
+
 # How to create, in the owner's tenant, the object that each path parameter names.
 ID_MAKERS: dict[str, IdMaker] = {
     "key_id": _api_key,
@@ -250,6 +277,7 @@ ID_MAKERS: dict[str, IdMaker] = {
     "stored_event_id": _stored_stripe_event,
     "endpoint_id": _webhook_endpoint,
     "delivery_id": _webhook_delivery,
+    "credit_note_id": _credit_note,
     "tax_rate_id": _tax_rate,
     "grant_id": _credit_grant,
 }
@@ -269,6 +297,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
     ("PATCH", "/v1/subscriptions/{subscription_id:str}"): {"metadata": {"k": "v"}},
     ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
+    ("POST", "/v1/invoices/{invoice_id:str}/credit-notes"): {
+        "amount": 1,
+        "reason": "other",
+        "refund": "none",
+    },
     ("PATCH", "/v1/invoices/{invoice_id:str}"): {"metadata": {"order": "42"}},
     ("PATCH", "/v1/webhook-endpoints/{endpoint_id:str}"): {"description": "Renamed"},
     ("POST", "/v1/webhook-endpoints/{endpoint_id:str}/rotate-secret"): {"expire_previous_in_seconds": 0},

@@ -336,6 +336,15 @@ async def test_amounts_and_dates_follow_the_currency_and_the_customers_locale(
 async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppContext, scene: Scene) -> None:
     card = {"id": "card_1", "brand": "mastercard", "last4": "4444", "exp_month": 12, "exp_year": 2026}
     final = {"final_action": "mark_uncollectible", "final_attempt_at": datetime(2026, 11, 28, tzinfo=UTC)}
+    note = {
+        "id": "cn_1",
+        "number": "CN-ACME-000001",
+        "currency": "USD",
+        "total": 2500,
+        "reason": "duplicate",
+        "refund": "none",
+        "memo": "Billed twice in October",
+    }
     data: dict[str, dict[str, Any]] = {
         "payment_failed": {
             "invoice_id": scene.invoice_id,
@@ -350,6 +359,12 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
         "trial_will_end": {
             "subscription": {"id": "sub_1", "plan_code": "pro", "trial_end": "2026-11-24T12:00:00Z"},
             "plan_name": "Pro",
+        },
+        "credit_note_issued": {"invoice_id": scene.invoice_id, "credit_note": note},
+        "refund_issued": {
+            "invoice_id": scene.invoice_id,
+            "credit_note": {**note, "refund": "provider"},
+            "refund": {"amount": 2500},
         },
     }
     for kind in KINDS:
@@ -367,6 +382,13 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
         "card_expiring": ["Mastercard card ending in 4444 expires at the end of December 2026 (12/2026)"],
         "card_removed": ["Mastercard card ending in 4444 (expiry 12/2026) was removed"],
         "trial_will_end": ["trial of Pro ends on November 24, 2026", "the card on file will be charged"],
+        "credit_note_issued": [
+            "credit note CN-ACME-000001 of $25.00 on invoice ACME-000001",
+            "for a duplicate charge",
+            "It reduces what you owe",
+            "Billed twice in October",
+        ],
+        "refund_issued": ["refunded $25.00 of invoice ACME-000001", "with credit note CN-ACME-000001"],
     }
     for kind, phrases in expected.items():
         row = by_kind[kind]
@@ -374,7 +396,8 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
             assert phrase in row.text, (kind, phrase, row.text)
         assert any(fact in row.subject for fact in ("ACME-000001", "4444", "Pro trial"))
         links = row.html.count('href="https://acme.example/billing/card?from=email&amp;x=1"')
-        assert links == (0 if kind == "payment_recovered" else 2), kind  # the button and the link in words
+        no_action = kind in ("payment_recovered", "credit_note_issued", "refund_issued")
+        assert links == (0 if no_action else 2), kind  # the button and the link in words
         assert f"Questions? Write to {SUPPORT}." in row.text
         assert row.from_address == f"Acme <{SUPPORT}>" and row.reply_to == SUPPORT
 
@@ -714,7 +737,7 @@ async def test_the_preview_renders_each_kind_with_the_callers_branding(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "Acme &lt;Labs&gt;" in response.text and "<Labs>" not in response.text
-    if kind != "webhook_endpoint_disabled" and kind != "payment_recovered":
+    if kind not in ("webhook_endpoint_disabled", "payment_recovered", "credit_note_issued", "refund_issued"):
         assert 'href="https://acme.example/billing/card?from=email&amp;x=1"' in response.text
 
     text = await client.get(

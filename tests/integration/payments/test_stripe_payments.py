@@ -186,6 +186,11 @@ async def test_a_timeout_leaves_the_payment_pending_until_reconciliation_learns_
             f"/v1/invoices/{invoice['id']}/{action}", headers=stripe_tenant.headers()
         )
         assert_problem(response, 409, "payment_in_progress")
+    note = {"amount": 100, "reason": "other", "refund": "none"}
+    response = await client.post(
+        f"/v1/invoices/{invoice['id']}/credit-notes", headers=stripe_tenant.headers(), json=note
+    )
+    assert_problem(response, 409, "payment_in_progress")
     # While the caller's claim holds, nobody else asks; once it lapses, reconciliation repeats the call.
     assert (await run(client, stripe_tenant, "2026-11-02T00:00:30Z"))["payments_reconciled"] == 0
     result = await run(client, stripe_tenant, "2026-11-02T00:10:00Z")
