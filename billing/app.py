@@ -25,6 +25,7 @@ from billing.customers.routes import CustomerController
 from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
 from billing.finance.routes import finance_router
+from billing.invoicing.coupon_routes import CouponController, CustomerDiscountController
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.item_routes import InvoiceItemController
 from billing.invoicing.routes import (
@@ -63,6 +64,8 @@ API_ROUTES = [
     SubscriptionController,
     InvoiceController,
     InvoiceItemController,
+    CouponController,
+    CustomerDiscountController,
     InvoicePaymentController,
     PaymentController,
     UpcomingInvoiceController,

@@ -5,6 +5,7 @@ from billing.core.outbox import OutboxEvent
 from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
+from billing.invoicing.coupon_models import Coupon, Discount
 from billing.invoicing.models import (
     Invoice,
     InvoiceItem,
@@ -27,7 +28,9 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "Coupon",
     "Customer",
+    "Discount",
     "DunningCase",
     "DunningPolicy",
     "FinanceSession",

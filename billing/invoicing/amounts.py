@@ -202,7 +202,9 @@ def _per_rate(lines: Sequence[LineDraft], rates: Sequence[TaxRate]) -> list[dict
     return [
         {
             "tax_rate": rate.id,
-            "amount": sum(int(str(t["amount"])) for line in lines for t in line.tax_amounts if t["tax_rate"] == rate.id),
+            "amount": sum(
+                int(str(t["amount"])) for line in lines for t in line.tax_amounts if t["tax_rate"] == rate.id
+            ),
             "inclusive": rate.inclusive,
         }
         for rate in rates

@@ -150,9 +150,13 @@ class Invoice(Base):
     total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     credits_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # [[grant id, amount]]: a draft's preview; at finalization, what the ledger took.
-    credit_applications: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    credit_applications: Mapped[list[Any]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
-    post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    post_payment_credit_notes_amount: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default="0"
+    )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
     # The customer's tax data as at finalization (None on drafts: read live).
     tax_exempt: Mapped[str | None] = mapped_column(sa.String(16))
@@ -226,7 +230,9 @@ class InvoiceLine(Base):
     discount_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONType, default=list, server_default=sa.text("'[]'")
     )
-    tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
 
     __table_args__ = (
