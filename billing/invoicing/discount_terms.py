@@ -113,7 +113,7 @@ async def _candidates(
                 sa.or_(Coupon.currency.is_(None), Coupon.currency == Customer.currency),
             )
         )
-        for discount, coupon in (await session.execute(query)).tuples():
+        for discount, coupon in await session.execute(query):
             found.setdefault(discount.customer_id, []).append(
                 _Candidate(discount, terms_of(discount, coupon))
             )
