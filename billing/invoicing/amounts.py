@@ -202,13 +202,15 @@ def _per_rate(lines: Sequence[LineDraft], rates: Sequence[TaxRate]) -> list[dict
     return [
         {
             "tax_rate": rate.id,
-            "amount": sum(
-                int(str(t["amount"])) for line in lines for t in line.tax_amounts if t["tax_rate"] == rate.id
-            ),
+            "amount": sum(_tax_of(line, rate.id) for line in lines),
             "inclusive": rate.inclusive,
         }
         for rate in rates
     ]
+
+
+def _tax_of(line: LineDraft, rate_id: str) -> int:
+    return sum(int(str(tax["amount"])) for tax in line.tax_amounts if tax["tax_rate"] == rate_id)
 
 
 def payable(line: LineDraft) -> int:

@@ -158,8 +158,7 @@ async def insert_drafts(
     """Write drafts with their lines; skip any whose (subscription, period) already has an invoice.
     With ``pending_items``, the customers' pending invoice items go onto their drafts."""
     assigned = await item_lines.attach_pending(session, drafts) if pending_items else {}
-    for row, drafted in drafts:
-        invoices.set_totals(row, drafted)
+    await invoices.set_amounts_of_rows(session, drafts, at)
     table = Invoice.__table__
     inserted = {
         row.id

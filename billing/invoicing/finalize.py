@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.errors import Conflict
 from billing.customers.models import Customer
-from billing.invoicing import invoices, item_lines, lines, periods
+from billing.invoicing import credit_terms, discount_terms, invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.handover_late import predecessor_late_lines, waive_predecessor_events
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
@@ -32,7 +32,7 @@ async def finalize(
         await session.refresh(invoice, with_for_update=True)
         _check_draft(invoice)
         await invoices.replace_lines(
-            session, invoice, await item_lines.attached_lines(session, invoice.id), at
+            session, invoice, await item_lines.attached_lines(session, invoice.id), at, finalizing=True
         )
         await _open(session, tenant, invoice, at=at, actor=actor)
         return [invoice]
@@ -102,16 +102,25 @@ async def _finalize_one(
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
-    await invoices.replace_lines(session, invoice, drafted, at)
+    await invoices.replace_lines(session, invoice, drafted, at, finalizing=True)
     await _open(session, tenant, invoice, at=at, actor=actor)
 
 
 async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: datetime, actor: str) -> None:
-    """Number the invoice and open it, due after the net terms; paid at once when nothing is due."""
+    """Number the invoice and open it, due after the net terms, with the credits and discount its
+    amounts were computed with (in this transaction, with the grants locked); paid at once when
+    nothing is due, and a total below zero left to the customer as a credit grant."""
     days = await net_terms_days(session, tenant, invoice)
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
     invoice.finalized_at = at
     invoice.due_at = at + timedelta(days=days)
+    applications = [(str(grant), int(amount)) for grant, amount in invoice.credit_applications]
+    if applications:
+        await credit_terms.apply(session, invoice, applications, at=at)
+    if invoice.discount_id is not None:
+        await discount_terms.redeemed(session, invoice.discount_id, invoice_id=invoice.id, at=at)
+    if invoice.total < 0:
+        await credit_terms.grant_negative_total(session, invoice, at=at)
     await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     if invoice.amount_due == 0:
         invoice.paid_at = at

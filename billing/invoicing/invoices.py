@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -22,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core import money, outbox
 from billing.core.db.inserts import insert_ignore
 from billing.core.errors import Conflict, NotFound
+from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
+from billing.invoicing import amounts, credit_terms
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceSequence, InvoiceStatusChange
 from billing.invoicing.ports import InvoicePayments
@@ -35,6 +38,7 @@ from billing.invoicing.schemas import (
     line_out,
     status_change_out,
 )
+from billing.invoicing.terms import InvoiceTerms, Subject, terms_for, terms_of
 from billing.metering.models import Meter
 
 SCHEDULER = "scheduler"
@@ -59,6 +63,7 @@ def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, obj
     return [
         {
             "invoice_id": invoice_id,
+            "public_id": new_id("il"),
             "position": position,
             "kind": line.kind,
             "meter_id": line.meter_id,
@@ -69,29 +74,115 @@ def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, obj
             "period_end": line.period_end,
             "tiers": line.tiers,
             "invoice_item_id": line.invoice_item_id,
+            "plan_id": line.plan_id,
+            "discount_amounts": line.discount_amounts,
+            "tax_amounts": line.tax_amounts,
+            "discount_id": line.discount_id,
         }
         for position, line in enumerate(lines)
     ]
 
 
-def set_totals(invoice: Invoice | dict[str, object], lines: Sequence[LineDraft]) -> None:
-    """Totals are sums of rounded lines; nothing is due below zero."""
-    total = sum(line.amount for line in lines)
-    values = {"subtotal": total, "total": total}
-    if isinstance(invoice, dict):
-        invoice.update(values, amount_due=max(total, 0))
-        return
-    invoice.subtotal = invoice.total = total
-    invoice.amount_due = max(total - invoice.amount_paid, 0)
+# The columns ``set_amounts`` writes.
+AMOUNT_COLUMNS = (
+    "subtotal",
+    "discount_total",
+    "tax_total",
+    "total_tax_amounts",
+    "total_excluding_tax",
+    "total",
+    "credits_applied",
+    "credit_applications",
+    "amount_due",
+    "discount_id",
+    "tax_exempt",
+    "customer_address",
+    "customer_tax_ids",
+    "legal_notes",
+)
+
+
+def set_amounts(
+    invoice: Invoice | dict[str, Any], lines: Sequence[LineDraft], invoice_terms: InvoiceTerms
+) -> list[LineDraft]:
+    """Compute the invoice's amounts from its rated lines under ``invoice_terms`` (the one
+    computation: ``amounts.compute``), set them on the invoice or row, and return the lines to
+    store: the given ones with their discount and tax amounts, then the discount line."""
+    row = invoice if isinstance(invoice, dict) else None
+    get = row.get if row is not None else lambda key: getattr(invoice, key)
+    result = amounts.compute(
+        lines,
+        invoice_terms.terms,
+        str(get("currency")),
+        amount_paid=int(get("amount_paid") or 0),
+        pre_payment_credit_notes=int(get("pre_payment_credit_notes_amount") or 0),
+    )
+    discount = next((line.discount_id for line in result.lines if line.kind == "discount"), None)
+    values: dict[str, Any] = {
+        "subtotal": result.subtotal,
+        "discount_total": result.discount_total,
+        "tax_total": result.tax_total,
+        "total_tax_amounts": result.total_tax_amounts,
+        "total_excluding_tax": result.total_excluding_tax,
+        "total": result.total,
+        "credits_applied": result.credits_applied,
+        "credit_applications": [list(application) for application in result.credit_applications],
+        "amount_due": result.amount_due,
+        "discount_id": discount,
+        "tax_exempt": invoice_terms.taxes.exempt,
+        "customer_address": invoice_terms.taxes.address,
+        "customer_tax_ids": list(invoice_terms.taxes.tax_ids),
+        "legal_notes": invoice_terms.legal_notes,
+    }
+    if row is not None:
+        row.update(values)
+    else:
+        for key, value in values.items():
+            setattr(invoice, key, value)
+    return result.lines
+
+
+async def set_amounts_of_rows(
+    session: AsyncSession, drafts: Sequence[tuple[dict[str, Any], list[LineDraft]]], at: datetime
+) -> None:
+    """``set_amounts`` for invoice rows about to be written, their terms loaded in bulk; each
+    row's list of lines becomes the lines to store."""
+    by_tenant: dict[str, list[tuple[dict[str, Any], list[LineDraft]]]] = defaultdict(list)
+    for row, drafted in drafts:
+        by_tenant[row["tenant_id"]].append((row, drafted))
+    for tenant_id, group in by_tenant.items():
+        found = await terms_for(session, tenant_id, [Subject.of(row) for row, _ in group], at=at)
+        for row, drafted in group:
+            drafted[:] = set_amounts(row, drafted, found[Subject.of(row)])
+
+
+def settle_amount_due(invoice: Invoice) -> None:
+    """``amount_due`` after a payment, a refund or a credit note: what the total leaves once
+    credits, pre-payment credit notes and payments are counted, never below zero."""
+    invoice.amount_due = max(
+        invoice.total
+        - invoice.credits_applied
+        - invoice.pre_payment_credit_notes_amount
+        - invoice.amount_paid,
+        0,
+    )
 
 
 async def replace_lines(
-    session: AsyncSession, invoice: Invoice, lines: Sequence[LineDraft], at: datetime
+    session: AsyncSession,
+    invoice: Invoice,
+    lines: Sequence[LineDraft],
+    at: datetime,
+    *,
+    finalizing: bool = False,
 ) -> None:
+    """Store the invoice's lines and amounts as computed now. ``finalizing``: with the terms of
+    this instant, the credit grants it uses locked until commit."""
+    invoice_terms = await terms_of(session, invoice, at=at, lock=finalizing)
+    stored = set_amounts(invoice, lines, invoice_terms)
     await session.execute(sa.delete(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id))
-    if lines:
-        await session.execute(sa.insert(InvoiceLine), line_rows(invoice.id, lines))
-    set_totals(invoice, lines)
+    if stored:
+        await session.execute(sa.insert(InvoiceLine), line_rows(invoice.id, stored))
     invoice.computed_at = invoice.updated_at = at
 
 
@@ -226,6 +317,8 @@ async def void(
             f"Payment {pending} of this invoice is pending; void it once its outcome is known",
             code="payment_in_progress",
         )
+    if invoice.status == "open" and invoice.credits_applied:
+        await credit_terms.restore(session, invoice, at=at)
     invoice.voided_at = at
     invoice.amount_due = 0
     await record_status(session, invoice, "void", at=at, actor=actor, payments=payments)

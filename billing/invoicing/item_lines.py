@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.queries import any_of
-from billing.invoicing.invoices import set_totals
+from billing.invoicing.invoices import AMOUNT_COLUMNS, set_amounts_of_rows
 from billing.invoicing.lines import LineDraft
 from billing.invoicing.models import Invoice, InvoiceItem
 
@@ -112,17 +112,19 @@ async def claim(
         claimed.update(result.scalars())
     lost = {item for item, _ in wanted} - claimed
     if lost:
-        await _drop_lost(session, lost, inserted, drafts)
+        await _drop_lost(session, lost, inserted, drafts, at)
 
 
-async def _drop_lost(session: AsyncSession, lost: set[str], inserted: set[str], drafts: Drafts) -> None:
+async def _drop_lost(
+    session: AsyncSession, lost: set[str], inserted: set[str], drafts: Drafts, at: datetime
+) -> None:
     for row, drafted in drafts:
         if row["id"] not in inserted or not any(line.invoice_item_id in lost for line in drafted):
             continue
         drafted[:] = [line for line in drafted if line.invoice_item_id not in lost]
-        set_totals(row, drafted)
+        await set_amounts_of_rows(session, [(row, drafted)], at)
         await session.execute(
             sa.update(Invoice)
             .where(Invoice.id == row["id"])
-            .values(subtotal=row["subtotal"], total=row["total"], amount_due=row["amount_due"])
+            .values({key: row[key] for key in AMOUNT_COLUMNS})
         )

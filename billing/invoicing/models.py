@@ -45,6 +45,9 @@ INVOICE_ITEM_STATUSES = ("pending", "invoiced", "deleted")
 END_REASONS = ("canceled", "replaced")
 
 
+EMPTY_LIST = sa.text("'[]'")
+
+
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(value) for value in values)})"
 
@@ -145,14 +148,12 @@ class Invoice(Base):
     total_excluding_tax: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # [{"tax_rate", "amount", "inclusive"}] per rate applied.
     total_tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONType, default=list, server_default=sa.text("'[]'")
+        JSONType, default=list, server_default=EMPTY_LIST
     )
     total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     credits_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     # [[grant id, amount]]: a draft's preview; at finalization, what the ledger took.
-    credit_applications: Mapped[list[Any]] = mapped_column(
-        JSONType, default=list, server_default=sa.text("'[]'")
-    )
+    credit_applications: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default=EMPTY_LIST)
     pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     post_payment_credit_notes_amount: Mapped[int] = mapped_column(
         sa.BigInteger, default=0, server_default="0"
@@ -162,9 +163,9 @@ class Invoice(Base):
     tax_exempt: Mapped[str | None] = mapped_column(sa.String(16))
     customer_address: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     customer_tax_ids: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONType, default=list, server_default=sa.text("'[]'")
+        JSONType, default=list, server_default=EMPTY_LIST
     )
-    legal_notes: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default=sa.text("'[]'"))
+    legal_notes: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default=EMPTY_LIST)
     amount_paid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_due: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
@@ -228,10 +229,10 @@ class InvoiceLine(Base):
     plan_id: Mapped[str | None] = mapped_column(sa.String(40))
     # [{"discount", "amount"}] and [{"tax_rate", "amount", "taxable_amount", "inclusive"}].
     discount_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONType, default=list, server_default=sa.text("'[]'")
+        JSONType, default=list, server_default=EMPTY_LIST
     )
     tax_amounts: Mapped[list[dict[str, Any]]] = mapped_column(
-        JSONType, default=list, server_default=sa.text("'[]'")
+        JSONType, default=list, server_default=EMPTY_LIST
     )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
 

@@ -156,7 +156,26 @@ class TierLineOut(msgspec.Struct):
     amount: int
 
 
+class DiscountAmountOut(msgspec.Struct):
+    discount: str | None
+    amount: int
+
+
+class TaxAmountOut(msgspec.Struct):
+    tax_rate: str
+    amount: int
+    taxable_amount: int
+    inclusive: bool
+
+
+class TotalTaxAmountOut(msgspec.Struct):
+    tax_rate: str
+    amount: int
+    inclusive: bool
+
+
 class LineOut(msgspec.Struct):
+    id: str | None
     kind: str
     meter: str | None
     description: str
@@ -165,7 +184,14 @@ class LineOut(msgspec.Struct):
     period_start: datetime
     period_end: datetime
     tiers: list[TierLineOut]
+    discount_amounts: list[DiscountAmountOut]
+    tax_amounts: list[TaxAmountOut]
     invoice_item: str | None = None
+    discount: str | None = None
+    # Set by dimensional pricing: the plan's price index and the line's group.
+    price: int | None = None
+    group: dict[str, str] | None = None
+    unpriced_quantity: str | None = None
 
 
 class StatusChangeOut(msgspec.Struct):
@@ -225,7 +251,14 @@ class InvoiceOut(msgspec.Struct):
     period_end: datetime
     lines: list[LineOut]
     subtotal: int
+    discount_total: int
+    total_excluding_tax: int
+    tax_total: int
+    total_tax_amounts: list[TotalTaxAmountOut]
     total: int
+    credits_applied: int
+    pre_payment_credit_notes_amount: int
+    post_payment_credit_notes_amount: int
     amount_paid: int
     amount_due: int
     amount_refunded: int
@@ -238,9 +271,17 @@ class InvoiceOut(msgspec.Struct):
     overdue: bool
     memo: str | None
     metadata: dict[str, str]
+    tax_exempt: str
+    customer_address: dict[str, Any] | None
+    customer_tax_ids: list[dict[str, Any]]
+    legal_notes: list[str]
     status_transitions: list[StatusChangeOut]
     payments: list[PaymentOut]
     refunds: list[RefundOut]
+    credit_notes: list[str] = msgspec.field(default_factory=list)
+    # Hosted pages and PDFs come with customer pages; null until then.
+    hosted_invoice_url: str | None = None
+    invoice_pdf: str | None = None
     object: str = "invoice"
 
 
@@ -350,7 +391,14 @@ def invoice_out(
         period_end=invoice.period_end,
         lines=lines,
         subtotal=invoice.subtotal,
+        discount_total=invoice.discount_total or 0,
+        total_excluding_tax=invoice.total_excluding_tax or 0,
+        tax_total=invoice.tax_total or 0,
+        total_tax_amounts=[TotalTaxAmountOut(**tax) for tax in invoice.total_tax_amounts or []],
         total=invoice.total,
+        credits_applied=invoice.credits_applied or 0,
+        pre_payment_credit_notes_amount=invoice.pre_payment_credit_notes_amount or 0,
+        post_payment_credit_notes_amount=invoice.post_payment_credit_notes_amount or 0,
         amount_paid=invoice.amount_paid,
         amount_due=invoice.amount_due,
         amount_refunded=invoice.amount_refunded or 0,
@@ -363,6 +411,10 @@ def invoice_out(
         overdue=is_overdue(invoice, now),
         memo=invoice.memo,
         metadata=dict(invoice.metadata_ or {}),
+        tax_exempt=invoice.tax_exempt or "none",
+        customer_address=invoice.customer_address,
+        customer_tax_ids=list(invoice.customer_tax_ids or []),
+        legal_notes=list(invoice.legal_notes or []),
         status_transitions=changes,
         payments=payments or [],
         refunds=refunds or [],
@@ -381,6 +433,7 @@ def is_overdue(invoice: Invoice, now: datetime | None) -> bool:
 
 def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
     return LineOut(
+        id=line.public_id,
         kind=line.kind,
         meter=meter_key,
         description=line.description,
@@ -389,7 +442,10 @@ def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
         period_start=line.period_start,
         period_end=line.period_end,
         tiers=[TierLineOut(**tier) for tier in line.tiers],
+        discount_amounts=[DiscountAmountOut(**share) for share in line.discount_amounts or []],
+        tax_amounts=[TaxAmountOut(**tax) for tax in line.tax_amounts or []],
         invoice_item=line.invoice_item_id,
+        discount=line.discount_id,
     )
 
 
@@ -405,6 +461,9 @@ def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
             period_end=line.period_end,
             tiers=line.tiers,
             invoice_item_id=line.invoice_item_id,
+            discount_amounts=line.discount_amounts,
+            tax_amounts=line.tax_amounts,
+            discount_id=line.discount_id,
         ),
         meter_key,
     )

@@ -13,6 +13,7 @@ from billing.invoicing import invoices, item_lines, periods, schedule
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut, draft_line_out, invoice_out
+from billing.invoicing.terms import terms_of
 from billing.metering.models import Meter
 
 
@@ -26,12 +27,12 @@ async def upcoming_invoice(session: AsyncSession, customer: Customer, now: datet
     for sub in subscriptions:
         period = schedule.period_at(sub, now)
         if period is not None:
-            return await _preview(session, customer, sub, period)
+            return await _preview(session, customer, sub, period, now)
     raise NotFound(f"Customer '{customer.external_id}' has no subscription in effect now")
 
 
 async def _preview(
-    session: AsyncSession, customer: Customer, sub: Subscription, period: periods.Period
+    session: AsyncSession, customer: Customer, sub: Subscription, period: periods.Period, now: datetime
 ) -> InvoiceOut:
     drafted = await draft_lines(session, sub, period.start, period.end)
     drafted += await item_lines.pending_lines(session, customer.id, customer.currency)
@@ -45,6 +46,8 @@ async def _preview(
     # Never added to the session: a preview, shaped and totalled exactly as a stored invoice.
     preview = Invoice(
         id=None,
+        tenant_id=customer.tenant_id,
+        billing_reason=schedule.billing_reason(sub, period),
         status="upcoming",
         customer_id=customer.id,
         subscription_id=sub.id,
@@ -52,7 +55,8 @@ async def _preview(
         period_start=period.start,
         period_end=period.end,
         amount_paid=0,
+        pre_payment_credit_notes_amount=0,
     )
-    invoices.set_totals(preview, drafted)
+    drafted = invoices.set_amounts(preview, drafted, await terms_of(session, preview, at=now))
     lines = [draft_line_out(line, keys.get(line.meter_id or "")) for line in drafted]
     return invoice_out(preview, lines, [], customer.external_id)

@@ -22,7 +22,13 @@ from billing.core.db.inserts import insert_ignore
 from billing.core.ids import new_id
 from billing.core.settings import Settings
 from billing.customers.models import Customer
-from billing.invoicing.invoices import event_payload, invoices_out, lock_invoice, record_status
+from billing.invoicing.invoices import (
+    event_payload,
+    invoices_out,
+    lock_invoice,
+    record_status,
+    settle_amount_due,
+)
 from billing.invoicing.models import Invoice
 from billing.payments.declines import FailureClass, classify
 from billing.payments.models import Payment, Refund
@@ -179,7 +185,7 @@ def reschedule_check(row: Payment | Refund, error: str, *, at: datetime, token: 
 
 async def _settle(session: AsyncSession, invoice: Invoice, payment: Payment, *, at: datetime) -> None:
     invoice.amount_paid += payment.amount
-    invoice.amount_due = max(invoice.total - invoice.amount_paid, 0)
+    settle_amount_due(invoice)
     invoice.updated_at = at
     if invoice.amount_due == 0 and invoice.status in ("open", "uncollectible"):
         invoice.paid_at = at

@@ -156,6 +156,10 @@ async def invoices_of(client: httpx.AsyncClient, tenant: TenantHandle, sub_id: s
     )
 
 
+def without_ids(lines: list[dict]) -> list[dict]:
+    return [{key: value for key, value in line.items() if key != "id"} for line in lines]
+
+
 def lines_of(invoice: dict, kind: str) -> list[dict]:
     return [line for line in invoice["lines"] if line["kind"] == kind]
 
