@@ -343,3 +343,77 @@ def test_the_oracle_spreads_by_largest_remainder_with_ties_to_the_earlier_line()
     assert oracle([100, 100, 100], [True] * 3, amount_off=100).shares == [34, 33, 33]
     assert oracle([1, 2, -5, 7], [True] * 4, amount_off=100) == Expected(5, [1, 1, 0, 3])
     assert oracle([999, 17], [True, True], percent="20") == Expected(203, [200, 3])
+
+
+@pytest.mark.parametrize("currency", CURRENCIES)
+async def test_the_upcoming_invoice_previews_the_discount(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, clock: FrozenClock, currency: str
+) -> None:
+    tenant = await shop(client, make_tenant, clock, currency)
+    discount = await redeem(client, tenant, percent_off="20", applies_to_plans=["pro"])
+    await call(
+        client,
+        tenant,
+        "POST",
+        "/v1/invoice-items",
+        {"customer": "c1", "description": "Setup", "amount": 333},
+        status=201,
+    )
+    await use(client, tenant, clock, 0)
+    upcoming = await call(client, tenant, "GET", "/v1/customers/c1/upcoming-invoice")
+    lines = [line for line in upcoming["lines"] if line["kind"] != "discount"]
+    assert [(line["kind"], line["amount"]) for line in lines][1:] == [
+        ("usage", usage_amount(QUANTITIES[0], currency)),
+        ("invoice_item", 333),
+    ]
+    amounts = [line["amount"] for line in lines]
+    check(upcoming, oracle(amounts, [True, True, False], percent="20"), discount["id"], "SPRING (20% off)")
+
+
+@pytest.mark.parametrize("currency", CURRENCIES)
+async def test_a_plan_scoped_once_discount_waits_for_an_invoice_with_eligible_lines(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, clock: FrozenClock, currency: str
+) -> None:
+    tenant = await shop(client, make_tenant, clock, currency)
+    discount = await redeem(client, tenant, percent_off="50", duration="once", applies_to_plans=["pro"])
+    clock.set(START + timedelta(days=3))
+    body = {"customer": "c1", "items": [{"description": "Consulting", "amount": 4000}]}
+    standalone = await call(client, tenant, "POST", "/v1/invoices", body, status=201)
+    finalized = await call(
+        client, tenant, "POST", f"/v1/invoices/{standalone['id']}/finalize", scope=Scope.FINANCE
+    )
+    check(finalized, oracle([4000], [False], percent="50"), None, None)
+    (shown,) = await discounts_of(client, tenant, "c1")
+    assert (shown["status"], shown["invoice"]) == ("active", None)
+    january = await billed_month(client, tenant, clock, 0)
+    check(
+        january,
+        oracle(plan_amounts(january, currency, 0), [True, True], percent="50"),
+        discount["id"],
+        "SPRING (50% off)",
+    )
+    (shown,) = await discounts_of(client, tenant, "c1")
+    assert (shown["status"], shown["invoice"]) == ("ended", january["id"])
+
+
+@pytest.mark.parametrize("currency", CURRENCIES)
+async def test_archiving_ends_the_discount_but_the_final_invoice_keeps_it(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, clock: FrozenClock, currency: str
+) -> None:
+    tenant = await shop(client, make_tenant, clock, currency)
+    discount = await redeem(client, tenant, percent_off="25")
+    await use(client, tenant, clock, 0)
+    archived_at = START + timedelta(days=20)
+    clock.set(archived_at)
+    await call(client, tenant, "DELETE", "/v1/customers/c1")
+    await run(client, tenant, clock, archived_at + timedelta(hours=25))
+    final = await invoice_of(client, tenant, 0)
+    assert (final["status"] != "draft", final["period_end"]) == (True, iso(archived_at))
+    (fee, usage_line) = [line for line in final["lines"] if line["kind"] != "discount"]
+    # The base fee of 20 days of a 31-day month, rounded once.
+    assert (fee["kind"], fee["amount"]) == ("base_fee", half_up(Decimal(BASE_FEE) * 20 / 31))
+    assert (usage_line["kind"], usage_line["amount"]) == ("usage", usage_amount(QUANTITIES[0], currency))
+    expected = oracle([fee["amount"], usage_line["amount"]], [True, True], percent="25")
+    check(final, expected, discount["id"], "SPRING (25% off)")
+    (shown,) = await discounts_of(client, tenant, "c1")
+    assert (shown["status"], shown["end"]) == ("ended", iso(archived_at))
