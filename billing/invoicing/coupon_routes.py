@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody
 
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
 from billing.customers.service import get_customer
 from billing.invoicing import coupons, discounts
-from billing.invoicing.coupon_schemas import CouponCreate, CouponOut, DiscountCreate, DiscountOut
+from billing.invoicing.coupon_schemas import CouponCreate, CouponOut, CouponPatch, DiscountCreate, DiscountOut
 from billing.web.auth import ADMIN, READ, scopes
 from billing.web.dependencies import Caller, Ctx
 
@@ -40,6 +40,16 @@ class CouponController(Controller):
         async with ctx.database.read() as session:
             row = await coupons.get_coupon(session, principal.tenant_id, coupon)
             (shown,) = await coupons.coupons_out(session, [row], ctx.clock.now())
+            return shown
+
+    @patch("/{coupon:str}", opt=scopes(ADMIN), summary="Rename a coupon or replace its metadata")
+    async def update_coupon(
+        self, ctx: Ctx, principal: Caller, coupon: FromPath[str], data: JSONBody[CouponPatch]
+    ) -> CouponOut:
+        now = ctx.clock.now()
+        async with ctx.database.transaction() as session:
+            row = await coupons.update_coupon(session, principal.tenant_id, coupon, data, now=now)
+            (shown,) = await coupons.coupons_out(session, [row], now)
             return shown
 
     @delete(

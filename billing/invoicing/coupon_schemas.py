@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from billing.core import money
 from billing.invoicing.coupon_models import Coupon, Discount
@@ -26,6 +27,13 @@ class CouponCreate(msgspec.Struct, forbid_unknown_fields=True):
     max_redemptions: int | None = None
     expires_at: AwareDateTime | None = None
     metadata: dict[str, str] | None = None
+
+
+class CouponPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Only the name and metadata change (as Stripe): what a coupon takes off is fixed."""
+
+    name: str | UnsetType = UNSET
+    metadata: dict[str, str] | UnsetType | None = UNSET
 
 
 class CouponOut(msgspec.Struct):

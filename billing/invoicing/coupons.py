@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+from msgspec import UNSET
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money, validation
@@ -22,7 +23,7 @@ from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.invoicing.coupon_models import Coupon
-from billing.invoicing.coupon_schemas import CouponCreate, CouponOut, coupon_out
+from billing.invoicing.coupon_schemas import CouponCreate, CouponOut, CouponPatch, coupon_out
 from billing.invoicing.models import Plan
 from billing.invoicing.plans import get_plan
 
@@ -75,6 +76,22 @@ async def get_coupon(session: AsyncSession, tenant_id: str, ref: str, *, lock: b
 
 async def list_coupons(session: AsyncSession, tenant_id: str, page: PageRequest) -> tuple[list[Coupon], bool]:
     return await fetch_page(session, sa.select(Coupon).where(Coupon.tenant_id == tenant_id), Coupon.id, page)
+
+
+async def update_coupon(
+    session: AsyncSession, tenant_id: str, ref: str, patch: CouponPatch, *, now: datetime
+) -> Coupon:
+    """Rename it or replace its metadata, deleted or not; both are checked before either changes."""
+    coupon = await get_coupon(session, tenant_id, ref, lock=True)
+    name = coupon.name if patch.name is UNSET else validation.text("name", patch.name, max_length=200)
+    metadata = (
+        coupon.metadata_
+        if patch.metadata is UNSET
+        else validation.validate_metadata("metadata", patch.metadata or {})
+    )
+    coupon.name, coupon.metadata_, coupon.updated_at = name, metadata, now
+    await session.flush()
+    return coupon
 
 
 async def delete_coupon(session: AsyncSession, tenant_id: str, ref: str, *, now: datetime) -> Coupon:

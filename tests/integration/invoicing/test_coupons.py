@@ -214,6 +214,24 @@ async def test_malformed_json_is_400_and_a_taken_code_409(
     await coupon(client, tenant, code="spring")
 
 
+async def test_a_coupon_is_renamed_and_its_metadata_replaced_but_nothing_else_changes(
+    client: httpx.AsyncClient, tenant: TenantHandle, make_tenant: MakeTenant
+) -> None:
+    created = await coupon(client, tenant, metadata={"a": "1", "b": "2"})
+    renamed = await call(client, tenant, "PATCH", "/v1/coupons/SPRING", {"name": "Spring 26"})
+    assert renamed == {**created, "name": "Spring 26"}
+    replaced = await call(client, tenant, "PATCH", f"/v1/coupons/{created['id']}", {"metadata": {"c": "3"}})
+    assert replaced == {**renamed, "metadata": {"c": "3"}}
+    for body in ({"name": " "}, {"percent_off": "50"}, {"name": "ok", "metadata": {"k": 5}}):
+        response = await client.patch("/v1/coupons/SPRING", headers=tenant.headers(), json=body)
+        assert_problem(response, 422, "validation_error")
+    assert await call(client, tenant, "GET", "/v1/coupons/SPRING") == replaced
+    other = await make_tenant(name="Other")
+    response = await client.patch("/v1/coupons/SPRING", headers=other.headers(), json={"name": "Mine"})
+    assert_problem(response, 404, "not_found")
+    assert await call(client, tenant, "GET", "/v1/coupons/SPRING") == replaced
+
+
 async def test_only_an_admin_key_creates_or_deletes_coupons(
     client: httpx.AsyncClient, tenant: TenantHandle
 ) -> None:
