@@ -43,11 +43,14 @@ class _Candidate:
 
 
 async def discounts_for(
-    session: AsyncSession, tenant_id: str, invoices: Collection[Covered], *, at: datetime
+    session: AsyncSession, tenant_id: str, invoices: Collection[Covered], *, at: datetime, lock: bool = False
 ) -> dict[Covered, Discount]:
-    """The discount each invoice gets if it is finalized at ``at``; none: not in the answer."""
+    """The discount each invoice gets if it is finalized at ``at``; none: not in the answer.
+    ``lock`` (finalization): the discounts stay locked until commit, so that two invoices
+    finalized at once never both use a ``once`` discount."""
     wanted = [invoice for invoice in invoices if invoice.billing_reason != "credit_grant"]
-    candidates = await _candidates(session, tenant_id, {invoice.customer_id for invoice in wanted}, at)
+    customers = {invoice.customer_id for invoice in wanted}
+    candidates = await _candidates(session, tenant_id, customers, at, lock=lock)
     answer: dict[Covered, Discount] = {}
     for invoice in wanted:
         covering = [c for c in candidates.get(invoice.customer_id, ()) if covers(c.row, invoice.period_start)]
@@ -93,7 +96,7 @@ def terms_of(discount: DiscountRow, coupon: Coupon) -> Discount:
 
 
 async def _candidates(
-    session: AsyncSession, tenant_id: str, customer_ids: set[str], at: datetime
+    session: AsyncSession, tenant_id: str, customer_ids: set[str], at: datetime, *, lock: bool
 ) -> dict[str, list[_Candidate]]:
     """Per customer, the discounts that may cover its invoices finalized at ``at``: a few queries
     for any number of customers."""
@@ -117,6 +120,10 @@ async def _candidates(
                 sa.or_(Coupon.currency.is_(None), Coupon.currency == Customer.currency),
             )
         )
+        if lock:
+            # A once discount another finalization just used is then read as it committed, and
+            # left out by the conditions above.
+            query = query.with_for_update(of=DiscountRow)
         for discount, coupon in await session.execute(query):
             found.setdefault(discount.customer_id, []).append(
                 _Candidate(discount, terms_of(discount, coupon))

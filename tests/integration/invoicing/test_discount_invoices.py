@@ -6,6 +6,7 @@ coupons beside invoice items, and removal (drafts lose the discount, finalized i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -417,3 +418,29 @@ async def test_archiving_ends_the_discount_but_the_final_invoice_keeps_it(
     check(final, expected, discount["id"], "SPRING (25% off)")
     (shown,) = await discounts_of(client, tenant, "c1")
     assert (shown["status"], shown["end"]) == ("ended", iso(archived_at))
+
+
+async def test_two_invoices_finalized_at_once_never_both_use_a_once_discount(
+    client: httpx.AsyncClient, make_tenant: MakeTenant, clock: FrozenClock
+) -> None:
+    """The cycle invoice (its subscription locked) and one-off invoices (each its own row locked)."""
+    tenant = await shop(client, make_tenant, clock, "USD")
+    discount = await redeem(client, tenant, percent_off="10", duration="once")
+    await run(client, tenant, clock, month(1))
+    for n in range(7):
+        body = {"customer": "c1", "items": [{"description": "Consulting", "amount": 4000 + n}]}
+        await call(client, tenant, "POST", "/v1/invoices", body, status=201)
+    response = await client.get("/v1/invoices", headers=tenant.headers(), params={"status": "draft"})
+    drafts = response.json()["data"]
+    assert len(drafts) == 8 and all(d["discount_total"] > 0 for d in drafts), drafts
+    clock.set(month(1) + timedelta(hours=1))
+    finalized = await asyncio.gather(
+        *(
+            call(client, tenant, "POST", f"/v1/invoices/{d['id']}/finalize", scope=Scope.FINANCE)
+            for d in drafts
+        )
+    )
+    used = [invoice["id"] for invoice in finalized if invoice["discount_total"] > 0]
+    assert len(used) == 1, [(i["id"], i["discount_total"]) for i in finalized]
+    (shown,) = await discounts_of(client, tenant, "c1")
+    assert (shown["id"], shown["status"], shown["invoice"]) == (discount["id"], "ended", used[0])
