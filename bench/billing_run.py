@@ -29,10 +29,16 @@ untimed). The timed run then closes the new subscriptions' half months with ever
 month. The second plan, and a card on every customer, exist in both runs.
 It prints each run and the ratio of the changed run to the unchanged one, per turn.
 
+``--adjusted-share 0.5`` compares, the same way, runs where that share of the customers (spread
+evenly) have what sits between rating and charging, set through the API before the last hour is
+posted (untimed): a 19% exclusive tax rate on the customer, a 20% coupon for three months, and a
+promotional credit grant that covers part of the invoice (drafts preview the credits).
+
     .venv/bin/python -m bench.billing_run --database postgresql                  # api, 300 customers
     .venv/bin/python -m bench.billing_run --database postgresql --load direct    # direct, 300 customers
     .venv/bin/python -m bench.billing_run --database sqlite --customers 600
     .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --changed-share 0.1
+    .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --adjusted-share 0.5
 """
 
 from __future__ import annotations
@@ -203,6 +209,29 @@ async def prepare_changes(port: int, key: str, customers: int, connections: int)
             while queue:
                 path = f"/v1/customers/customer-{queue.pop():04d}"
                 (await client.patch(path, json={"default_payment_method": "pm_card_visa"})).raise_for_status()
+
+        await asyncio.gather(*[worker() for _ in range(connections)])
+
+
+async def adjust_customers(port: int, key: str, numbers: list[int], connections: int) -> None:
+    """Tax, a discount and credits for each of ``numbers``, through the API."""
+    headers = {"Authorization": f"Bearer {key}"}
+    queue = list(reversed(numbers))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+        rate = await client.post(
+            "/v1/tax-rates", json={"display_name": "VAT", "percentage": "19", "inclusive": False}
+        )
+        rate.raise_for_status()
+        coupon = {"code": "BENCH20", "percent_off": "20", "duration": "repeating", "duration_in_periods": 3}
+        (await client.post("/v1/coupons", json=coupon)).raise_for_status()
+
+        async def worker() -> None:
+            while queue:
+                path = f"/v1/customers/customer-{queue.pop():04d}"
+                (await client.patch(path, json={"tax_rates": [rate.json()["id"]]})).raise_for_status()
+                (await client.post(f"{path}/discounts", json={"coupon": "BENCH20"})).raise_for_status()
+                grant = {"name": "Welcome", "amount": 2500, "currency": "USD", "category": "promotional"}
+                (await client.post(f"{path}/credit-grants", json=grant)).raise_for_status()
 
         await asyncio.gather(*[worker() for _ in range(connections)])
 
@@ -508,7 +537,7 @@ class Measured:
     deadlocks: int
 
 
-async def bench_once(args: argparse.Namespace, changed_share: float) -> Measured:
+async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_share: float = 0.0) -> Measured:
     """A fresh database and server, the month loaded, the changes (if any), the timed run."""
     customers: int = args.customers
     data_dir, url = await bench_database(args.database)
@@ -520,6 +549,7 @@ async def bench_once(args: argparse.Namespace, changed_share: float) -> Measured
     failed: list[bytes] = []  # answers of batches resent, while loading
     failed_late: list[bytes] = []  # and while posting the last hour
     changing = changing_customers(customers, changed_share)
+    adjusted = changing_customers(customers, adjusted_share)
     try:
         server.start()
         created = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))
@@ -536,6 +566,8 @@ async def bench_once(args: argparse.Namespace, changed_share: float) -> Measured
             await change_plans(server.port, key, changing, args.connections)
             await settle(server.port, key)
             await vacuum(url)  # in both runs, as after the load
+        if adjusted:
+            await adjust_customers(server.port, key, adjusted, args.connections)
         changes_took = time.perf_counter() - began
         if args.load == "api":
             # The month's last hour, read by the meters after it ended: posted now, just before the run.
@@ -561,7 +593,7 @@ async def bench_once(args: argparse.Namespace, changed_share: float) -> Measured
         if args.database == "postgresql":
             await drop_postgres_database(url)
     return Measured(
-        changed=len(changing),
+        changed=len(changing) or len(adjusted),
         changes_took=changes_took,
         loaded=loaded,
         late=late,
@@ -590,11 +622,16 @@ def report(args: argparse.Namespace, run: Measured) -> None:
     print(f"load:            {mode}")
     print(f"database:        {args.database}")
     print(f"customers:       {customers:,}")
-    if args.changed_share:
+    if args.changed_share and run.changed:
         print(
             f"changed plan:    {run.changed:,} customers, on {CHANGE_AT:%Y-%m-%d}, "
             f"in {run.changes_took:.1f} s "
             "(before the last hour; not timed)"
+        )
+    if args.adjusted_share and run.changed:
+        print(
+            f"adjusted:        {run.changed:,} customers with tax, a discount and credits, "
+            f"set in {run.changes_took:.1f} s (before the last hour; not timed)"
         )
     print(f"rollup rows:     {run.rollups:,} ({run.events:,} usage events)")
     last_hour = (
@@ -630,9 +667,9 @@ def report(args: argparse.Namespace, run: Measured) -> None:
     )
 
 
-def compare(pairs: list[tuple[Measured, Measured]]) -> None:
+def compare(pairs: list[tuple[Measured, Measured]], what: str = "changed") -> None:
     """The changed runs against the unchanged ones, turn by turn (target: at most 1.10)."""
-    print("comparison:      turn  unchanged  changed  ratio (until it answered; to every draft; CPU)")
+    print(f"comparison:      turn  plain  {what}  ratio (until it answered; to every draft; CPU)")
     ratios = []
     for turn, (plain, changed) in enumerate(pairs, start=1):
         ratio = changed.timeline.answered / plain.timeline.answered
@@ -644,7 +681,7 @@ def compare(pairs: list[tuple[Measured, Measured]]) -> None:
             f"{changed.timeline.answered:>5.2f} s  {ratio:.3f} ({drafted:.3f}; {cpu:.3f})"
         )
     print(
-        f"changed/unchanged: median {statistics.median(ratios):.3f} over {len(ratios)} turns "
+        f"{what}/plain: median {statistics.median(ratios):.3f} over {len(ratios)} turns "
         "(target: at most 1.10)"
     )
 
@@ -671,21 +708,30 @@ async def main() -> None:
         default=0.0,
         help="compare with runs where this share of the customers changed plan mid-October",
     )
-    parser.add_argument("--turns", type=int, default=2, help="unchanged/changed pairs (--changed-share)")
+    parser.add_argument(
+        "--adjusted-share",
+        type=float,
+        default=0.0,
+        help="compare with runs where this share of the customers have tax, a discount and credits",
+    )
+    parser.add_argument(
+        "--turns", type=int, default=2, help="plain/other pairs (--changed-share, --adjusted-share)"
+    )
     args = parser.parse_args()
-    if not args.changed_share:
+    if not args.changed_share and not args.adjusted_share:
         report(args, await bench_once(args, 0.0))
         return
+    what = "changed" if args.changed_share else "adjusted"
     pairs = []
     for turn in range(1, args.turns + 1):
         plain = await bench_once(args, 0.0)
-        print(f"--- turn {turn}, unchanged")
+        print(f"--- turn {turn}, plain")
         report(args, plain)
-        changed = await bench_once(args, args.changed_share)
-        print(f"--- turn {turn}, {changed.changed} customers changed plan")
-        report(args, changed)
-        pairs.append((plain, changed))
-    compare(pairs)
+        other = await bench_once(args, args.changed_share, args.adjusted_share)
+        print(f"--- turn {turn}, {other.changed} customers {what}")
+        report(args, other)
+        pairs.append((plain, other))
+    compare(pairs, what)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from billing.stripe_events.receiver import StripeWebhookController
 from billing.stripe_events.routes import StripeEventController
 from billing.tenants.routes import ApiKeyController, TenantController
 from billing.tenants.service import principal_for_key
+from billing.tenants.tax_rate_routes import TaxRateController
 from billing.web.auth import ApiKeyMiddleware, scope_guard
 from billing.web.dependencies import provide_context, provide_principal
 from billing.web.health import HealthController
@@ -56,6 +57,7 @@ from billing.webhooks.routes import WebhookDeliveryController, WebhookEndpointCo
 API_ROUTES = [
     TenantController,
     ApiKeyController,
+    TaxRateController,
     CustomerController,
     MeterController,
     UsageController,

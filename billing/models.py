@@ -20,7 +20,7 @@ from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueVa
 from billing.notifications.models import Notification
 from billing.payments.models import Payment, Refund
 from billing.stripe_events.models import StripeEvent
-from billing.tenants.models import ApiKey, Tenant
+from billing.tenants.models import ApiKey, TaxRate, Tenant
 from billing.web.idempotency_keys import IdempotencyKey
 from billing.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -48,6 +48,7 @@ __all__ = [
     "Refund",
     "StripeEvent",
     "Subscription",
+    "TaxRate",
     "Tenant",
     "UsageEvent",
     "UsageRollup",

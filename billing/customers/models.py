@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from billing.core.db.types import Base, JSONType, UTCDateTime, one_of
 
 PAYMENT_STATUSES = ("ok", "action_required", "delinquent")
+TAX_EXEMPT = ("none", "exempt", "reverse")
 
 
 class Customer(Base):
@@ -39,6 +41,16 @@ class Customer(Base):
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # None: the tenant's net_terms_days apply.
     net_terms_days: Mapped[int | None] = mapped_column(sa.Integer)
+    # {line1, line2, city, postal_code, state, country}; its country picks country-bound default rates.
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    tax_exempt: Mapped[str] = mapped_column(sa.String(16), default="none", server_default="none")
+    # [{type, value, country}], compact and upper case.
+    tax_ids: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
+    # txr_ ids; None: the tenant's default_tax_rates apply, []: no tax.
+    tax_rates: Mapped[list[str] | None] = mapped_column(JSONType)
+    credit_balance_low_threshold: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -50,4 +62,6 @@ class Customer(Base):
         sa.Index("ix_customers_card_expiry", "card_exp_year", "card_exp_month"),
         sa.CheckConstraint(one_of("payment_status", PAYMENT_STATUSES), name="payment_status"),
         sa.CheckConstraint("net_terms_days BETWEEN 0 AND 365", name="net_terms_days"),
+        sa.CheckConstraint(one_of("tax_exempt", TAX_EXEMPT), name="tax_exempt"),
+        sa.CheckConstraint("credit_balance_low_threshold >= 0", name="credit_balance_low_threshold"),
     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from billing.customers.models import Customer
+from billing.tenants.addresses import Address
+from billing.tenants.tax_ids import TaxIdIn
+
+TaxExempt = Literal["none", "exempt", "reverse"]
 
 
 class Card(msgspec.Struct, forbid_unknown_fields=True):
@@ -35,6 +39,12 @@ class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
     card: Card | None = None
     metadata: dict[str, str] | None = None
     net_terms_days: int | None = None
+    address: Address | None = None
+    tax_exempt: TaxExempt = "none"
+    tax_ids: list[TaxIdIn] | None = None
+    # None: the tenant's default_tax_rates; []: no tax.
+    tax_rates: list[str] | None = None
+    credit_balance_low_threshold: int | None = None
 
 
 class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -54,6 +64,11 @@ class CustomerPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     card: Card | UnsetType | None = UNSET
     metadata: dict[str, str] | UnsetType | None = UNSET
     net_terms_days: int | UnsetType | None = UNSET
+    address: Address | UnsetType | None = UNSET
+    tax_exempt: TaxExempt | UnsetType = UNSET
+    tax_ids: list[TaxIdIn] | UnsetType | None = UNSET
+    tax_rates: list[str] | UnsetType | None = UNSET
+    credit_balance_low_threshold: int | UnsetType | None = UNSET
 
 
 class CustomerOut(msgspec.Struct):
@@ -72,6 +87,12 @@ class CustomerOut(msgspec.Struct):
     archived_at: datetime | None
     # None: the tenant's net terms apply.
     net_terms_days: int | None
+    address: dict[str, Any] | None
+    tax_exempt: str
+    tax_ids: list[dict[str, Any]]
+    # None: the tenant's default_tax_rates apply.
+    tax_rates: list[str] | None
+    credit_balance_low_threshold: int | None
     # The open dunning case, summarised; filled in once dunning exists.
     dunning: dict[str, Any] | None
     created_at: datetime
@@ -95,6 +116,11 @@ def customer_out(customer: Customer, dunning: dict[str, Any] | None = None) -> C
         payment_status=customer.payment_status,
         archived_at=customer.archived_at,
         net_terms_days=customer.net_terms_days,
+        address=customer.address,
+        tax_exempt=customer.tax_exempt,
+        tax_ids=list(customer.tax_ids),
+        tax_rates=None if customer.tax_rates is None else list(customer.tax_rates),
+        credit_balance_low_threshold=customer.credit_balance_low_threshold,
         dunning=dunning,
         created_at=customer.created_at,
         updated_at=customer.updated_at,

@@ -23,6 +23,7 @@ from billing.core.pagination import PageRequest, fetch_page
 from billing.customers.models import Customer
 from billing.customers.ports import BillingHistory, Summaries
 from billing.customers.schemas import Card, CustomerCreate, CustomerOut, CustomerPatch, customer_out
+from billing.customers.tax_settings import new_tax_settings, tax_setting_changes
 from billing.tenants.service import get_tenant
 
 EXTERNAL_ID_MAX_LENGTH = 128
@@ -57,6 +58,7 @@ async def create_customer(
         metadata_=validation.validate_metadata("metadata", data.metadata or {}),
         net_terms_days=_net_terms(data.net_terms_days),
         **card_columns(data.card),
+        **await new_tax_settings(session, tenant_id, data),
         payment_status="ok",
         created_at=now,
         updated_at=now,
@@ -172,6 +174,7 @@ async def update_customer(
         changes |= card_columns(patch.card)
     if patch.metadata is not UNSET:
         changes["metadata_"] = validation.validate_metadata("metadata", patch.metadata or {})
+    changes |= await tax_setting_changes(session, customer, patch)
     if "currency" in changes and await billing_history(session, customer):
         raise Conflict(
             f"Customer {customer.id} has billing history in {customer.currency}; its currency is fixed",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.core import money
 from billing.core.context import AppContext
 from billing.customers.models import Customer
 from billing.dunning.cases import cases_out
@@ -15,7 +17,7 @@ from billing.invoicing import invoices
 from billing.invoicing.schemas import InvoiceOut
 from billing.notifications.models import Notification
 from billing.payments.views import PAYMENTS
-from billing.tenants.models import ApiKey
+from billing.tenants.models import ApiKey, TaxRate
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class InvoicePage:
     case: CaseOut | None
     notifications: list[Notification]
     key_names: dict[str, str]
+    # Tax rate id -> "VAT 19%" (filled in from the tenant's tax rates).
+    tax_labels: dict[str, str] = field(default_factory=dict)
+
+    def tax_label(self, tax_rate: str) -> str:
+        return self.tax_labels.get(tax_rate, f"Tax ({tax_rate})")
 
     def actor(self, actor: str) -> str:
         """Who changed the status, as a person reads it: the scheduler, or which API key."""
@@ -102,4 +109,17 @@ async def load(ctx: AppContext, tenant_id: str, invoice_id: str) -> InvoicePage:
             sa.select(ApiKey.id, ApiKey.scope, ApiKey.name).where(ApiKey.id.in_(actors))
         )
         names = {key_id: f"{scope} key “{name or key_id}” ({key_id})" for key_id, scope, name in keys}
-        return InvoicePage(out, customer, case_out, list(notes), names)
+        return InvoicePage(
+            out, customer, case_out, list(notes), names, await _tax_labels(session, tenant_id, out)
+        )
+
+
+async def _tax_labels(session: AsyncSession, tenant_id: str, invoice: InvoiceOut) -> dict[str, str]:
+    """ "VAT 19%" for each rate the invoice was taxed at."""
+    ids = {tax.tax_rate for tax in invoice.total_tax_amounts}
+    if not ids:
+        return {}
+    rates = await session.scalars(
+        sa.select(TaxRate).where(TaxRate.tenant_id == tenant_id, TaxRate.id.in_(ids))
+    )
+    return {rate.id: f"{rate.display_name} {money.format_decimal(rate.percentage)}%" for rate in rates}

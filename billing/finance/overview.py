@@ -1,7 +1,8 @@
 """The overview page: what is owed now, revenue and dunning recovery per month, usage per day.
 
 Months and days are those of the tenant's ``billing_timezone``. Revenue invoiced is the total of
-finalized invoices (open, paid, uncollectible) by the month they were finalized; collected is
+finalized invoices (open, paid, uncollectible) net of their credit notes, by the month they were
+finalized; collected is
 succeeded payments less succeeded refunds, each by the month it completed. A month's recovery
 rate is the share of the dunning cases opened (first failure) that month that are recovered.
 Usage per day comes from the hourly rollups (and, for hours a day's edge cuts, from the events),
@@ -208,12 +209,17 @@ async def _monthly_sums(
     return sums
 
 
+def _net_of_credit_notes() -> sa.ColumnElement[int]:
+    """An invoice's total less its credit notes, before or after payment."""
+    return Invoice.total - Invoice.pre_payment_credit_notes_amount - Invoice.post_payment_credit_notes_amount
+
+
 async def _revenue(session: AsyncSession, tenant_id: str, months: list[Month]) -> list[Revenue]:
     spans = _spans(months)
     invoiced = _bucketed(
         Invoice.finalized_at,
         spans,
-        (Invoice.currency, Invoice.total.label("amount")),
+        (Invoice.currency, _net_of_credit_notes().label("amount")),
         Invoice.tenant_id == tenant_id,
         Invoice.status.in_(FINALIZED),
     )

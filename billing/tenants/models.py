@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.core.db.types import Base, JSONType, UTCDateTime
+from billing.core.db.types import Base, ExactDecimal, JSONType, UTCDateTime
 
 
 class Tenant(Base):
@@ -32,6 +34,13 @@ class Tenant(Base):
     email_from: Mapped[str | None] = mapped_column(sa.String(320))
     # Days from finalization to an invoice's due date (its first automatic charge).
     net_terms_days: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # txr_ ids, in the order given; a rate with a country applies only to customers there.
+    default_tax_rates: Mapped[list[str]] = mapped_column(
+        JSONType, default=list, server_default=sa.text("'[]'")
+    )
+    # The seller on documents: the customer address shape, and one tax id {type, value, country}.
+    address: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    tax_id: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -51,3 +60,25 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (sa.CheckConstraint("scope IN ('admin', 'ingest', 'finance')", name="scope"),)
+
+
+class TaxRate(Base):
+    """A tax rate (as Stripe's): only its name, description and being active ever change, so
+    invoices that used it keep meaning what they said."""
+
+    __tablename__ = "tax_rates"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(sa.String(50))
+    description: Mapped[str | None] = mapped_column(sa.String(500))
+    percentage: Mapped[Decimal] = mapped_column(ExactDecimal())
+    inclusive: Mapped[bool] = mapped_column(sa.Boolean)
+    country: Mapped[str | None] = mapped_column(sa.String(2))
+    jurisdiction: Mapped[str | None] = mapped_column(sa.String(50))
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # Lists page newest first within a tenant.
+    __table_args__ = (sa.Index("ix_tax_rates_tenant_id_id", "tenant_id", "id"),)

@@ -8,7 +8,10 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from billing.tenants.models import ApiKey, Tenant
+from billing.core import money
+from billing.tenants.addresses import Address
+from billing.tenants.models import ApiKey, TaxRate, Tenant
+from billing.tenants.tax_ids import TaxIdIn
 
 PaymentProvider = Literal["stripe", "sandbox"]
 
@@ -29,6 +32,9 @@ class TenantOut(msgspec.Struct):
     update_payment_method_url: str | None
     email_from: str | None
     net_terms_days: int
+    default_tax_rates: list[str]
+    address: dict[str, Any] | None
+    tax_id: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
     object: str = "tenant"
@@ -49,6 +55,41 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     update_payment_method_url: str | UnsetType | None = UNSET
     email_from: str | UnsetType | None = UNSET
     net_terms_days: int | UnsetType = UNSET
+    default_tax_rates: list[str] | UnsetType = UNSET
+    address: Address | UnsetType | None = UNSET
+    tax_id: TaxIdIn | UnsetType | None = UNSET
+
+
+class TaxRateCreate(msgspec.Struct, forbid_unknown_fields=True):
+    display_name: str
+    percentage: str
+    inclusive: bool
+    country: str | None = None
+    jurisdiction: str | None = None
+    description: str | None = None
+
+
+class TaxRatePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Only these change (as Stripe): a rate's percentage, inclusiveness and place are what
+    invoices that used it said."""
+
+    display_name: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    active: bool | UnsetType = UNSET
+
+
+class TaxRateOut(msgspec.Struct):
+    id: str
+    display_name: str
+    description: str | None
+    percentage: str
+    inclusive: bool
+    country: str | None
+    jurisdiction: str | None
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+    object: str = "tax_rate"
 
 
 class ApiKeyOut(msgspec.Struct):
@@ -90,8 +131,26 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         update_payment_method_url=tenant.update_payment_method_url,
         email_from=tenant.email_from,
         net_terms_days=tenant.net_terms_days,
+        default_tax_rates=list(tenant.default_tax_rates),
+        address=tenant.address,
+        tax_id=tenant.tax_id,
         created_at=tenant.created_at,
         updated_at=tenant.updated_at,
+    )
+
+
+def tax_rate_out(rate: TaxRate) -> TaxRateOut:
+    return TaxRateOut(
+        id=rate.id,
+        display_name=rate.display_name,
+        description=rate.description,
+        percentage=money.format_decimal(rate.percentage),
+        inclusive=rate.inclusive,
+        country=rate.country,
+        jurisdiction=rate.jurisdiction,
+        active=rate.active,
+        created_at=rate.created_at,
+        updated_at=rate.updated_at,
     )
 
 

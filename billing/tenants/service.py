@@ -14,6 +14,7 @@ from billing.core.crypto import SecretBox
 from billing.core.errors import NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
+from billing.tenants import addresses, tax_ids, tax_rates
 from billing.tenants.models import ApiKey, Tenant
 from billing.tenants.schemas import TenantPatch
 from billing.web.auth import Principal, Scope, generate_key
@@ -111,6 +112,7 @@ async def update_tenant(
     """Apply a validated patch; provider secrets are encrypted before they touch the row."""
     _apply_profile(tenant, patch, production=production)
     _apply_provider(tenant, patch, box)
+    await _apply_tax_settings(session, tenant, patch)
     tenant.updated_at = now
     await session.flush()
     return tenant
@@ -138,6 +140,25 @@ def _apply_profile(tenant: Tenant, patch: TenantPatch, *, production: bool) -> N
         tenant.update_payment_method_url = url and validation.web_url(
             "update_payment_method_url", url, require_https=production
         )
+
+
+async def _apply_tax_settings(session: AsyncSession, tenant: Tenant, patch: TenantPatch) -> None:
+    """The default tax rates, and the seller's address and tax id for documents."""
+    if patch.default_tax_rates is not UNSET:
+        tenant.default_tax_rates = await tax_rates.attachable(
+            session,
+            tenant.id,
+            "default_tax_rates",
+            patch.default_tax_rates,
+            attached=tenant.default_tax_rates,
+            limit=tax_rates.MAX_DEFAULTS,
+        )
+    if patch.address is not UNSET:
+        tenant.address = addresses.stored_address("address", patch.address)
+    if patch.tax_id is not UNSET:
+        tenant.tax_id = None if patch.tax_id is None else tax_ids.tax_id("tax_id", patch.tax_id)
+    if tenant.tax_id is not None:
+        tax_ids.check_country("tax_id", tenant.tax_id, addresses.address_country(tenant.address))
 
 
 def _apply_provider(tenant: Tenant, patch: TenantPatch, box: SecretBox) -> None:

@@ -34,7 +34,8 @@ from billing.metering import ingest, meters
 from billing.metering.schemas import MeterCreate
 from billing.payments.models import Payment
 from billing.stripe_events.models import StripeEvent
-from billing.tenants import service
+from billing.tenants import service, tax_rates
+from billing.tenants.schemas import TaxRateCreate
 from billing.web.auth import Scope
 from billing.webhooks import endpoints as webhook_endpoints
 from billing.webhooks.models import WebhookDelivery
@@ -204,6 +205,13 @@ async def _event(ctx: AppContext, owner: TenantHandle) -> str:
     return "victim-event"
 
 
+async def _tax_rate(ctx: AppContext, owner: TenantHandle) -> str:
+    data = TaxRateCreate(display_name="VAT", percentage="19", inclusive=False, country="DE")
+    async with ctx.database.transaction() as session:
+        rate = await tax_rates.create_tax_rate(session, owner.id, data, now=ctx.clock.now())
+    return rate.id
+
+
 async def _webhook_endpoint(ctx: AppContext, owner: TenantHandle) -> str:
     """An endpoint nobody listens on (its retry route fails fast, connection refused)."""
     data = EndpointCreate(url="http://127.0.0.1:9/victim", events=["*"])
@@ -253,6 +261,7 @@ ID_MAKERS: dict[str, IdMaker] = {
     "stored_event_id": _stored_stripe_event,
     "endpoint_id": _webhook_endpoint,
     "delivery_id": _webhook_delivery,
+    "tax_rate_id": _tax_rate,
 }
 # Path parameters that name no object of a tenant (the same for every tenant): not walked.
 NOT_IDS = frozenset({"kind"})  # /v1/notifications/preview/{kind}
@@ -260,6 +269,7 @@ NOT_IDS = frozenset({"kind"})  # /v1/notifications/preview/{kind}
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/customers/{customer_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
+    ("PATCH", "/v1/tax-rates/{tax_rate_id:str}"): {"display_name": "Renamed"},
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/coupons/{coupon:str}"): {"name": "Renamed"},
     ("POST", "/v1/customers/{customer_id:str}/discounts"): {"coupon": "victim"},

@@ -485,8 +485,9 @@ async def export(client: httpx.AsyncClient, tenant: TenantHandle, **params: str)
     header = text.split("\r\n", 1)[0]
     assert header == (
         "invoice_id,number,status,customer,customer_external_id,subscription,billing_reason,currency,"
-        "invoice_period_start,invoice_period_end,invoice_total,finalized_at,due_at,overdue,line,kind,meter,"
-        "description,quantity,amount,amount_decimal,line_period_start,line_period_end"
+        "invoice_period_start,invoice_period_end,invoice_subtotal,discount_total,tax_total,invoice_total,"
+        "credits_applied,credit_notes_amount,amount_due,finalized_at,due_at,overdue,line,kind,meter,"
+        "description,quantity,amount,amount_decimal,line_id,discount,tax,line_period_start,line_period_end"
     )
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
@@ -515,7 +516,15 @@ def assert_rows_match(rows: list[dict[str, str]], invoices: list[dict], exponent
             "currency": invoice["currency"],
             "invoice_period_start": invoice["period_start"],
             "invoice_period_end": invoice["period_end"],
+            "invoice_subtotal": str(invoice["subtotal"]),
+            "discount_total": str(invoice["discount_total"]),
+            "tax_total": str(invoice["tax_total"]),
             "invoice_total": str(invoice["total"]),
+            "credits_applied": str(invoice["credits_applied"]),
+            "credit_notes_amount": str(
+                invoice["pre_payment_credit_notes_amount"] + invoice["post_payment_credit_notes_amount"]
+            ),
+            "amount_due": str(invoice["amount_due"]),
             "finalized_at": invoice["finalized_at"] or "",
             "due_at": invoice["due_at"] or "",
             "overdue": "true" if invoice["overdue"] else "false",
@@ -526,6 +535,9 @@ def assert_rows_match(rows: list[dict[str, str]], invoices: list[dict], exponent
             "quantity": item["quantity"],
             "amount": str(item["amount"]),
             "amount_decimal": major(item["amount"], exponent),
+            "line_id": item["id"],
+            "discount": str(sum(share["amount"] for share in item["discount_amounts"])),
+            "tax": str(sum(tax["amount"] for tax in item["tax_amounts"])),
             "line_period_start": item["period_start"],
             "line_period_end": item["period_end"],
         }
