@@ -27,6 +27,7 @@ from billing.dunning.routes import DunningController
 from billing.finance.routes import finance_router
 from billing.invoicing.coupon_routes import CouponController, CustomerDiscountController
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
+from billing.invoicing.credit_grant_routes import CreditGrantController, CustomerCreditController
 from billing.invoicing.item_routes import InvoiceItemController
 from billing.invoicing.routes import (
     InvoiceController,
@@ -68,6 +69,8 @@ API_ROUTES = [
     InvoiceItemController,
     CouponController,
     CustomerDiscountController,
+    CreditGrantController,
+    CustomerCreditController,
     InvoicePaymentController,
     PaymentController,
     UpcomingInvoiceController,

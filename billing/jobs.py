@@ -16,6 +16,7 @@ from datetime import datetime
 from billing.core.context import AppContext
 from billing.core.outbox import Consumer, dispatch_all
 from billing.core.scheduler import Tick
+from billing.credits.expiry import expire_due
 from billing.dunning import cards as dunning_cards
 from billing.dunning import run as dunning_run
 from billing.invoicing import run as invoicing_run
@@ -74,6 +75,8 @@ JOBS: tuple[Job, ...] = (
         60,
         lambda ctx, r: invoicing_run.recompute_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id, actor=r.actor),
     ),
+    # Before finalizing: a grant that expired by then covers no draft.
+    Job("credit_grants_expire", 60, lambda ctx, r: expire_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
     Job(
         "finalize_drafts",
         60,

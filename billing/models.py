@@ -2,6 +2,7 @@
 
 from billing.core.db.types import Base
 from billing.core.outbox import OutboxEvent
+from billing.credits.models import CreditBalance, CreditGrant, CreditLedgerEntry
 from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
@@ -29,6 +30,9 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Coupon",
+    "CreditBalance",
+    "CreditGrant",
+    "CreditLedgerEntry",
     "Customer",
     "Discount",
     "DunningCase",

@@ -78,8 +78,10 @@ async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Custo
 
 async def lock_customer(session: AsyncSession, customer: Customer) -> Customer:
     """Lock the customer's row for the transaction and read it afresh (archive, currency changes
-    and new subscriptions are serialised on it)."""
-    await session.refresh(customer, with_for_update=True)
+    and new subscriptions are serialised on it). FOR NO KEY UPDATE: rows inserted meanwhile with
+    a foreign key to the customer (ledger entries of a finalization) do not wait on it, so a
+    transaction holding it never deadlocks with one that inserts them."""
+    await session.refresh(customer, with_for_update={"key_share": True})
     return customer
 
 

@@ -158,6 +158,10 @@ async def insert_drafts(
     """Write drafts with their lines; skip any whose (subscription, period) already has an invoice.
     With ``pending_items``, the customers' pending invoice items go onto their drafts."""
     assigned = await item_lines.attach_pending(session, drafts) if pending_items else {}
+    for row, drafted in drafts:
+        start = row["period_start"]
+        assert isinstance(start, datetime)
+        drafted[:] = lines.in_invoice_order(drafted, start)
     await invoices.set_amounts_of_rows(session, drafts, at)
     table = Invoice.__table__
     inserted = {

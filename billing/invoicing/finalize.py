@@ -31,9 +31,10 @@ async def finalize(
     if invoice.subscription_id is None:
         await session.refresh(invoice, with_for_update=True)
         _check_draft(invoice)
-        await invoices.replace_lines(
-            session, invoice, await item_lines.attached_lines(session, invoice.id), at, finalizing=True
-        )
+        if invoice.billing_reason != "credit_grant":  # its one credit_purchase line is fixed
+            await invoices.replace_lines(
+                session, invoice, await item_lines.attached_lines(session, invoice.id), at, finalizing=True
+            )
         await _open(session, tenant, invoice, at=at, actor=actor)
         return [invoice]
     sub = await get_subscription(session, tenant.id, invoice.subscription_id, lock=True)
@@ -102,7 +103,8 @@ async def _finalize_one(
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
-    await invoices.replace_lines(session, invoice, drafted, at, finalizing=True)
+    ordered = lines.in_invoice_order(drafted, invoice.period_start)
+    await invoices.replace_lines(session, invoice, ordered, at, finalizing=True)
     await _open(session, tenant, invoice, at=at, actor=actor)
 
 
@@ -114,6 +116,8 @@ async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: 
     invoice.number = await invoices.next_number(session, tenant.id, tenant.invoice_prefix)
     invoice.finalized_at = at
     invoice.due_at = at + timedelta(days=days)
+    await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
+    # Once open: a numbered draft breaks a constraint if anything below flushes it.
     applications = [(str(grant), int(amount)) for grant, amount in invoice.credit_applications]
     if applications:
         await credit_terms.apply(session, invoice, applications, at=at)
@@ -121,7 +125,6 @@ async def _open(session: AsyncSession, tenant: Tenant, invoice: Invoice, *, at: 
         await discount_terms.redeemed(session, invoice.discount_id, invoice_id=invoice.id, at=at)
     if invoice.total < 0:
         await credit_terms.grant_negative_total(session, invoice, at=at)
-    await invoices.record_status(session, invoice, "open", at=at, actor=actor, payments=NO_PAYMENTS_YET)
     if invoice.amount_due == 0:
         invoice.paid_at = at
         await invoices.record_status(session, invoice, "paid", at=at, actor=actor, payments=NO_PAYMENTS_YET)

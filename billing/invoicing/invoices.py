@@ -25,6 +25,7 @@ from billing.core.db.inserts import insert_ignore
 from billing.core.errors import Conflict, NotFound
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
+from billing.credits import grants
 from billing.customers.models import Customer
 from billing.invoicing import amounts, credit_terms
 from billing.invoicing.lines import LineDraft
@@ -222,6 +223,19 @@ async def record_status(
         payload=event_payload(invoice, snapshot),
         now=at,
     )
+    if invoice.billing_reason == "credit_grant":
+        await _purchased_grant_follows(session, invoice, status, at=at)
+
+
+async def _purchased_grant_follows(
+    session: AsyncSession, invoice: Invoice, status: str, *, at: datetime
+) -> None:
+    """A paid grant turns active when its invoice is paid, and is voided with it when it is voided
+    or marked uncollectible."""
+    if status == "paid":
+        await grants.activate_for_invoice(session, invoice.id, at=at)
+    elif status in ("void", "uncollectible"):
+        await grants.void_for_invoice(session, invoice.id, at=at)
 
 
 _TOPICS = {"open": "finalized", "void": "voided", "draft": "created"}

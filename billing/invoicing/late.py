@@ -4,21 +4,25 @@ Drafts read the hourly rollups (fast, all events). Finalizing marks the events i
 the invoice id in one UPDATE and then counts exactly the marked rows, so that what an invoice
 bills and which events say they are on it can never disagree, whatever commits meanwhile.
 An event left unmarked in a period whose invoice is already finalized is late usage: the next
-invoice of the subscription bills it, priced at what it adds to its own period.
+invoice of the subscription bills it, priced at what it adds to its own period. What the
+finalized invoices billed for that period (quantities, and the amounts its commitments need)
+is read from their lines, the successor's invoices included for a replaced subscription.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
-from billing.invoicing import periods, schedule
+from billing.invoicing import commitments, periods, schedule
 from billing.invoicing.invoices import FINALIZED
 from billing.invoicing.lines import LatePeriod
 from billing.invoicing.models import Invoice, InvoiceLine, Subscription
@@ -118,8 +122,11 @@ async def late_periods(
                 (period.start, period.end),
             )
             tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
-        billed = await billed_quantities(session, subscription.id, period, exclude=invoice_id)
-        result.append(LatePeriod(period, tallies, billed))
+        billed = await billed_quantities(session, subscription, period, exclude=invoice_id)
+        amounts = await billed_amounts(session, subscription, period, exclude=invoice_id)
+        result.append(
+            LatePeriod(period, tallies, billed, amounts.by_meter, amounts.counted, amounts.commitment)
+        )
     return result
 
 
@@ -145,22 +152,63 @@ async def finalized_periods(session: AsyncSession, subscription_id: str) -> set[
 
 
 async def billed_quantities(
-    session: AsyncSession, subscription_id: str, period: periods.Period, *, exclude: str | None
+    session: AsyncSession, subscription: Subscription, period: periods.Period, *, exclude: str | None
 ) -> dict[str, Decimal]:
     """Quantity per meter that finalized invoices have billed for one period, late lines included."""
-    query = (
-        sa.select(InvoiceLine.meter_id, InvoiceLine.quantity)
-        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(
-            Invoice.subscription_id == subscription_id,
-            Invoice.status.in_(FINALIZED),
-            InvoiceLine.kind.in_(("usage", "late_usage", "trial")),
-            InvoiceLine.period_start == period.start,
-        )
+    query = _billed_lines(subscription, exclude, InvoiceLine.meter_id, InvoiceLine.quantity).where(
+        InvoiceLine.kind.in_(("usage", "late_usage", "trial")),
+        InvoiceLine.period_start == period.start,
     )
-    if exclude:
-        query = query.where(Invoice.id != exclude)
     billed: dict[str, Decimal] = defaultdict(Decimal)
     for row in await session.execute(query):
         billed[row.meter_id] = money.exact_add(billed[row.meter_id], row.quantity)
     return billed
+
+
+@dataclass(frozen=True)
+class BilledAmounts:
+    by_meter: dict[str, int]  # what each price's lines billed (commitments.PRICE_KINDS)
+    counted: int  # what counts toward the plan minimum (commitments.COUNTED_KINDS)
+    commitment: int  # the minimum_commitment lines
+
+
+async def billed_amounts(
+    session: AsyncSession, subscription: Subscription, period: periods.Period, *, exclude: str | None
+) -> BilledAmounts:
+    """What finalized invoices have billed for one period, for its commitments: every line inside
+    the period (a base fee line may cover a part of it, one per seat segment)."""
+    kinds = commitments.COUNTED_KINDS | {commitments.MINIMUM_COMMITMENT}
+    query = _billed_lines(
+        subscription, exclude, InvoiceLine.kind, InvoiceLine.meter_id, sa.func.sum(InvoiceLine.amount)
+    ).where(
+        InvoiceLine.kind.in_(sorted(kinds)),
+        InvoiceLine.period_start >= period.start,
+        InvoiceLine.period_end <= period.end,
+    )
+    by_meter: dict[str, int] = defaultdict(int)
+    counted = commitment = 0
+    for kind, meter_id, amount in await session.execute(
+        query.group_by(InvoiceLine.kind, InvoiceLine.meter_id)
+    ):
+        amount = int(amount)
+        if kind == commitments.MINIMUM_COMMITMENT:
+            commitment += amount
+            continue
+        counted += amount
+        if kind in commitments.PRICE_KINDS and meter_id is not None:
+            by_meter[meter_id] += amount
+    return BilledAmounts(dict(by_meter), counted, commitment)
+
+
+def _billed_lines(
+    subscription: Subscription, exclude: str | None, *columns: sa.ColumnElement[Any] | Any
+) -> sa.Select[Any]:
+    """Lines of the subscription's finalized invoices, and of its successor's: a replaced
+    subscription's late usage is billed on its successor's invoices (handover_late)."""
+    owners = [subscription.id] + ([subscription.replaced_by] if subscription.replaced_by else [])
+    query = (
+        sa.select(*columns)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(Invoice.subscription_id.in_(owners), Invoice.status.in_(FINALIZED))
+    )
+    return query.where(Invoice.id != exclude) if exclude else query

@@ -64,8 +64,11 @@ class Plan(Base):
     base_fee: Mapped[int] = mapped_column(sa.BigInteger)
     # Days of trial a subscription gets unless it says otherwise.
     trial_days: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
-    # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount"}]
+    # [{"meter_id", "meter", "model", "unit_amount", "tiers", "package_size", "package_amount",
+    #   "minimum_amount", "maximum_amount"}]
     prices: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # The commitment per full period (minor units): a period billing less is topped up to it.
+    minimum_amount: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -73,6 +76,7 @@ class Plan(Base):
         sa.UniqueConstraint("tenant_id", "code"),
         sa.Index("ix_plans_tenant_id_id", "tenant_id", "id"),
         sa.CheckConstraint("base_fee >= 0", name="base_fee"),
+        sa.CheckConstraint("minimum_amount >= 0", name="minimum_amount"),
     )
 
 

@@ -1,7 +1,9 @@
 """Plan verbs; a session is the first argument, no HTTP in here.
 
 A plan is addressed by its ``plan_`` id or its code. Prices are validated whole (every problem
-reported at once) and stored with exact decimal strings and the ids of their meters.
+reported at once) and stored with exact decimal strings and the ids of their meters. A price's
+floor above its cap is a 422 of its own (``minimum_exceeds_maximum``), asked only of prices
+that are otherwise valid.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ async def create_plan(session: AsyncSession, tenant_id: str, data: PlanCreate, *
         interval=data.interval,
         base_fee=_base_fee(data.base_fee),
         trial_days=validation.int_range("trial_days", data.trial_days, 0, MAX_TRIAL_DAYS),
+        minimum_amount=_minimum(data.minimum_amount),
         prices=await _prices(session, tenant_id, data.prices),
         created_at=now,
         updated_at=now,
@@ -82,6 +85,8 @@ async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, no
         plan.name = validation.text("name", patch.name, max_length=200)
     if patch.base_fee is not UNSET:
         plan.base_fee = _base_fee(patch.base_fee)
+    if patch.minimum_amount is not UNSET:
+        plan.minimum_amount = _minimum(patch.minimum_amount)
     if patch.prices is not UNSET:
         plan.prices = await _prices(session, plan.tenant_id, patch.prices)
     plan.updated_at = now
@@ -124,6 +129,10 @@ def _base_fee(value: int) -> int:
     return validation.int_range("base_fee", value, 0, MAX_FEE)
 
 
+def _minimum(value: int | None) -> int | None:
+    return None if value is None else validation.int_range("minimum_amount", value, 0, MAX_FEE)
+
+
 def _decimal_or_none(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
@@ -147,11 +156,46 @@ async def _prices(session: AsyncSession, tenant_id: str, prices: list[PriceIn]) 
             seen.add(meter.id)
         parsed, problems = _parse_price(price)
         errors.extend(FieldError(f"{field}.{name}", message) for name, message in problems)
+        errors.extend(FieldError(f"{field}.{name}", message) for name, message in _bound_problems(price))
         if meter is not None and parsed is not None:
-            stored.append({"meter_id": meter.id, "meter": meter.key, **_stored(parsed)})
+            stored.append({"meter_id": meter.id, "meter": meter.key, **_stored(parsed), **_bounds(price)})
     if errors:
         raise ValidationFailed(f"{len(errors)} problem(s) with the prices", errors=errors)
+    _check_bounds_ordered(prices)
     return stored
+
+
+def _bound_problems(price: PriceIn) -> list[tuple[str, str]]:
+    return [
+        (name, f"must be between 0 and {MAX_FEE}")
+        for name, value in (
+            ("minimum_amount", price.minimum_amount),
+            ("maximum_amount", price.maximum_amount),
+        )
+        if value is not None and not 0 <= value <= MAX_FEE
+    ]
+
+
+def _bounds(price: PriceIn) -> dict[str, int]:
+    """The floor and cap as stored: only those that are set."""
+    bounds = {"minimum_amount": price.minimum_amount, "maximum_amount": price.maximum_amount}
+    return {name: value for name, value in bounds.items() if value is not None}
+
+
+def _check_bounds_ordered(prices: list[PriceIn]) -> None:
+    errors = [
+        FieldError(f"prices[{index}].minimum_amount", "must not exceed maximum_amount")
+        for index, price in enumerate(prices)
+        if price.minimum_amount is not None
+        and price.maximum_amount is not None
+        and price.minimum_amount > price.maximum_amount
+    ]
+    if errors:
+        raise ValidationFailed(
+            "A price's minimum_amount exceeds its maximum_amount",
+            code="minimum_exceeds_maximum",
+            errors=errors,
+        )
 
 
 def _parse_price(price: PriceIn) -> tuple[pricing.Price | None, list[tuple[str, str]]]:

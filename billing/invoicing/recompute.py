@@ -72,7 +72,7 @@ async def refresh_draft(
     """Recompute a draft's lines as they are now: its subscription's usage, then its items."""
     drafted = await draft_lines(session, sub, draft.period_start, draft.period_end) if sub else []
     drafted += await item_lines.attached_lines(session, draft.id)
-    await invoices.replace_lines(session, draft, drafted, at)
+    await invoices.replace_lines(session, draft, lines.in_invoice_order(drafted, draft.period_start), at)
 
 
 async def _late_only_invoice(

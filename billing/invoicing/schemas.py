@@ -33,6 +33,9 @@ class PriceIn(msgspec.Struct, forbid_unknown_fields=True):
     tiers: list[TierIn] | None = None
     package_size: DecimalText | None = None
     package_amount: int | None = None
+    # Floor and cap of the sum of the price's lines per period, minor units (prorated).
+    minimum_amount: int | None = None
+    maximum_amount: int | None = None
 
 
 class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,6 +46,8 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
     base_fee: int = 0
     prices: list[PriceIn] = msgspec.field(default_factory=list)
     trial_days: int = 0
+    # The commitment per full period, minor units; a period billing less is topped up to it.
+    minimum_amount: int | None = None
 
 
 class PlanPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -51,6 +56,7 @@ class PlanPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str | UnsetType = UNSET
     base_fee: int | UnsetType = UNSET
     prices: list[PriceIn] | UnsetType = UNSET
+    minimum_amount: int | UnsetType | None = UNSET
 
 
 class TierOut(msgspec.Struct):
@@ -63,6 +69,9 @@ class PriceOut(msgspec.Struct, omit_defaults=True):
     meter: str
     meter_id: str
     model: str
+    # Always shown, null when unset (no defaults: omit_defaults leaves them in).
+    minimum_amount: int | None
+    maximum_amount: int | None
     unit_amount: str | None = None
     tiers: list[TierOut] | None = None
     package_size: str | None = None
@@ -78,6 +87,7 @@ class PlanOut(msgspec.Struct):
     base_fee: int
     prices: list[PriceOut]
     trial_days: int
+    minimum_amount: int | None
     created_at: datetime
     updated_at: datetime
     object: str = "plan"
@@ -295,6 +305,7 @@ def plan_out(plan: Plan) -> PlanOut:
         base_fee=plan.base_fee,
         prices=[price_out(p) for p in plan.prices],
         trial_days=plan.trial_days or 0,
+        minimum_amount=plan.minimum_amount,
         created_at=plan.created_at,
         updated_at=plan.updated_at,
     )
@@ -306,6 +317,8 @@ def price_out(stored: dict[str, Any]) -> PriceOut:
         meter=stored["meter"],
         meter_id=stored["meter_id"],
         model=stored["model"],
+        minimum_amount=stored.get("minimum_amount"),
+        maximum_amount=stored.get("maximum_amount"),
         unit_amount=stored.get("unit_amount"),
         tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
         package_size=stored.get("package_size"),

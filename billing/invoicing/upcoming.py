@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.errors import NotFound
 from billing.customers.models import Customer
 from billing.invoicing import invoices, item_lines, periods, schedule
+from billing.invoicing.lines import in_invoice_order
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import draft_lines
 from billing.invoicing.schemas import InvoiceOut, draft_line_out, invoice_out
@@ -36,6 +37,7 @@ async def _preview(
 ) -> InvoiceOut:
     drafted = await draft_lines(session, sub, period.start, period.end)
     drafted += await item_lines.pending_lines(session, customer.id, customer.currency)
+    drafted = in_invoice_order(drafted, period.start)
     keys = dict(
         (
             await session.execute(

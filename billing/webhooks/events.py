@@ -30,6 +30,15 @@ SUBSCRIPTION_TOPICS: Final = (
     "subscription.ended",
     "subscription.trial_will_end",
 )
+# Emitted by the credits domain: the grant for credit_grant.*, {customer, currency, available,
+# threshold} for credit_balance.low.
+CREDIT_TOPICS: Final = (
+    "credit_grant.created",
+    "credit_grant.activated",
+    "credit_grant.voided",
+    "credit_grant.expired",
+    "credit_balance.low",
+)
 TOPICS: Final = frozenset(
     INVOICE_TOPICS
     + CARD_TOPICS
@@ -37,6 +46,7 @@ TOPICS: Final = frozenset(
     + DUNNING_CUSTOMER_TOPICS
     + DUNNING_INVOICE_TOPICS
     + SUBSCRIPTION_TOPICS
+    + CREDIT_TOPICS
 )
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
@@ -63,6 +73,11 @@ EventType = Literal[
     "subscription.canceled",
     "subscription.ended",
     "subscription.trial_will_end",
+    "credit_grant.created",
+    "credit_grant.activated",
+    "credit_grant.voided",
+    "credit_grant.expired",
+    "credit_balance.low",
 ]
 
 

@@ -21,6 +21,8 @@ from litestar.routes import HTTPRoute
 from billing import jobs
 from billing.core.context import AppContext
 from billing.core.ids import new_id
+from billing.credits import grants as credit_grants
+from billing.credits.schemas import CreditGrantCreate
 from billing.customers import service as customers
 from billing.customers.schemas import CustomerCreate
 from billing.dunning.models import DunningCase
@@ -244,6 +246,17 @@ async def _webhook_delivery(ctx: AppContext, owner: TenantHandle) -> str:
     return delivery.id
 
 
+async def _credit_grant(ctx: AppContext, owner: TenantHandle) -> str:
+    """An active promotional grant, so that voiding it is allowed."""
+    customer_id = await _customer(ctx, owner)
+    data = CreditGrantCreate(name="Victim", amount=100, category="promotional")
+    async with ctx.database.transaction() as session:
+        customer = await customers.get_customer(session, owner.id, customer_id)
+        grant = await credit_grants.new_grant(session, customer, data, now=ctx.clock.now())
+        await credit_grants.add_grant(session, grant, now=ctx.clock.now())
+    return grant.id
+
+
 # How to create, in the owner's tenant, the object that each path parameter names.
 ID_MAKERS: dict[str, IdMaker] = {
     "key_id": _api_key,
@@ -262,12 +275,18 @@ ID_MAKERS: dict[str, IdMaker] = {
     "endpoint_id": _webhook_endpoint,
     "delivery_id": _webhook_delivery,
     "tax_rate_id": _tax_rate,
+    "grant_id": _credit_grant,
 }
 # Path parameters that name no object of a tenant (the same for every tenant): not walked.
 NOT_IDS = frozenset({"kind"})  # /v1/notifications/preview/{kind}
 # A valid body for routes that need one, so that validation cannot answer before the lookup.
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/customers/{customer_id:str}"): {"name": "Renamed"},
+    ("POST", "/v1/customers/{customer_id:str}/credit-grants"): {
+        "name": "Credit",
+        "category": "promotional",
+        "amount": 100,
+    },
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/tax-rates/{tax_rate_id:str}"): {"display_name": "Renamed"},
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},

@@ -48,6 +48,7 @@ PLAN_FIELDS = {
     "base_fee",
     "prices",
     "trial_days",
+    "minimum_amount",
     "created_at",
     "updated_at",
 }
