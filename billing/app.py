@@ -26,6 +26,7 @@ from billing.customers.routes import CustomerController
 from billing.dunning.customer_ports import CUSTOMER_PORTS
 from billing.dunning.routes import DunningController
 from billing.finance.routes import finance_router
+from billing.invoicing.coupon_routes import CouponController, CustomerDiscountController
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.credit_grant_routes import CreditGrantController, CustomerCreditController
 from billing.invoicing.item_routes import InvoiceItemController
@@ -67,6 +68,8 @@ API_ROUTES = [
     SubscriptionController,
     InvoiceController,
     InvoiceItemController,
+    CouponController,
+    CustomerDiscountController,
     CreditGrantController,
     CustomerCreditController,
     InvoicePaymentController,

@@ -7,6 +7,7 @@ from billing.credits.models import CreditBalance, CreditGrant, CreditLedgerEntry
 from billing.customers.models import Customer
 from billing.dunning.models import DunningCase, DunningPolicy
 from billing.finance.models import FinanceSession
+from billing.invoicing.coupon_models import Coupon, Discount
 from billing.invoicing.models import (
     Invoice,
     InvoiceItem,
@@ -29,6 +30,7 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiKey",
+    "Coupon",
     "CreditBalance",
     "CreditGrant",
     "CreditLedgerEntry",
@@ -36,6 +38,7 @@ __all__ = [
     "CreditNoteLine",
     "CreditNoteSequence",
     "Customer",
+    "Discount",
     "DunningCase",
     "DunningPolicy",
     "FinanceSession",

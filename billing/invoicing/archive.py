@@ -1,7 +1,8 @@
 """Archiving a customer, as Stripe's delete but keeping the history.
 
 Everything the customer has running ends in the archiving transaction: its subscriptions are
-cancelled now, each last period closed at once into a final invoice; invoices
+cancelled now, each last period closed at once into a final invoice, and its discount ends
+(those final invoices still have it, their periods having begun before); invoices
 already open stay collectible (charges, dunning and payments carry on). From then on ingestion
 rejects the customer's events; one accepted while the archive commits is billed as late usage,
 like any event for a period already closed.
@@ -20,6 +21,7 @@ from billing.customers.ports import Summaries
 from billing.customers.service import lock_customer
 from billing.invoicing import schedule
 from billing.invoicing.changes import Clock, cancel
+from billing.invoicing.discounts import end_discounts
 from billing.invoicing.models import InvoiceItem, Subscription
 from billing.invoicing.schemas import CancelIn
 
@@ -36,6 +38,7 @@ async def archive_customer(
         return customer
     await delete_pending_items(session, customer, now=now)
     await cancel_subscriptions(session, customer, now=now)
+    await end_discounts(session, customer, now=now)
     await mark_archived(session, customer, now=now, summaries=summaries)
     return customer
 

@@ -65,7 +65,9 @@ async def terms_for(
     customers = {subject.customer_id for subject in priced}
     taxes = await tax_terms.customer_taxes(session, tenant_id, customers)
     covered = {subject: _covered(subject) for subject in priced}
-    discounts = await discount_terms.discounts_for(session, tenant_id, set(covered.values()), at=at)
+    discounts = await discount_terms.discounts_for(
+        session, tenant_id, set(covered.values()), at=at, lock=lock
+    )
     grants = await credit_terms.grants_for(session, tenant_id, customers, at=at, lock=lock)
     answer = dict.fromkeys(subjects, BARE)
     for subject in priced:

@@ -27,7 +27,8 @@ from billing.credits.schemas import CreditGrantCreate
 from billing.customers import service as customers
 from billing.customers.schemas import CustomerCreate
 from billing.dunning.models import DunningCase
-from billing.invoicing import items, plans, subscriptions
+from billing.invoicing import coupons, discounts, items, plans, subscriptions
+from billing.invoicing.coupon_schemas import CouponCreate
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
 from billing.invoicing.item_schemas import InvoiceItemCreate
 from billing.invoicing.models import Invoice, Subscription
@@ -56,8 +57,8 @@ async def _api_key(ctx: AppContext, owner: TenantHandle) -> str:
 
 
 async def _customer(ctx: AppContext, owner: TenantHandle) -> str:
-    """A customer, subscribed since October, and a meter for the routes under a customer that name
-    one (see QUERIES)."""
+    """A customer, subscribed since October, and a meter and a coupon for the routes under a
+    customer that name one (see QUERIES and BODIES)."""
     now = ctx.clock.now()
     async with ctx.database.transaction() as session:
         customer = await customers.create_customer(
@@ -66,6 +67,7 @@ async def _customer(ctx: AppContext, owner: TenantHandle) -> str:
         await meters.create_meter(
             session, owner.id, MeterCreate(key="victim_usage", aggregation="sum"), now=now
         )
+        await coupons.create_coupon(session, owner.id, VICTIM_COUPON, now=now)
         await plans.create_plan(session, owner.id, PlanCreate(code="victim"), now=now)
         await subscriptions.create_subscription(
             session,
@@ -76,6 +78,26 @@ async def _customer(ctx: AppContext, owner: TenantHandle) -> str:
             now=now,
         )
     return customer.id
+
+
+VICTIM_COUPON = CouponCreate(code="victim", duration="forever", percent_off="10")
+
+
+async def _coupon(ctx: AppContext, owner: TenantHandle) -> str:
+    async with ctx.database.transaction() as session:
+        coupon = await coupons.create_coupon(session, owner.id, VICTIM_COUPON, now=ctx.clock.now())
+    return coupon.id
+
+
+async def _discount(ctx: AppContext, owner: TenantHandle) -> str:
+    """A discount of the customer ``_customer`` made (when the route names one), else of a new one."""
+    async with ctx.database.read() as session:
+        known = await customers.customers_by_reference(session, owner.id, {"victim"})
+    customer_id = known.get("victim") or await _customer(ctx, owner)
+    async with ctx.database.transaction() as session:
+        customer = await customers.get_customer(session, owner.id, customer_id)
+        discount = await discounts.create_discount(session, customer, "victim", now=ctx.clock.now())
+    return discount.id
 
 
 async def _plan(ctx: AppContext, owner: TenantHandle) -> str:
@@ -272,6 +294,8 @@ ID_MAKERS: dict[str, IdMaker] = {
     "subscription_id": _subscription,
     "invoice_id": _invoice,
     "item_id": _invoice_item,
+    "coupon": _coupon,
+    "discount_id": _discount,
     "payment_id": _payment,
     "case_id": _case,
     "stored_event_id": _stored_stripe_event,
@@ -294,6 +318,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/meters/{meter_id:str}"): {"name": "Renamed"},
     ("PATCH", "/v1/tax-rates/{tax_rate_id:str}"): {"display_name": "Renamed"},
     ("PATCH", "/v1/plans/{plan_id:str}"): {"name": "Renamed"},
+    ("PATCH", "/v1/coupons/{coupon:str}"): {"name": "Renamed"},
+    ("POST", "/v1/customers/{customer_id:str}/discounts"): {"coupon": "victim"},
     ("POST", "/v1/subscriptions/{subscription_id:str}/cancel"): {"at": None},
     ("PATCH", "/v1/subscriptions/{subscription_id:str}"): {"metadata": {"k": "v"}},
     ("POST", "/v1/invoices/{invoice_id:str}/refund"): {"amount": None},
