@@ -1,7 +1,7 @@
 """Coupons and discounts
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-07 20:40:00
 
 """
@@ -13,8 +13,8 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision: str = "0020"
-down_revision: str | Sequence[str] | None = "0019"
+revision: str = "0017"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
