@@ -23,6 +23,7 @@ from billing.customers.models import PAYMENT_STATUSES, Customer
 from billing.customers.service import get_customer
 from billing.dunning.models import DunningCase
 from billing.dunning.summary import open_cases
+from billing.finance.customer_terms import CustomerTerms, load_terms
 from billing.invoicing import periods, schedule
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.schemas import SubscriptionOut
@@ -244,6 +245,7 @@ class CustomerPage:
     invoice_count: int
     cases: list[DunningCase]
     subscriptions: list[SubscriptionOut]
+    terms: CustomerTerms
 
     @property
     def customer(self) -> Customer:
@@ -280,5 +282,12 @@ async def load(ctx: AppContext, tenant_id: str, ref: str) -> CustomerPage:
         shown = await subscriptions_out(session, list(subs), ctx.clock.now())
         zone = customer.timezone or (await get_tenant(session, tenant_id)).billing_timezone
         return CustomerPage(
-            row, zone, customer.timezone is None, list(invoices), int(invoice_count or 0), list(cases), shown
+            row,
+            zone,
+            customer.timezone is None,
+            list(invoices),
+            int(invoice_count or 0),
+            list(cases),
+            shown,
+            await load_terms(session, customer, ctx.clock.now()),
         )

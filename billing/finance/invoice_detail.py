@@ -9,12 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.core.context import AppContext
+from billing.credit_notes.models import CreditNote
 from billing.customers.models import Customer
 from billing.dunning.cases import cases_out
 from billing.dunning.models import DunningCase
 from billing.dunning.schemas import CaseOut
 from billing.invoicing import invoices
-from billing.invoicing.schemas import InvoiceOut
+from billing.invoicing.schemas import InvoiceOut, LineOut
 from billing.notifications.models import Notification
 from billing.payments.views import PAYMENTS
 from billing.tenants.models import ApiKey, TaxRate
@@ -73,9 +74,37 @@ class InvoicePage:
     key_names: dict[str, str]
     # Tax rate id -> "VAT 19%" (filled in from the tenant's tax rates).
     tax_labels: dict[str, str] = field(default_factory=dict)
+    # Oldest first, as they were issued.
+    credit_notes: list[CreditNote] = field(default_factory=list)
 
     def tax_label(self, tax_rate: str) -> str:
         return self.tax_labels.get(tax_rate, f"Tax ({tax_rate})")
+
+    @property
+    def has_line_amounts(self) -> bool:
+        """Whether any line carries a discount share or tax (the lines table then shows both)."""
+        return any(line.discount_amounts or line.tax_amounts for line in self.invoice.lines)
+
+    @property
+    def credit_notes_total(self) -> int:
+        return self.invoice.pre_payment_credit_notes_amount + self.invoice.post_payment_credit_notes_amount
+
+    @property
+    def net_of_credit_notes(self) -> int:
+        """What the invoice counts as revenue: its total less every credit note."""
+        return self.invoice.total - self.credit_notes_total
+
+    def credited_after_payment(self, refund: str) -> int:
+        """What the notes of one refund kind gave back after payment."""
+        return sum(note.post_payment_amount for note in self.credit_notes if note.refund == refund)
+
+    @staticmethod
+    def line_discount(line: LineOut) -> int:
+        return sum(share.amount for share in line.discount_amounts)
+
+    @staticmethod
+    def line_tax(line: LineOut) -> int:
+        return sum(tax.amount for tax in line.tax_amounts)
 
     def actor(self, actor: str) -> str:
         """Who changed the status, as a person reads it: the scheduler, or which API key."""
@@ -109,9 +138,13 @@ async def load(ctx: AppContext, tenant_id: str, invoice_id: str) -> InvoicePage:
             sa.select(ApiKey.id, ApiKey.scope, ApiKey.name).where(ApiKey.id.in_(actors))
         )
         names = {key_id: f"{scope} key “{name or key_id}” ({key_id})" for key_id, scope, name in keys}
-        return InvoicePage(
-            out, customer, case_out, list(notes), names, await _tax_labels(session, tenant_id, out)
+        credit_notes = await session.scalars(
+            sa.select(CreditNote)
+            .where(CreditNote.tenant_id == tenant_id, CreditNote.invoice_id == invoice.id)
+            .order_by(CreditNote.created_at, CreditNote.number)
         )
+        labels = await _tax_labels(session, tenant_id, out)
+        return InvoicePage(out, customer, case_out, list(notes), names, labels, list(credit_notes))
 
 
 async def _tax_labels(session: AsyncSession, tenant_id: str, invoice: InvoiceOut) -> dict[str, str]:

@@ -38,12 +38,18 @@ class ListQuery:
 
 @dataclasses.dataclass(frozen=True)
 class Total:
+    """Sums over the invoices of one status and currency: ``total`` is their totals (after
+    discounts, with exclusive tax); credits, credit notes and payments are what lowered what
+    they ask, ``amount_due`` what they still ask."""
+
     status: str
     currency: str
     count: int
     total: int
     amount_due: int
     amount_paid: int
+    credits_applied: int = 0
+    credit_notes: int = 0
 
 
 async def read_query(
@@ -107,19 +113,22 @@ def _page_number(text: str) -> int:
 
 async def totals(session: AsyncSession, tenant_id: str, filters: InvoiceFilters) -> list[Total]:
     rows = filtered(tenant_id, filters).subquery()
+    credit_notes = rows.c.pre_payment_credit_notes_amount + rows.c.post_payment_credit_notes_amount
+    sums = (rows.c.total, rows.c.amount_due, rows.c.amount_paid, rows.c.credits_applied, credit_notes)
     query = (
         sa.select(
             rows.c.status,
             rows.c.currency,
             sa.func.count(),
-            sa.func.coalesce(sa.func.sum(rows.c.total), 0),
-            sa.func.coalesce(sa.func.sum(rows.c.amount_due), 0),
-            sa.func.coalesce(sa.func.sum(rows.c.amount_paid), 0),
+            *(sa.func.coalesce(sa.func.sum(column), 0) for column in sums),
         )
         .group_by(rows.c.status, rows.c.currency)
         .order_by(rows.c.currency, rows.c.status)
     )
-    return [Total(s, c, int(n), int(t), int(d), int(p)) for s, c, n, t, d, p in await session.execute(query)]
+    return [
+        Total(status, currency, *(int(value) for value in values))
+        for status, currency, *values in await session.execute(query)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
