@@ -298,3 +298,101 @@ def test_logging_out_sends_the_invoice_list_back_to_the_login_form(
     expect(page).to_have_url(re.compile(r"/finance/login\?next=%2Ffinance%2Finvoices$"))
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     shots.take(page, "2-invoices-asks-for-login")
+
+
+# --- an invoice with discount, tax, credits and a credit note, at phone width ----------------------
+
+PHONE = {"width": 375, "height": 812}
+
+
+def _post(api: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = api.post(path, json=body)
+    assert response.status_code in (200, 201), response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _credited_invoice(api: httpx.Client) -> dict[str, Any]:
+    """A new customer's finalized invoice with a 15% coupon, 19% VAT, a $20.00 promotional grant,
+    and a $5.00 credit note: every row of the totals table."""
+    suffix = uuid.uuid4().hex[:8]
+    vat = _post(api, "/v1/tax-rates", {"display_name": "VAT", "percentage": "19", "inclusive": False})
+    external_id = f"phone-{suffix}"
+    _post(
+        api,
+        "/v1/customers",
+        {"external_id": external_id, "name": "Phone Width GmbH", "tax_rates": [vat["id"]]},
+    )
+    _post(
+        api,
+        "/v1/coupons",
+        {"code": f"PHONE{suffix}", "name": "Phone", "percent_off": "15", "duration": "forever"},
+    )
+    _post(api, f"/v1/customers/{external_id}/discounts", {"coupon": f"PHONE{suffix}"})
+    grant = {"name": "Prepaid", "amount": 2000, "currency": "USD", "category": "promotional"}
+    _post(api, f"/v1/customers/{external_id}/credit-grants", grant)
+    items = [
+        {"description": "Implementation services for the data warehouse migration", "amount": 125000},
+        {"description": "Premium support", "amount": 4999},
+    ]
+    draft = _post(api, "/v1/invoices", {"customer": external_id, "items": items})
+    invoice = _post(api, f"/v1/invoices/{draft['id']}/finalize", {})
+    assert invoice["status"] == "open" and invoice["credits_applied"] == 2000, invoice
+    _post(
+        api,
+        f"/v1/invoices/{invoice['id']}/credit-notes",
+        {"amount": 500, "reason": "other", "refund": "none"},
+    )
+    response = api.get(f"/v1/invoices/{invoice['id']}")
+    assert response.status_code == 200, response.text
+    credited: dict[str, Any] = response.json()
+    return credited
+
+
+def _assert_within_width(page: Page, width: int) -> None:
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= width, f"the page is {overflow}px wide, wider than the {width}px screen"
+
+
+def test_an_invoice_with_discount_tax_credits_and_credit_notes_fits_a_phone(
+    page: Page, demo_server: DemoServer, api: httpx.Client, shots: Screenshots
+) -> None:
+    invoice = _credited_invoice(api)
+    money = {
+        name: format_money(invoice[name], "USD") for name in ("subtotal", "tax_total", "total", "amount_due")
+    }
+    log_in(page, demo_server.finance_key, f"/finance/invoices/{invoice['id']}")
+    for header in ("Discount", "Tax"):
+        expect(page.locator("table.lines thead th", has_text=header)).to_be_visible()
+    shots.take(page, "1-desktop")
+
+    page.set_viewport_size(PHONE)
+    page.reload()
+    _assert_within_width(page, PHONE["width"])
+    summary = page.locator("table.summary")
+    expected = {
+        "subtotal": money["subtotal"],
+        "discount_total": "\N{MINUS SIGN}" + format_money(invoice["discount_total"], "USD"),
+        "tax": money["tax_total"],
+        "total": money["total"],
+        "credits_applied": "\N{MINUS SIGN}" + format_money(invoice["credits_applied"], "USD"),
+        "pre_payment_credit_notes_amount": "\N{MINUS SIGN}" + format_money(500, "USD"),
+        "amount_due": money["amount_due"],
+    }
+    for name, text in expected.items():
+        cell = summary.locator(f"tr[data-figure={name}] td")
+        expect(cell).to_have_text(text)
+        cell.scroll_into_view_if_needed()
+        expect(cell).to_be_in_viewport(ratio=1)  # whole, not cut off at the right edge
+        box = cell.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], name
+    for line in page.locator("table.lines > tbody > tr").all():
+        for label in ("Amount", "Discount", "Tax"):
+            cell = line.locator(f'td[data-label="{label}"]')
+            expect(cell).to_be_visible()
+            box = cell.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= PHONE["width"], label
+    note = page.locator("table.credit-notes > tbody > tr")
+    expect(note).to_have_count(1)
+    expect(note.locator('td[data-label="Total"]')).to_contain_text(format_money(500, "USD"))
+    shots.take(page, "2-phone")
