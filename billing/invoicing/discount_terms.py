@@ -64,14 +64,9 @@ def covers(discount: DiscountRow, period_start: datetime) -> bool:
 
 
 async def redeemed(session: AsyncSession, discount_id: str, *, invoice_id: str, at: datetime) -> None:
-    """An invoice finalized at ``at`` carries the discount (a ``once`` discount ends here).
-
-    Finalization calls this with the invoice half-way to open (numbered, still a draft): nothing
-    here may flush it, so the change is left for the caller's flush.
-    """
-    with session.no_autoflush:
-        discount = await session.get_one(DiscountRow, discount_id)
-        coupon = await session.get_one(Coupon, discount.coupon_id)
+    """An invoice finalized at ``at`` carries the discount (a ``once`` discount ends here)."""
+    discount = await session.get_one(DiscountRow, discount_id)
+    coupon = await session.get_one(Coupon, discount.coupon_id)
     if coupon.duration == "once" and discount.invoice_id is None:
         discount.invoice_id = invoice_id
         discount.ended_at = discount.updated_at = at

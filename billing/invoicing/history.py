@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.credits.models import CreditGrant
 from billing.customers.models import Customer
 from billing.invoicing.models import Invoice, InvoiceItem, Subscription
 
 
 async def has_billing_history(session: AsyncSession, customer: Customer) -> bool:
-    """Whether the customer has an invoice, an invoice item or a subscription (of any status); one query."""
+    """Whether the customer has an invoice, an invoice item, a credit grant or a subscription (of
+    any status); one query."""
     invoice = sa.select(Invoice.id).where(
         Invoice.tenant_id == customer.tenant_id, Invoice.customer_id == customer.id
     )
@@ -20,6 +22,8 @@ async def has_billing_history(session: AsyncSession, customer: Customer) -> bool
     item = sa.select(InvoiceItem.id).where(
         InvoiceItem.tenant_id == customer.tenant_id, InvoiceItem.customer_id == customer.id
     )
-    return bool(
-        await session.scalar(sa.select(sa.or_(invoice.exists(), subscription.exists(), item.exists())))
+    grant = sa.select(CreditGrant.id).where(
+        CreditGrant.tenant_id == customer.tenant_id, CreditGrant.customer_id == customer.id
     )
+    found = sa.or_(invoice.exists(), subscription.exists(), item.exists(), grant.exists())
+    return bool(await session.scalar(sa.select(found)))

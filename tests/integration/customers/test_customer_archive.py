@@ -250,6 +250,19 @@ async def test_the_currency_is_locked_by_an_invoice_even_after_the_subscription_
     assert_problem(response, 409, "currency_locked")
 
 
+async def test_the_currency_is_locked_by_a_credit_grant(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    await call(client, tenant, "/v1/customers", {"external_id": "c1"}, status=201)
+    grant = {"name": "Welcome", "amount": 500, "currency": "USD", "category": "promotional"}
+    await call(client, tenant, "/v1/customers/c1/credit-grants", grant, status=201)
+
+    response = await client.patch("/v1/customers/c1", headers=tenant.headers(), json={"currency": "EUR"})
+
+    assert_problem(response, 409, "currency_locked")
+    assert (await customer(client, tenant, "c1"))["currency"] == "USD"
+
+
 async def test_another_tenants_customer_answers_404_and_stays_active(
     client: httpx.AsyncClient, tenant: TenantHandle, make_tenant: Any
 ) -> None:
