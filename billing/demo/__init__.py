@@ -1,5 +1,6 @@
 """The demo tenant of ``billing demo`` and ``make run``: plans in the four price models, a few
-dozen customers with three months of usage, invoices in every status, dunning cases and emails.
+dozen customers with three months of usage, invoices in every status, dunning cases and emails,
+credits, a coupon, VAT under reverse charge and a credit note.
 
 It is built once, through the service's own verbs (see ``story.py``), and then reused: its id
 and plain-text keys are kept in the data dir (mode 0600), like the development tenant's, so that
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from billing.core.context import AppContext
@@ -62,8 +64,10 @@ async def build(
     opened = start - timedelta(days=1)
     async with ctx.database.transaction() as session:
         tenant = await service.create_tenant(session, name=TENANT_NAME, currency="USD", now=opened)
+        tax_rates = await create_catalog(session, tenant.id, now=opened)
+        settings = msgspec.structs.replace(TENANT_SETTINGS, default_tax_rates=tax_rates)
         await service.update_tenant(
-            session, tenant, TENANT_SETTINGS, box=ctx.box, now=opened, production=ctx.settings.production
+            session, tenant, settings, box=ctx.box, now=opened, production=ctx.settings.production
         )
         keys = {
             scope: await service.create_api_key(
@@ -71,7 +75,6 @@ async def build(
             )
             for scope in (Scope.ADMIN, Scope.FINANCE)
         }
-        await create_catalog(session, tenant.id, now=opened)
     finance_key_id = keys[Scope.FINANCE][0].id
     story = Story(ctx, tenant.id, finance_key_id, start=start, now=now, billing_run=billing_run)
     await story.play(personas)

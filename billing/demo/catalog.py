@@ -1,4 +1,5 @@
-"""What the demo tenant sells: four meters and three plans that use all four price models."""
+"""What the demo tenant sells: four meters and three plans that use all four price models, a
+launch coupon, and the German VAT it charges German customers (it is registered there)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.invoicing.coupon_schemas import CouponCreate
+from billing.invoicing.coupons import create_coupon
 from billing.invoicing.plans import create_plan
 from billing.invoicing.schemas import PlanCreate, PriceIn, TierIn
 from billing.metering.meters import create_meter
 from billing.metering.schemas import MeterCreate
-from billing.tenants.schemas import TenantPatch
+from billing.tenants.schemas import TaxRateCreate, TenantPatch
+from billing.tenants.tax_rates import create_tax_rate
 
 API_CALLS, STORAGE, SEATS, EXPORTS = "api_calls", "storage_gb_hours", "seats", "exports"
 
@@ -82,6 +86,15 @@ PLANS = [
 # The meters each plan's customers send usage for.
 PLAN_METERS = {plan.code: [price.meter for price in plan.prices] for plan in PLANS}
 
+COUPON_CODE = "LAUNCH20"
+LAUNCH_COUPON = CouponCreate(
+    code=COUPON_CODE, name="Launch offer", percent_off="20", duration="repeating", duration_in_periods=3
+)
+# The tenant's default rate; a rate with a country applies only to customers there.
+GERMAN_VAT = TaxRateCreate(
+    display_name="VAT", percentage="19", inclusive=False, country="DE", jurisdiction="Germany"
+)
+
 TENANT_NAME = "Demo"  # the invoice numbers' prefix comes from the name the tenant is created with
 TENANT_SETTINGS = TenantPatch(
     name="Demo Cloud",
@@ -91,8 +104,11 @@ TENANT_SETTINGS = TenantPatch(
 )
 
 
-async def create_catalog(session: AsyncSession, tenant_id: str, *, now: datetime) -> None:
+async def create_catalog(session: AsyncSession, tenant_id: str, *, now: datetime) -> list[str]:
+    """Meters, plans and the coupon; the ids of the tax rates to make the tenant's default."""
     for meter in METERS:
         await create_meter(session, tenant_id, meter, now=now)
     for plan in PLANS:
         await create_plan(session, tenant_id, plan, now=now)
+    await create_coupon(session, tenant_id, LAUNCH_COUPON, now=now)
+    return [(await create_tax_rate(session, tenant_id, GERMAN_VAT, now=now)).id]

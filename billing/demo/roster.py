@@ -2,7 +2,9 @@
 
 Deterministic: the same size gives the same roster. The first customers each play one of the
 stories a finance team meets (a card that fails and is replaced, one that keeps failing, a
-customer that leaves, one in a trial, one that changed plan or seats); the rest pay on time.
+customer that leaves, one in a trial, one that changed plan or seats, one under reverse charge,
+one living on promotional credit, one with a coupon, one with a credit note); the rest pay on
+time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from billing.credits.schemas import CreditGrantCreate
 from billing.customers.schemas import Card
+from billing.tenants.addresses import Address
 
 # Stories, in roster order; every roster has each of them once.
 RECOVERS_SOFT = "recovers_soft"  # insufficient funds, a new card five days later
@@ -28,6 +32,10 @@ MID_TRIAL = "mid_trial"  # signed up days ago with a 14-day trial that still run
 UPGRADED = "upgraded"  # Starter to Growth in the middle of last month: a closing and a prorated invoice
 ADDS_SEATS = "adds_seats"  # Starter for five seats, eight since the middle of last month
 PENDING_DOWNGRADE = "pending_downgrade"  # Scale until the end of this period, then Growth
+REVERSE_CHARGE = "reverse_charge"  # a German business with a VAT id: no VAT, a reverse-charge note
+PROMO_CREDITS = "promo_credits"  # signed up with a launch credit that pays every invoice so far
+COUPON = "coupon"  # redeemed LAUNCH20 at signup: 20% off its first three months
+CREDIT_NOTE = "credit_note"  # finance credits part of last month's paid invoice to its balance
 STORIES = (
     RECOVERS_SOFT,
     RECOVERS_HARD,
@@ -42,9 +50,22 @@ STORIES = (
     UPGRADED,
     ADDS_SEATS,
     PENDING_DOWNGRADE,
+    REVERSE_CHARGE,
+    PROMO_CREDITS,
+    COUPON,
+    CREDIT_NOTE,
 )
 # The plan each subscription-change story starts on, and where it goes.
-STORY_PLAN = {MID_TRIAL: "growth", UPGRADED: "starter", ADDS_SEATS: "starter", PENDING_DOWNGRADE: "scale"}
+STORY_PLAN = {
+    MID_TRIAL: "growth",
+    UPGRADED: "starter",
+    ADDS_SEATS: "starter",
+    PENDING_DOWNGRADE: "scale",
+    REVERSE_CHARGE: "growth",
+    PROMO_CREDITS: "starter",
+    COUPON: "growth",
+    CREDIT_NOTE: "growth",
+}
 UPGRADE_TO, DOWNGRADE_TO = "growth", "growth"
 TRIAL_DAYS = 14
 TRIAL_SIGNUP = timedelta(days=4, hours=3)  # before now: the trial has ten days left
@@ -56,6 +77,15 @@ FIRST_METHOD = {
     EXHAUSTED_AUTH: "pm_card_authenticationRequired",
 }
 FAILING_LATER = "pm_card_chargeDeclinedInsufficientFunds"
+# The reverse-charge customer: where it is, and its VAT id (valid check digits).
+STORY_PLACE = {REVERSE_CHARGE: ("Europe/Berlin", "de_DE")}
+REVERSE_CHARGE_ADDRESS = Address(line1="Friedrichstraße 68", city="Berlin", postal_code="10117", country="DE")
+REVERSE_CHARGE_VAT_ID = "DE136695976"
+# The promotional customer's launch credit: more than a Starter customer spends in the history.
+PROMO_CREDIT = CreditGrantCreate(name="Launch credit", amount=25_000, category="promotional", priority=10)
+PROMO_CREDIT_VALIDITY = timedelta(days=365)
+# Finance credits this much of the credit-note customer's last monthly invoice (tax included).
+CREDIT_NOTE_AMOUNT = 1_500
 # How long before now the leaving customers end their subscription.
 LEAVES = {
     LEAVES_FAILING: timedelta(days=3, hours=12),
@@ -124,7 +154,7 @@ def seeded(seed: str) -> random.Random:
 def _persona(index: int, company: str, rng: random.Random, now: datetime) -> Persona:
     story = STORIES[index] if index < len(STORIES) else None
     slug = re.sub(r"[^a-z0-9]+", "-", company.lower()).strip("-")
-    timezone, locale = PLACES[index % len(PLACES)]
+    timezone, locale = STORY_PLACE.get(story or "") or PLACES[index % len(PLACES)]
     plans, weights = zip(*PLAN_MIX, strict=True)
     method = FIRST_METHOD.get(story or "") or rng.choice([*CARDS, "pm_card_visa", "pm_card_visa"])
     return Persona(

@@ -13,13 +13,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import msgspec
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
+from billing.credit_notes.issue import issue_credit_note
+from billing.credit_notes.schemas import CreditNoteCreate
+from billing.credits import grants
 from billing.customers.schemas import CustomerCreate, CustomerPatch
 from billing.customers.service import create_customer, get_customer, update_customer
 from billing.demo import roster
+from billing.demo.catalog import COUPON_CODE
 from billing.demo.roster import Persona
 from billing.demo.usage import Event, customer_events, late_event
 from billing.dunning.cases import payment_method_changed
@@ -27,6 +33,7 @@ from billing.dunning.models import DunningCase
 from billing.invoicing import invoices, periods
 from billing.invoicing.changes import Clock, cancel, change
 from billing.invoicing.coverage import SUBSCRIPTION_COVERAGE
+from billing.invoicing.discounts import create_discount
 from billing.invoicing.finalize import void_draft_events
 from billing.invoicing.history import has_billing_history
 from billing.invoicing.models import Invoice, Subscription
@@ -34,6 +41,7 @@ from billing.invoicing.schemas import CancelIn, SubscriptionCreate, Subscription
 from billing.invoicing.subscriptions import create_subscription, get_subscription
 from billing.metering.ingest import MAX_BATCH, ingest
 from billing.payments.views import PAYMENTS
+from billing.tenants.tax_ids import TaxIdIn
 
 DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
 # "Last month" is the last calendar month that ended this long before now, so that the invoices
@@ -151,16 +159,7 @@ class Story:
 
     def _signup(self, persona: Persona) -> Action:
         async def act(at: datetime) -> None:
-            customer = CustomerCreate(
-                external_id=persona.external_id,
-                email=persona.email,
-                name=persona.name,
-                timezone=persona.timezone,
-                locale=persona.locale,
-                default_payment_method=persona.payment_method,
-                card=persona.card,
-                metadata={"source": "demo"},
-            )
+            customer = _customer(persona)
             subscription = SubscriptionCreate(
                 customer=persona.external_id,
                 plan=persona.plan,
@@ -170,6 +169,7 @@ class Story:
             )
             async with self.ctx.database.transaction() as session:
                 await create_customer(session, self.tenant_id, customer, now=at)
+                await _signup_offer(session, self.tenant_id, persona, at=at)
                 sub = await create_subscription(session, self.tenant_id, subscription, now=at)
             leaves = roster.LEAVES.get(persona.story or "")
             until = self.now - leaves if leaves else self.now
@@ -177,6 +177,8 @@ class Story:
             self._queue_events(customer_events(persona, at, upgrade or until, origin=self.start))
             if leaves:
                 self._at(until, self._leave(sub.id))
+            if persona.story == roster.CREDIT_NOTE:
+                self._credit_last_month(sub.id, sub.timezone)
             end = sub.next_period_end
             if end is not None:
                 if end - at < timedelta(days=2):  # too short a first period to tell a story with
@@ -184,6 +186,12 @@ class Story:
                 self._follow_up(persona, sub.id, end)
 
         return act
+
+    def _credit_last_month(self, subscription_id: str, timezone: str) -> None:
+        """Finance credits part of last month's invoice two days into this month (by then it is
+        paid: it was finalized when its grace period ended, and charged at once)."""
+        month_end = periods.month_start(self.now - LAST_MONTH_SETTLED, timezone)
+        self._at(month_end + LAST_MONTH_SETTLED, self._credit_note(subscription_id, month_end))
 
     def _follow_up(self, persona: Persona, subscription_id: str, end: datetime) -> None:
         """The story's turn once its first (long enough) period has ended at ``end``."""
@@ -274,8 +282,68 @@ class Story:
 
         return act
 
+    def _credit_note(self, subscription_id: str, period_end: datetime) -> Action:
+        """Part of a paid invoice goes back to the customer's credit balance (the exports it
+        could not run during an outage)."""
+
+        async def act(at: datetime) -> None:
+            await self.tick(at)
+            async with self.ctx.database.read() as session:
+                query = sa.select(Invoice.id, Invoice.status).where(
+                    Invoice.subscription_id == subscription_id,
+                    Invoice.period_end == period_end,
+                    Invoice.billing_reason == "subscription_cycle",
+                )
+                invoice_id, status = (await session.execute(query)).one()
+            if status != "paid":
+                raise DemoError(f"invoice {invoice_id} is {status}, not paid, when its credit note is due")
+            note = CreditNoteCreate(
+                reason="product_unsatisfactory",
+                refund="credit_balance",
+                amount=roster.CREDIT_NOTE_AMOUNT,
+                memo="Report exports were unavailable for two days.",
+            )
+            await issue_credit_note(
+                self.ctx, self.tenant_id, invoice_id, note, actor=self.finance_key_id, may_refund=False
+            )
+
+        return act
+
     def _late_upload(self, event: Event) -> Action:
         async def act(at: datetime) -> None:
             await self._ingest([event.raw], at)
 
         return act
+
+
+def _customer(persona: Persona) -> CustomerCreate:
+    customer = CustomerCreate(
+        external_id=persona.external_id,
+        email=persona.email,
+        name=persona.name,
+        timezone=persona.timezone,
+        locale=persona.locale,
+        default_payment_method=persona.payment_method,
+        card=persona.card,
+        metadata={"source": "demo"},
+    )
+    if persona.story != roster.REVERSE_CHARGE:
+        return customer
+    return msgspec.structs.replace(
+        customer,
+        address=roster.REVERSE_CHARGE_ADDRESS,
+        tax_exempt="reverse",
+        tax_ids=[TaxIdIn(type="eu_vat", value=roster.REVERSE_CHARGE_VAT_ID)],
+    )
+
+
+async def _signup_offer(session: AsyncSession, tenant_id: str, persona: Persona, *, at: datetime) -> None:
+    """The launch credit or coupon a story's customer signs up with."""
+    if persona.story not in (roster.PROMO_CREDITS, roster.COUPON):
+        return
+    customer = await get_customer(session, tenant_id, persona.external_id)
+    if persona.story == roster.PROMO_CREDITS:
+        data = msgspec.structs.replace(roster.PROMO_CREDIT, expires_at=at + roster.PROMO_CREDIT_VALIDITY)
+        await grants.add_grant(session, await grants.new_grant(session, customer, data, now=at), now=at)
+    elif persona.story == roster.COUPON:
+        await create_discount(session, customer, COUPON_CODE, now=at)

@@ -1,6 +1,7 @@
 """The demo tenant of ``billing demo``: built through the service's own verbs, it shows every
-invoice status and dunning outcome and the subscription lifecycle (a trial, an upgrade, seats, a
-pending downgrade), its emails are in the ``.eml`` outbox, and it is built once."""
+invoice status and dunning outcome, the subscription lifecycle (a trial, an upgrade, seats, a
+pending downgrade), a launch credit, a coupon, reverse charge and a credit note; its emails are in
+the ``.eml`` outbox, and it is built once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from billing.models import metadata
 from billing.notifications.delivery import OUTBOX_DIR
 from billing.tenants import service
 from billing.web.auth import Scope
+from tests.integration.demo.billing_stories import assert_billing_stories
 from tests.integration.demo.lifecycle import assert_lifecycle_stories
 from tests.integration.invoicing.test_invoice_lifecycle import MakeTenant
 
@@ -74,7 +76,12 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
     assert {"draft", "open", "paid", "void", "uncollectible"} <= {i["status"] for i in invoices}
     for invoice in invoices:
         assert invoice["total"] == sum(line["amount"] for line in invoice["lines"]), invoice["id"]
-    assert all(i["amount_paid"] == i["total"] for i in invoices if i["status"] == "paid")
+    for invoice in (i for i in invoices if i["status"] == "paid"):  # by a charge, credit or credit note
+        settled = (
+            invoice["amount_paid"] + invoice["credits_applied"] + invoice["pre_payment_credit_notes_amount"]
+        )
+        assert (settled, invoice["amount_due"]) == (invoice["total"], 0), invoice["id"]
+    assert any(i["amount_paid"] == 0 < i["credits_applied"] for i in invoices if i["status"] == "paid")
     assert any(line["kind"] == "late_usage" for i in invoices for line in i["lines"])
     numbers = sorted(i["number"] for i in invoices if i["number"])
     assert numbers == [f"DEMO-{n:06d}" for n in range(1, len(numbers) + 1)]  # gapless
@@ -84,9 +91,16 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
 
     emails = await every_page(client, "/v1/notifications", finance)
     kinds = {email["kind"] for email in emails}
-    assert {"payment_failed", "final_notice", "payment_recovered", "card_expiring"} <= kinds
+    assert {
+        "payment_failed",
+        "final_notice",
+        "payment_recovered",
+        "card_expiring",
+        "credit_note_issued",
+    } <= kinds
     assert all(email["status"] == "sent" for email in emails)
     await assert_lifecycle_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
+    await assert_billing_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
     eml_files = sorted(path.stem for path in (ctx.settings.data_dir / OUTBOX_DIR).glob("*.eml"))
     assert eml_files == sorted(email["id"] for email in emails)
 
@@ -117,3 +131,4 @@ async def test_a_saved_demo_whose_key_no_longer_works_is_built_again(
     invoices = await every_page(client, "/v1/invoices", new["finance_key"])
     assert {"draft", "open", "paid", "void", "uncollectible"} <= {i["status"] for i in invoices}
     await assert_lifecycle_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
+    await assert_billing_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
