@@ -62,10 +62,11 @@ def scenarios(
         high = (day + timedelta(days=1)).replace(tzinfo=zone).astimezone(start.tzinfo)
     span = int((high - low).total_seconds())
     change = low + timedelta(seconds=draw(st.integers(1, span - 1)))
-    # Events anywhere in the period, with some exactly at and right around the change.
+    # Events anywhere in the period, with some exactly at and right around the change (a change in
+    # the period's last second has its "right after" at the period's end: the next period's).
     seconds = st.one_of(
         st.integers(0, int((end - start).total_seconds()) - 1).map(lambda s: start + timedelta(seconds=s)),
-        st.integers(-1, 1).map(lambda s: change + timedelta(seconds=s)),
+        st.integers(-1, 1).map(lambda s: change + timedelta(seconds=s)).filter(lambda t: t < end),
     )
     events = draw(st.lists(st.tuples(seconds, st.integers(1, 1000)), max_size=12))
     return timezone, start, end, change, events, draw(st.booleans()), draw(st.integers(1, 3))
