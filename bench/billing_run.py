@@ -32,7 +32,10 @@ It prints each run and the ratio of the changed run to the unchanged one, per tu
 ``--adjusted-share 0.5`` compares, the same way, runs where that share of the customers (spread
 evenly) have what sits between rating and charging, set through the API before the last hour is
 posted (untimed): a 19% exclusive tax rate on the customer, a 20% coupon for three months, and a
-promotional credit grant that covers part of the invoice (drafts preview the credits).
+promotional credit grant that covers part of the invoice (drafts preview the credits). The
+server runs on the real clock, so the discounts and grants are then moved in the database to
+the start of October, as if made at signup. Both runs have a billing run at ``SETTLE_AT``
+before the last hour, which dispatches what the set-up queued.
 
     .venv/bin/python -m bench.billing_run --database postgresql                  # api, 300 customers
     .venv/bin/python -m bench.billing_run --database postgresql --load direct    # direct, 300 customers
@@ -74,7 +77,9 @@ from bench.ingest import (
 )
 from billing.core.db.engine import Database
 from billing.core.ids import new_id
+from billing.credits.models import CreditGrant
 from billing.customers.models import Customer
+from billing.invoicing.coupon_models import Discount as DiscountRow
 from billing.invoicing.models import Invoice, Plan, Subscription
 from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent, UsageRollup
@@ -234,6 +239,24 @@ async def adjust_customers(port: int, key: str, numbers: list[int], connections:
                 (await client.post(f"{path}/credit-grants", json=grant)).raise_for_status()
 
         await asyncio.gather(*[worker() for _ in range(connections)])
+
+
+async def backdate_adjustments(url: str, tenant_id: str) -> None:
+    """The server runs on the real clock, so the discounts and grants just made start now, in
+    December: moved to the start of October, as if made at signup, they cover the October run."""
+    database = Database(url)
+    async with database.transaction() as session:
+        await session.execute(
+            sa.update(CreditGrant)
+            .where(CreditGrant.tenant_id == tenant_id)
+            .values(effective_at=MONTH_START, created_at=MONTH_START)
+        )
+        await session.execute(
+            sa.update(DiscountRow)
+            .where(DiscountRow.tenant_id == tenant_id)
+            .values(start=MONTH_START, end=datetime(2027, 1, 1, tzinfo=UTC), created_at=MONTH_START)
+        )
+    await database.dispose()
 
 
 async def settle(port: int, key: str) -> None:
@@ -488,6 +511,24 @@ async def count_drafts(url: str, tenant_id: str) -> tuple[int, int]:
         await database.dispose()
 
 
+async def count_adjusted(url: str, tenant_id: str) -> tuple[int, int, int]:
+    """Drafts with a discount, with tax, and with credits applied (previewed)."""
+    database = Database(url)
+    try:
+        async with database.read() as session:
+            counts = await session.execute(
+                sa.select(
+                    sa.func.count().filter(Invoice.discount_total > 0),
+                    sa.func.count().filter(Invoice.tax_total > 0),
+                    sa.func.count().filter(Invoice.credits_applied > 0),
+                ).where(Invoice.tenant_id == tenant_id, Invoice.status == "draft")
+            )
+            discounted, taxed, credited = counts.one()
+            return int(discounted), int(taxed), int(credited)
+    finally:
+        await database.dispose()
+
+
 async def count_customers(url: str, tenant_id: str) -> int:
     database = Database(url)
     async with database.read() as session:
@@ -532,6 +573,7 @@ class Measured:
     cpu: tuple[float, float]
     drafts: int
     flagged: int
+    adjusted: tuple[int, int, int]  # drafts discounted, taxed, with credits
     failed: list[bytes]
     failed_late: list[bytes]
     deadlocks: int
@@ -566,8 +608,12 @@ async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_sh
             await change_plans(server.port, key, changing, args.connections)
             await settle(server.port, key)
             await vacuum(url)  # in both runs, as after the load
-        if adjusted:
-            await adjust_customers(server.port, key, adjusted, args.connections)
+        if args.adjusted_share:
+            if adjusted:
+                await adjust_customers(server.port, key, adjusted, args.connections)
+                await backdate_adjustments(url, tenant_id)
+            # What the set-up queued (the grants' events) is dispatched before the timed run, in both.
+            await settle(server.port, key)
         changes_took = time.perf_counter() - began
         if args.load == "api":
             # The month's last hour, read by the meters after it ended: posted now, just before the run.
@@ -584,6 +630,7 @@ async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_sh
             timeline, result = await timed_run(client, key, url, tenant_id, customers)
             cpu = server.cpu_seconds() - cpu[0], database_cpu(name) - cpu[1]
         drafts, flagged = await count_drafts(url, tenant_id)
+        adjusted_drafts = await count_adjusted(url, tenant_id)
         after = await bare_aggregate(url, tenant_id)
     finally:
         server.stop()
@@ -605,6 +652,7 @@ async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_sh
         cpu=cpu,
         drafts=drafts,
         flagged=flagged,
+        adjusted=adjusted_drafts,
         failed=failed,
         failed_late=failed_late,
         deadlocks=deadlocks,
@@ -631,7 +679,8 @@ def report(args: argparse.Namespace, run: Measured) -> None:
     if args.adjusted_share and run.changed:
         print(
             f"adjusted:        {run.changed:,} customers with tax, a discount and credits, "
-            f"set in {run.changes_took:.1f} s (before the last hour; not timed)"
+            f"set in {run.changes_took:.1f} s (before the last hour; not timed); drafts: "
+            "{:,} discounted, {:,} taxed, {:,} with credits".format(*run.adjusted)
         )
     print(f"rollup rows:     {run.rollups:,} ({run.events:,} usage events)")
     last_hour = (

@@ -176,10 +176,14 @@ async def replace_lines(
     at: datetime,
     *,
     finalizing: bool = False,
+    known: Mapping[Subject, InvoiceTerms] | None = None,
 ) -> None:
     """Store the invoice's lines and amounts as computed now. ``finalizing``: with the terms of
-    this instant, the credit grants it uses locked until commit."""
-    invoice_terms = await terms_of(session, invoice, at=at, lock=finalizing)
+    this instant, the credit grants it uses locked until commit. ``known``: terms loaded in bulk
+    for a batch of drafts at ``at``."""
+    invoice_terms = (known or {}).get(Subject.of(invoice)) if not finalizing else None
+    if invoice_terms is None:
+        invoice_terms = await terms_of(session, invoice, at=at, lock=finalizing)
     stored = set_amounts(invoice, lines, invoice_terms)
     await session.execute(sa.delete(InvoiceLine).where(InvoiceLine.invoice_id == invoice.id))
     if stored:

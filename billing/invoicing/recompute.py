@@ -8,6 +8,7 @@ own: its period_start equals its period_end), so that nothing accepted is ever l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from billing.invoicing.close import draft_row, insert_drafts
 from billing.invoicing.handover_late import predecessor_late_lines, successor_taking_late
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, Subscription
+from billing.invoicing.terms import InvoiceTerms, Subject
 from billing.metering import usage
 from billing.tenants.models import Tenant
 
@@ -44,9 +46,16 @@ async def draft_lines(
 
 
 async def recompute(
-    session: AsyncSession, tenant: Tenant, sub: Subscription, *, at: datetime, actor: str
+    session: AsyncSession,
+    tenant: Tenant,
+    sub: Subscription,
+    *,
+    at: datetime,
+    actor: str,
+    known: Mapping[Subject, InvoiceTerms] | None = None,
 ) -> int:
-    """Recompute the (locked) subscription's drafts; return how many drafts changed or were created."""
+    """Recompute the (locked) subscription's drafts; return how many drafts changed or were created.
+    ``known``: the drafts' terms, loaded in bulk for a batch of subscriptions."""
     sub.usage_changed_at = None
     drafts = list(
         await session.scalars(
@@ -56,7 +65,7 @@ async def recompute(
         )
     )
     for draft in drafts:
-        await refresh_draft(session, draft, sub, at=at)
+        await refresh_draft(session, draft, sub, at=at, known=known)
     if drafts or sub.next_period_end is not None:
         return len(drafts)  # an open period's invoice will pick the late usage up when it closes
     successor = await successor_taking_late(session, sub)
@@ -67,12 +76,18 @@ async def recompute(
 
 
 async def refresh_draft(
-    session: AsyncSession, draft: Invoice, sub: Subscription | None, *, at: datetime
+    session: AsyncSession,
+    draft: Invoice,
+    sub: Subscription | None,
+    *,
+    at: datetime,
+    known: Mapping[Subject, InvoiceTerms] | None = None,
 ) -> None:
     """Recompute a draft's lines as they are now: its subscription's usage, then its items."""
     drafted = await draft_lines(session, sub, draft.period_start, draft.period_end) if sub else []
     drafted += await item_lines.attached_lines(session, draft.id)
-    await invoices.replace_lines(session, draft, lines.in_invoice_order(drafted, draft.period_start), at)
+    ordered = lines.in_invoice_order(drafted, draft.period_start)
+    await invoices.replace_lines(session, draft, ordered, at, known=known)
 
 
 async def _late_only_invoice(

@@ -27,6 +27,7 @@ from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.recompute import recompute
 from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.subscriptions import notify_trial_end
+from billing.invoicing.terms import terms_of_drafts
 from billing.tenants.models import Tenant
 
 BATCH = 5000
@@ -73,7 +74,8 @@ def _closer(at: datetime, actor: str) -> Work:
 
 def _recomputer(at: datetime, actor: str) -> Work:
     async def work(session: AsyncSession, tenant: Tenant, subs: Sequence[Subscription]) -> int:
-        return sum([await recompute(session, tenant, sub, at=at, actor=actor) for sub in subs])
+        known = await terms_of_drafts(session, tenant.id, [sub.id for sub in subs], at=at)
+        return sum([await recompute(session, tenant, sub, at=at, actor=actor, known=known) for sub in subs])
 
     return work
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.invoicing import credit_terms, discount_terms, tax_terms
 from billing.invoicing.amounts import NO_TERMS, Terms
+from billing.invoicing.models import Invoice
 from billing.invoicing.tax_terms import NO_TAXES, CustomerTaxes
 
 # Credit-grant invoices carry no discount, no tax and take no credits.
@@ -80,6 +82,20 @@ async def terms_for(
         )
         answer[subject] = InvoiceTerms(terms, customer_taxes)
     return answer
+
+
+async def terms_of_drafts(
+    session: AsyncSession, tenant_id: str, subscription_ids: Collection[str], *, at: datetime
+) -> dict[Subject, InvoiceTerms]:
+    """The terms of every draft of these subscriptions, in bulk (recomputing a batch of them)."""
+    rows = await session.execute(
+        sa.select(Invoice.customer_id, Invoice.currency, Invoice.period_start, Invoice.billing_reason).where(
+            Invoice.tenant_id == tenant_id,
+            Invoice.subscription_id.in_(list(subscription_ids)),
+            Invoice.status == "draft",
+        )
+    )
+    return await terms_for(session, tenant_id, [Subject(*row) for row in rows], at=at)
 
 
 async def terms_of(session: AsyncSession, invoice: Any, *, at: datetime, lock: bool = False) -> InvoiceTerms:
