@@ -76,6 +76,12 @@ async def get_customer(session: AsyncSession, tenant_id: str, ref: str) -> Custo
     return customer
 
 
+async def filter_customer_id(session: AsyncSession, tenant_id: str, ref: str | None) -> str | None:
+    """The id of the customer a list is filtered by (its id or external_id; NotFound otherwise),
+    or None when the list is not filtered by customer."""
+    return (await get_customer(session, tenant_id, ref)).id if ref else None
+
+
 async def lock_customer(session: AsyncSession, customer: Customer) -> Customer:
     """Lock the customer's row for the transaction and read it afresh (archive, currency changes
     and new subscriptions are serialised on it). FOR NO KEY UPDATE: rows inserted meanwhile with

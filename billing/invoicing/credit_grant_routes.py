@@ -17,7 +17,7 @@ from billing.credits.schemas import (
     LedgerEntryOut,
     ledger_entry_out,
 )
-from billing.customers.service import get_customer
+from billing.customers.service import filter_customer_id, get_customer
 from billing.invoicing import grant_invoices
 from billing.invoicing.ports import InvoicePayments
 from billing.tenants.service import get_tenant
@@ -49,9 +49,7 @@ class CreditGrantController(Controller):
         status: GrantStatus = None,
     ) -> Page[CreditGrantOut]:
         async with ctx.database.read() as session:
-            customer_id = (
-                (await get_customer(session, principal.tenant_id, customer)).id if customer else None
-            )
+            customer_id = await filter_customer_id(session, principal.tenant_id, customer)
             rows, has_more = await grants.list_grants(
                 session,
                 principal.tenant_id,

@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
-from billing.customers.service import get_customer
+from billing.customers.service import filter_customer_id
 from billing.invoicing import items
 from billing.invoicing.item_schemas import InvoiceItemCreate, InvoiceItemOut, invoice_item_out
 from billing.web.auth import ADMIN, READ, scopes
@@ -43,9 +43,7 @@ class InvoiceItemController(Controller):
         status: StatusFilter = None,
     ) -> Page[InvoiceItemOut]:
         async with ctx.database.read() as session:
-            customer_id = (
-                (await get_customer(session, principal.tenant_id, customer)).id if customer else None
-            )
+            customer_id = await filter_customer_id(session, principal.tenant_id, customer)
             rows, has_more = await items.list_items(
                 session,
                 principal.tenant_id,

@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from billing.core.context import AppContext
 from billing.core.pagination import Limit, Page, PageRequest, StartingAfter
-from billing.customers.service import get_customer
+from billing.customers.service import filter_customer_id, get_customer
 from billing.invoicing import actions, changes, invoices, plans, standalone, subscriptions
 from billing.invoicing.export import export_rows
 from billing.invoicing.item_schemas import InvoiceCreate, InvoicePatch
@@ -108,9 +108,7 @@ class SubscriptionController(Controller):
     ) -> Page[SubscriptionOut]:
         now = ctx.clock.now()
         async with ctx.database.read() as session:
-            customer_id = (
-                (await get_customer(session, principal.tenant_id, customer)).id if customer else None
-            )
+            customer_id = await filter_customer_id(session, principal.tenant_id, customer)
             rows, has_more = await subscriptions.list_subscriptions(
                 session,
                 principal.tenant_id,
