@@ -18,7 +18,7 @@ from billing.invoicing.models import (
     Subscription,
 )
 from billing.metering.models import Meter
-from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
+from billing.metering.usage_models import UsageCursor, UsageEvent, UsageRollup, UsageUniqueValue
 from billing.notifications.models import Notification
 from billing.payments.models import Payment, Refund
 from billing.stripe_events.models import StripeEvent
@@ -59,6 +59,7 @@ __all__ = [
     "TaxRate",
     "Tenant",
     "UsageEvent",
+    "UsageCursor",
     "UsageRollup",
     "UsageUniqueValue",
     "WebhookAttempt",

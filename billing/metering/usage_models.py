@@ -78,3 +78,16 @@ class UsageUniqueValue(Base):
     meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     value: Mapped[str] = mapped_column(sa.String(UNIQUE_VALUE_MAX_LENGTH), primary_key=True)
+
+
+class UsageCursor(Base):
+    """How far a consumer of new usage (alerts, threshold billing) has read the events, per scope
+    (a tenant id, or ``*`` for all): see ``recent_usage``."""
+
+    __tablename__ = "usage_cursors"
+
+    name: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    scope: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    high_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    previous_high_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
