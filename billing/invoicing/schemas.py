@@ -486,7 +486,9 @@ def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
         discount=line.discount_id,
         price=line.price_index,
         group=line.group_values,
-        unpriced_quantity=None if line.unpriced_quantity is None else money.format_decimal(line.unpriced_quantity),
+        unpriced_quantity=None
+        if line.unpriced_quantity is None
+        else money.format_decimal(line.unpriced_quantity),
     )
 
 
