@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 
 from billing.core import money
@@ -51,6 +52,9 @@ COLUMNS = (
     "tax",
     "line_period_start",
     "line_period_end",
+    "price",
+    "group",
+    "unpriced_quantity",
 )
 
 
@@ -112,6 +116,9 @@ def _row(invoice: InvoiceOut, position: int, line: LineOut) -> tuple[str, ...]:
         str(sum(tax.amount for tax in line.tax_amounts)),
         stamp(line.period_start),
         stamp(line.period_end),
+        "" if line.price is None else str(line.price),
+        "" if line.group is None else json.dumps(line.group, separators=(",", ":"), ensure_ascii=False),
+        line.unpriced_quantity or "",
     )
 
 

@@ -79,6 +79,9 @@ def line_rows(invoice_id: str, lines: Sequence[LineDraft]) -> list[dict[str, obj
             "discount_amounts": line.discount_amounts,
             "tax_amounts": line.tax_amounts,
             "discount_id": line.discount_id,
+            "price_index": line.price_index,
+            "group_values": line.group,
+            "unpriced_quantity": line.unpriced_quantity,
         }
         for position, line in enumerate(lines)
     ]

@@ -18,34 +18,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from billing.core import money
-from billing.invoicing import commitments, periods, pricing, schedule
+from billing.invoicing import commitments, percentage, periods, pricing, schedule, usage_lines
+from billing.invoicing.line_draft import LineDraft as LineDraft
 from billing.invoicing.models import Plan, Subscription
-from billing.invoicing.plans import prices_of
+from billing.invoicing.plans import Rate, prices_of
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
-
-
-@dataclass
-class LineDraft:
-    kind: str
-    meter_id: str | None
-    description: str
-    quantity: Decimal
-    amount: int
-    period_start: datetime
-    period_end: datetime
-    tiers: list[dict[str, Any]] = field(default_factory=list)
-    invoice_item_id: str | None = None
-    # The plan the line was rated under (a plan-scoped discount covers only its lines).
-    plan_id: str | None = None
-    # Set by amounts.compute: [{"discount", "amount"}] and [{"tax_rate", "amount", ...}].
-    discount_amounts: list[dict[str, object]] = field(default_factory=list)
-    tax_amounts: list[dict[str, object]] = field(default_factory=list)
-    discount_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,11 +40,9 @@ class LatePeriod:
     billed_amounts: Mapping[str, int] = field(default_factory=dict)
     counted: int = 0  # what billed lines count toward the plan minimum (commitments.COUNTED_KINDS)
     commitment: int = 0  # the minimum_commitment lines billed for the period
-
-
-def quantity(tally: Tally | None, aggregation: str) -> Decimal:
-    value = tally.value(aggregation) if tally is not None else None
-    return Decimal(0) if value is None else value
+    # A percentage price's meter: the fees of every event of the period now, and of those billed.
+    fees: Mapping[str, percentage.FeeTally] = field(default_factory=dict)
+    billed_fees: Mapping[str, percentage.FeeTally] = field(default_factory=dict)
 
 
 def period_lines(
@@ -72,33 +51,29 @@ def period_lines(
     period: periods.Period,
     sub: Subscription,
     tallies: Mapping[str, Tally],
+    grouped: usage_lines.GroupedTallies | None = None,
+    fees: usage_lines.GroupedFees | None = None,
 ) -> list[LineDraft]:
-    """The base fee (prorated, per seat segment) and one usage line per priced meter, zero
-    quantities included, each followed by its floor or cap line; then the plan minimum's
+    """The base fee (prorated, per seat segment) and the usage lines of every price (see
+    ``usage_lines``), each price followed by its floor or cap line; then the plan minimum's
     true-up (``in_invoice_order`` moves it after the invoice items). In a trial, the base fee
-    and usage lines at zero, kind ``trial``, and no commitment."""
-    if schedule.in_trial(sub, period):
-        return _of_plan(plan, _trial_lines(plan, meters, period, sub, tallies))
+    and usage lines at zero, kind ``trial``, and no commitment.
+
+    ``tallies``: meter id -> tally of the period, for meters without ``group_by``. ``grouped``,
+    when given, replaces it: meter id -> group key -> tally (``usage_lines`` describes the
+    keys). ``fees``: the percentage fees by the same keys (a meter without ``group_by`` has the
+    key ``()``)."""
+    usage: usage_lines.GroupedTallies = (
+        grouped if grouped is not None else {meter_id: {(): t} for meter_id, t in tallies.items()}
+    )
+    in_trial = schedule.in_trial(sub, period)
+    rated = usage_lines.usage_lines(plan, meters, period, sub.timezone, usage, fees or {}, trial=in_trial)
+    if in_trial:
+        return _of_plan(plan, [_trial_base_line(plan, period, sub), *rated])
     lines = []
     if plan.base_fee:
         lines += [_base_fee_line(plan, seats, sub.timezone) for seats in schedule.seats_in(sub, period)]
-    for stored, price in prices_of(plan):
-        meter = meters[stored["meter_id"]]
-        billed = pricing.charge(price, quantity(tallies.get(meter.id), meter.aggregation), plan.currency)
-        lines.append(
-            LineDraft(
-                kind="usage",
-                meter_id=meter.id,
-                description=_meter_label(meter),
-                quantity=billed.quantity,
-                amount=billed.amount,
-                period_start=period.start,
-                period_end=period.end,
-                tiers=_tiers(billed),
-            )
-        )
-        bounds = commitments.price_bounds(stored, period, sub.timezone)
-        lines += _bound_lines(meter, period, commitments.bound_adjustment(billed.amount, bounds))
+    lines += rated
     lines += _true_up_lines(plan, period, sub.timezone, lines)
     return _of_plan(plan, lines)
 
@@ -118,26 +93,6 @@ def in_invoice_order(drafted: Sequence[LineDraft], period_start: datetime) -> li
 
 
 _RANKS = {"invoice_item": 1, "already_billed": 3}
-
-
-def _bound_lines(
-    meter: Meter, period: periods.Period, adjustment: int, *, kind: str | None = None
-) -> list[LineDraft]:
-    if adjustment == 0:
-        return []
-    kind = kind or commitments.bound_kind(adjustment)
-    label = "minimum spend" if kind == commitments.PRICE_MINIMUM else "maximum spend"
-    return [
-        LineDraft(
-            kind=kind,
-            meter_id=meter.id,
-            description=f"{_meter_label(meter)}, {label}",
-            quantity=Decimal(1),
-            amount=adjustment,
-            period_start=period.start,
-            period_end=period.end,
-        )
-    ]
 
 
 def _true_up_lines(
@@ -170,15 +125,9 @@ def _of_plan(plan: Plan, lines: list[LineDraft]) -> list[LineDraft]:
     return lines
 
 
-def _trial_lines(
-    plan: Plan,
-    meters: Mapping[str, Meter],
-    period: periods.Period,
-    sub: Subscription,
-    tallies: Mapping[str, Tally],
-) -> list[LineDraft]:
+def _trial_base_line(plan: Plan, period: periods.Period, sub: Subscription) -> LineDraft:
     """Usage is recorded and shown in a trial, never billed: every line is at zero."""
-    base = LineDraft(
+    return LineDraft(
         kind="trial",
         meter_id=None,
         description=f"{plan.name} (trial)",
@@ -187,19 +136,6 @@ def _trial_lines(
         period_start=period.start,
         period_end=period.end,
     )
-    usage = [
-        LineDraft(
-            kind="trial",
-            meter_id=meter.id,
-            description=f"{_meter_label(meter)} (trial)",
-            quantity=quantity(tallies.get(meter.id), meter.aggregation),
-            amount=0,
-            period_start=period.start,
-            period_end=period.end,
-        )
-        for meter in (meters[stored["meter_id"]] for stored, _ in prices_of(plan))
-    ]
-    return [base, *usage]
 
 
 def late_lines(
@@ -223,21 +159,22 @@ def _late_period_lines(
     floor = commitments.prorated(plan.minimum_amount, item.period, timezone)
     counted, commitment = item.counted, item.commitment
     lines = []
-    for stored, price in prices_of(plan):
+    for index, (stored, price) in enumerate(prices_of(plan)):
         meter = meters[stored["meter_id"]]
         billed = item.billed.get(meter.id, Decimal(0))
-        now = quantity(item.tallies.get(meter.id), meter.aggregation)
+        now = usage_lines.quantity(item.tallies.get(meter.id), meter.aggregation)
         if now == billed:
             continue
-        before = pricing.charge(price, billed, plan.currency).amount
-        after = pricing.charge(price, now, plan.currency).amount
-        lines.append(_late_line(meter, timezone, item.period, money.exact_add(now, -billed), after - before))
+        before, after = _late_charges(plan, meter, price, item, billed, now)
+        late = _late_line(meter, timezone, item.period, money.exact_add(now, -billed), after - before)
+        late.price_index = index
+        lines.append(late)
         bounds = commitments.price_bounds(stored, item.period, timezone)
         adjustment = commitments.late_bound_adjustment(
             after, item.billed_amounts.get(meter.id, 0), after - before, bounds
         )
         kind = commitments.late_bound_kind(before, after, bounds)
-        lines += _bound_lines(meter, item.period, adjustment, kind=kind)
+        lines += usage_lines.bound_lines(meter, item.period, adjustment, kind=kind, price_index=index)
         counted += after - before + adjustment
         netting = 0 if floor is None else commitments.commitment_netting(floor, counted, commitment)
         if netting:
@@ -249,6 +186,18 @@ def _late_period_lines(
     return lines
 
 
+def _late_charges(
+    plan: Plan, meter: Meter, price: Rate, item: LatePeriod, billed: Decimal, now: Decimal
+) -> tuple[int, int]:
+    """The price's charge of what was billed, and of the period's usage now."""
+    if isinstance(price, percentage.PercentagePrice):
+        empty = percentage.FeeTally()
+        before = item.billed_fees.get(meter.id, empty).amount(price.free_units)
+        return before, item.fees.get(meter.id, empty).amount(price.free_units)
+    before_charge = pricing.charge(price, billed, plan.currency)
+    return before_charge.amount, pricing.charge(price, now, plan.currency).amount
+
+
 def _late_trial_lines(
     plan: Plan, meters: Mapping[str, Meter], timezone: str, item: LatePeriod
 ) -> list[LineDraft]:
@@ -256,7 +205,7 @@ def _late_trial_lines(
     for stored, _ in prices_of(plan):
         meter = meters[stored["meter_id"]]
         billed = item.billed.get(meter.id, Decimal(0))
-        now = quantity(item.tallies.get(meter.id), meter.aggregation)
+        now = usage_lines.quantity(item.tallies.get(meter.id), meter.aggregation)
         if now != billed:
             line = _late_line(meter, timezone, item.period, money.exact_add(now, -billed), 0)
             line.description += " (trial)"
@@ -268,7 +217,7 @@ def _late_line(meter: Meter, timezone: str, period: periods.Period, added: Decim
     return LineDraft(
         kind="late_usage",
         meter_id=meter.id,
-        description=f"{_meter_label(meter)}, late usage for {_dates(period, timezone)}",
+        description=f"{usage_lines.meter_label(meter)}, late usage for {_dates(period, timezone)}",
         quantity=added,
         amount=amount,
         period_start=period.start,
@@ -300,26 +249,8 @@ def _prorated_note(share: Fraction) -> str:
     return f" (prorated: {money.format_decimal(percent)}% of the month)"
 
 
-def _meter_label(meter: Meter) -> str:
-    return f"{meter.name} ({meter.unit})" if meter.unit else meter.name
-
-
 def _dates(period: periods.Period, timezone: str) -> str:
     zone = ZoneInfo(timezone)
     start = period.start.astimezone(zone)
     end = period.end.astimezone(zone)
     return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} {timezone}"
-
-
-def _tiers(billed: pricing.Charge) -> list[dict[str, Any]]:
-    text = money.format_decimal
-    return [
-        {
-            "up_to": None if t.up_to is None else text(t.up_to),
-            "quantity": text(t.quantity),
-            "unit_amount": text(t.unit_amount),
-            "flat_amount": t.flat_amount,
-            "amount": t.amount,
-        }
-        for t in billed.tiers
-    ]

@@ -242,6 +242,11 @@ class InvoiceLine(Base):
         JSONType, default=list, server_default=EMPTY_LIST
     )
     discount_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # Dimensional pricing: the plan price's index, the line's group ({key: value | null}), and a
+    # meter's unpriced quantity ("group" is a reserved word in SQL: hence group_values).
+    price_index: Mapped[int | None] = mapped_column(sa.Integer)
+    group_values: Mapped[dict[str, str | None] | None] = mapped_column(JSONType)
+    unpriced_quantity: Mapped[Decimal | None] = mapped_column(ExactDecimal())
 
     __table_args__ = (
         sa.UniqueConstraint("invoice_id", "position"),

@@ -23,7 +23,7 @@ from billing.core.db.queries import find_by_id_or_key
 from billing.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
-from billing.invoicing import pricing
+from billing.invoicing import percentage, price_checks, pricing
 from billing.invoicing.models import Plan, Subscription
 from billing.invoicing.schemas import PlanCreate, PlanPatch, PriceIn
 from billing.metering.meters import meters_by_key
@@ -94,7 +94,10 @@ async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, no
     return plan
 
 
-def prices_of(plan: Plan) -> list[tuple[dict[str, Any], pricing.Price]]:
+Rate = pricing.Price | percentage.PercentagePrice
+
+
+def prices_of(plan: Plan) -> list[tuple[dict[str, Any], Rate]]:
     """Each stored price of the plan with its pricing view, parsed once per plan version."""
     key = (plan.id, plan.updated_at)
     parsed = _parsed_prices.get(key)
@@ -105,11 +108,19 @@ def prices_of(plan: Plan) -> list[tuple[dict[str, Any], pricing.Price]]:
     return parsed
 
 
-_parsed_prices: dict[tuple[str, datetime], list[tuple[dict[str, Any], pricing.Price]]] = {}
+_parsed_prices: dict[tuple[str, datetime], list[tuple[dict[str, Any], Rate]]] = {}
 
 
-def price_of(stored: dict[str, Any]) -> pricing.Price:
+def price_of(stored: dict[str, Any]) -> Rate:
     """The pure pricing view of a stored price."""
+    if stored["model"] == "percentage":
+        return percentage.PercentagePrice(
+            rate=Decimal(stored["rate"]),
+            fixed_amount_per_event=stored.get("fixed_amount_per_event") or 0,
+            free_units=stored.get("free_units"),
+            minimum_per_event=stored.get("minimum_per_event"),
+            maximum_per_event=stored.get("maximum_per_event"),
+        )
     return pricing.Price(
         model=stored["model"],
         unit_amount=_decimal_or_none(stored.get("unit_amount")),
@@ -138,30 +149,38 @@ def _decimal_or_none(text: str | None) -> Decimal | None:
 
 
 async def _prices(session: AsyncSession, tenant_id: str, prices: list[PriceIn]) -> list[dict[str, Any]]:
-    """Validated prices as stored; every problem of every price in one 422."""
+    """Validated prices as stored; every problem of every price in one 422. Then, of prices
+    otherwise valid, the 422s of their own codes: a floor above its cap, a percentage on a meter
+    that does not sum, prices some events would match two of."""
     if len(prices) > MAX_PRICES:
         raise ValidationFailed.field("prices", f"at most {MAX_PRICES} prices")
     meters = await meters_by_key(session, tenant_id, {p.meter for p in prices})
     errors: list[FieldError] = []
     stored = []
-    seen: set[str] = set()
+    unfiltered: set[str] = set()
     for index, price in enumerate(prices):
         field = f"prices[{index}]"
         meter = meters.get(price.meter)
+        problems: list[tuple[str, str]] = []
         if meter is None:
-            errors.append(FieldError(f"{field}.meter", f"no meter with key '{price.meter}'"))
-        elif meter.id in seen:
-            errors.append(FieldError(f"{field}.meter", f"meter '{price.meter}' already has a price"))
+            problems.append(("meter", f"no meter with key '{price.meter}'"))
         else:
-            seen.add(meter.id)
-        parsed, problems = _parse_price(price)
+            problems += price_checks.dimension_problems(price, price_checks.group_by_of(meter))
+            if not price.filters and meter.id in unfiltered:
+                problems.append(("meter", f"meter '{price.meter}' already has a price without filters"))
+            elif not price.filters:
+                unfiltered.add(meter.id)
+        parsed, parse_problems = _parse_price(price)
+        problems += parse_problems + _bound_problems(price)
         errors.extend(FieldError(f"{field}.{name}", message) for name, message in problems)
-        errors.extend(FieldError(f"{field}.{name}", message) for name, message in _bound_problems(price))
         if meter is not None and parsed is not None:
             stored.append({"meter_id": meter.id, "meter": meter.key, **_stored(parsed), **_bounds(price)})
+            stored[-1].update(price_checks.stored_dimensions(price))
     if errors:
         raise ValidationFailed(f"{len(errors)} problem(s) with the prices", errors=errors)
     _check_bounds_ordered(prices)
+    price_checks.check_models(prices, [meters[p.meter].aggregation for p in prices])
+    price_checks.check_unambiguous(stored)
     return stored
 
 
@@ -184,11 +203,12 @@ def _bounds(price: PriceIn) -> dict[str, int]:
 
 def _check_bounds_ordered(prices: list[PriceIn]) -> None:
     errors = [
-        FieldError(f"prices[{index}].minimum_amount", "must not exceed maximum_amount")
+        FieldError(f"prices[{index}].{low}", f"must not exceed {high}")
         for index, price in enumerate(prices)
-        if price.minimum_amount is not None
-        and price.maximum_amount is not None
-        and price.minimum_amount > price.maximum_amount
+        for low, high in (("minimum_amount", "maximum_amount"), ("minimum_per_event", "maximum_per_event"))
+        if getattr(price, low) is not None
+        and getattr(price, high) is not None
+        and getattr(price, low) > getattr(price, high)
     ]
     if errors:
         raise ValidationFailed(
@@ -198,8 +218,11 @@ def _check_bounds_ordered(prices: list[PriceIn]) -> None:
         )
 
 
-def _parse_price(price: PriceIn) -> tuple[pricing.Price | None, list[tuple[str, str]]]:
+def _parse_price(price: PriceIn) -> tuple[Rate | None, list[tuple[str, str]]]:
+    if price.model == "percentage":
+        return price_checks.percentage_of(price)
     problems: list[tuple[str, str]] = []
+    misplaced = price_checks.percentage_fields_problems(price)
 
     def number(name: str, value: str | int | None) -> Decimal | None:
         if value is None:
@@ -227,8 +250,8 @@ def _parse_price(price: PriceIn) -> tuple[pricing.Price | None, list[tuple[str, 
         package_size=number("package_size", price.package_size),
         package_amount=price.package_amount,
     )
-    if problems:
-        return None, problems
+    if problems or misplaced:
+        return None, problems + misplaced
     for tier_index, tier in enumerate(price.tiers or ()):
         if tier.flat_amount > MAX_FEE:
             problems.append((f"tiers[{tier_index}].flat_amount", f"at most {MAX_FEE}"))
@@ -240,7 +263,9 @@ def _parse_price(price: PriceIn) -> tuple[pricing.Price | None, list[tuple[str, 
     return (None, problems) if problems else (parsed, [])
 
 
-def _stored(price: pricing.Price) -> dict[str, Any]:
+def _stored(price: Rate) -> dict[str, Any]:
+    if isinstance(price, percentage.PercentagePrice):
+        return price_checks.stored_percentage(price)
     text = money.format_decimal
     stored: dict[str, Any] = {"model": price.model}
     if price.model == "per_unit":

@@ -28,7 +28,7 @@ class TierIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class PriceIn(msgspec.Struct, forbid_unknown_fields=True):
     meter: str
-    model: Literal["per_unit", "graduated", "volume", "package"]
+    model: Literal["per_unit", "graduated", "volume", "package", "percentage"]
     unit_amount: DecimalText | None = None
     tiers: list[TierIn] | None = None
     package_size: DecimalText | None = None
@@ -36,6 +36,16 @@ class PriceIn(msgspec.Struct, forbid_unknown_fields=True):
     # Floor and cap of the sum of the price's lines per period, minor units (prorated).
     minimum_amount: int | None = None
     maximum_amount: int | None = None
+    # Dimensions: keys of the meter's group_by, each with the values an event must have one of;
+    # and the keys (of the meter's group_by) whose value combinations get a line each.
+    filters: dict[str, list[str]] | None = None
+    group_by: list[str] | None = None
+    # The percentage model: percent of each event's value plus a fixed amount per event.
+    rate: DecimalText | None = None
+    fixed_amount_per_event: int | None = None
+    free_units: int | None = None
+    minimum_per_event: int | None = None
+    maximum_per_event: int | None = None
 
 
 class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,10 +82,17 @@ class PriceOut(msgspec.Struct, omit_defaults=True):
     # Always shown, null when unset (no defaults: omit_defaults leaves them in).
     minimum_amount: int | None
     maximum_amount: int | None
+    filters: dict[str, list[str]]
+    group_by: list[str]
     unit_amount: str | None = None
     tiers: list[TierOut] | None = None
     package_size: str | None = None
     package_amount: int | None = None
+    rate: str | None = None
+    fixed_amount_per_event: int | None = None
+    free_units: int | None = None
+    minimum_per_event: int | None = None
+    maximum_per_event: int | None = None
 
 
 class PlanOut(msgspec.Struct):
@@ -200,7 +217,7 @@ class LineOut(msgspec.Struct):
     discount: str | None = None
     # Set by dimensional pricing: the plan's price index and the line's group.
     price: int | None = None
-    group: dict[str, str] | None = None
+    group: dict[str, str | None] | None = None
     unpriced_quantity: str | None = None
 
 
@@ -319,10 +336,17 @@ def price_out(stored: dict[str, Any]) -> PriceOut:
         model=stored["model"],
         minimum_amount=stored.get("minimum_amount"),
         maximum_amount=stored.get("maximum_amount"),
+        filters=dict(stored.get("filters") or {}),
+        group_by=list(stored.get("group_by") or []),
         unit_amount=stored.get("unit_amount"),
         tiers=[TierOut(t["up_to"], t["unit_amount"], t["flat_amount"]) for t in tiers] if tiers else None,
         package_size=stored.get("package_size"),
         package_amount=stored.get("package_amount"),
+        rate=stored.get("rate"),
+        fixed_amount_per_event=stored.get("fixed_amount_per_event"),
+        free_units=stored.get("free_units"),
+        minimum_per_event=stored.get("minimum_per_event"),
+        maximum_per_event=stored.get("maximum_per_event"),
     )
 
 
@@ -460,6 +484,11 @@ def line_out(line: InvoiceLine, meter_key: str | None) -> LineOut:
         tax_amounts=[TaxAmountOut(**tax) for tax in line.tax_amounts or []],
         invoice_item=line.invoice_item_id,
         discount=line.discount_id,
+        price=line.price_index,
+        group=line.group_values,
+        unpriced_quantity=None
+        if line.unpriced_quantity is None
+        else money.format_decimal(line.unpriced_quantity),
     )
 
 
@@ -478,6 +507,9 @@ def draft_line_out(line: LineDraft, meter_key: str | None) -> LineOut:
             discount_amounts=line.discount_amounts,
             tax_amounts=line.tax_amounts,
             discount_id=line.discount_id,
+            price_index=line.price_index,
+            group_values=line.group,
+            unpriced_quantity=line.unpriced_quantity,
         ),
         meter_key,
     )

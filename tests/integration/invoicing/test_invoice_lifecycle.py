@@ -7,6 +7,7 @@ import asyncio
 import csv
 import dataclasses
 import io
+import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -487,7 +488,8 @@ async def export(client: httpx.AsyncClient, tenant: TenantHandle, **params: str)
         "invoice_id,number,status,customer,customer_external_id,subscription,billing_reason,currency,"
         "invoice_period_start,invoice_period_end,invoice_subtotal,discount_total,tax_total,invoice_total,"
         "credits_applied,credit_notes_amount,amount_due,finalized_at,due_at,overdue,line,kind,meter,"
-        "description,quantity,amount,amount_decimal,line_id,discount,tax,line_period_start,line_period_end"
+        "description,quantity,amount,amount_decimal,line_id,discount,tax,line_period_start,line_period_end,"
+        "price,group,unpriced_quantity"
     )
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
@@ -540,6 +542,9 @@ def assert_rows_match(rows: list[dict[str, str]], invoices: list[dict], exponent
             "tax": str(sum(tax["amount"] for tax in item["tax_amounts"])),
             "line_period_start": item["period_start"],
             "line_period_end": item["period_end"],
+            "price": "" if item["price"] is None else str(item["price"]),
+            "group": "" if item["group"] is None else json.dumps(item["group"], separators=(",", ":")),
+            "unpriced_quantity": item["unpriced_quantity"] or "",
         }
 
 
