@@ -45,13 +45,24 @@ async def evaluate_due(ctx: AppContext, *, at: datetime, tenant_id: str | None =
     all); return how many thresholds fired."""
     async with ctx.database.transaction() as session:
         window = await new_usage(session, CURSOR, tenant_id, at)
+        alerting = await _tenants_with_alerts(session, {tenant for tenant, _ in window.customers})
     fired = 0
     for tenant, customer_id in window.customers:
+        if tenant not in alerting:
+            continue
         async with ctx.database.transaction() as session:
             fired += await evaluate_customer(session, tenant, customer_id, at)
     async with ctx.database.transaction() as session:
         await advance(session, window, at)
     return fired
+
+
+async def _tenants_with_alerts(session: AsyncSession, tenant_ids: set[str]) -> set[str]:
+    """Of these tenants, those with an active alert: the others' customers need no look."""
+    if not tenant_ids:
+        return set()
+    query = sa.select(Alert.tenant_id).where(Alert.tenant_id.in_(tenant_ids), Alert.status == "active")
+    return set(await session.scalars(query.distinct()))
 
 
 async def evaluate_customer(session: AsyncSession, tenant_id: str, customer_id: str, at: datetime) -> int:

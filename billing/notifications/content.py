@@ -272,7 +272,7 @@ def alert_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
     meter = data.get("meter_name") or alert.get("meter")
     if alert.get("type") == "spend_amount":
         currency = str(alert.get("currency") or "")
-        what = f"Your usage charges for {meter}" if meter else "Your usage charges"
+        what = f"Your spend on {meter}" if meter else "Your spend on usage"
 
         def show(value: Any) -> str:
             return fmt.money(int(value), currency)
