@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from billing import jobs
+from billing.alerts.routes import AlertController
 from billing.billing_run import BillingRunController
 from billing.core.clock import Clock
 from billing.core.context import AppContext
@@ -77,6 +78,7 @@ API_ROUTES = [
     InvoiceCreditNoteController,
     CreditNoteController,
     UpcomingInvoiceController,
+    AlertController,
     BillingRunController,
     DunningController,
     StripeEventController,

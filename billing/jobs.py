@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from billing.alerts.evaluate import evaluate_due as evaluate_alerts
 from billing.core.context import AppContext
 from billing.core.outbox import Consumer, dispatch_all
 from billing.core.scheduler import Tick
@@ -87,6 +88,8 @@ JOBS: tuple[Job, ...] = (
         60,
         lambda ctx, r: invoicing_run.notify_trials_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id),
     ),
+    # Within seconds of the usage: the current period's value, after the invoicing jobs.
+    Job("alerts_evaluate", 15, lambda ctx, r: evaluate_alerts(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
     # What providers told us, before we ask them anything.
     Job("stripe_events", 5, lambda ctx, r: process_all(ctx)),
     Job("payments_reconcile", 60, lambda ctx, r: reconcile_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),

@@ -1,5 +1,6 @@
 """Every table of the service, imported in one place for Alembic and the tests."""
 
+from billing.alerts.models import Alert, AlertTrigger
 from billing.core.db.types import Base
 from billing.core.outbox import OutboxEvent
 from billing.credit_notes.models import CreditNote, CreditNoteLine, CreditNoteSequence
@@ -29,6 +30,8 @@ from billing.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndp
 metadata = Base.metadata
 
 __all__ = [
+    "Alert",
+    "AlertTrigger",
     "ApiKey",
     "Coupon",
     "CreditBalance",

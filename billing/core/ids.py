@@ -39,6 +39,8 @@ PREFIXES = frozenset(
         "dis",
         "txr",
         "cn",
+        "alr",
+        "atr",
     }
 )
 

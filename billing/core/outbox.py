@@ -102,9 +102,12 @@ async def emit_many(
 ) -> list[str]:
     """Record many (tenant id, topic, payload) events with one insert; return their event ids."""
     event_ids = [new_id("evt") for _ in events]
+    # Fanned out in id order: ids made within one millisecond are random, so hand them out
+    # sorted, and the events keep the order they are given in.
+    row_ids = sorted(new_id("obx") for _ in events)
     rows = [
         {
-            "id": new_id("obx"),
+            "id": row_id,
             "event_id": event_id,
             "tenant_id": tenant_id,
             "consumer": FAN_OUT,
@@ -114,7 +117,7 @@ async def emit_many(
             "available_at": now,
             "attempts": 0,
         }
-        for event_id, (tenant_id, topic, payload) in zip(event_ids, events, strict=True)
+        for row_id, event_id, (tenant_id, topic, payload) in zip(row_ids, event_ids, events, strict=True)
     ]
     await insert_rows(session, OutboxEvent.__table__, rows)
     return event_ids

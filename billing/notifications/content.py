@@ -11,12 +11,14 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_interval
+from babel.numbers import format_decimal
 
 from billing.core import money
 from billing.core.clock import parse_timestamp
@@ -100,6 +102,10 @@ class Formatter:
         """An invoice period, whose end is exclusive: Oct 1 to Nov 1 reads "Oct 1 - 31, 2026"."""
         last_day = self._local(max(start, end - timedelta(microseconds=1)))
         return _interval(self._local(start), last_day, self.locale)
+
+    def number(self, value: Decimal) -> str:
+        """A quantity with the locale's separators, every digit kept."""
+        return format_decimal(value, locale=self.locale, decimal_quantization=False)
 
     def month(self, year: int, month: int) -> str:
         return _date(date(year, month, 1), "MMMM y", self.locale)
@@ -258,6 +264,39 @@ def credit_note_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
     }
 
 
+def alert_view(data: Mapping[str, Any], fmt: Formatter) -> dict[str, Any]:
+    """The crossing of ``data["trigger"]`` of the alert ``data["alert"]`` (as the API shows them):
+    what was measured, the threshold and the value, formatted for the reader."""
+    alert: Mapping[str, Any] = data["alert"]
+    trigger: Mapping[str, Any] = data["trigger"]
+    meter = data.get("meter_name") or alert.get("meter")
+    if alert.get("type") == "spend_amount":
+        currency = str(alert.get("currency") or "")
+        what = f"Your spend on {meter}" if meter else "Your spend on usage"
+
+        def show(value: Any) -> str:
+            return fmt.money(int(value), currency)
+    else:
+        what = f"Your usage of {meter}"
+
+        def show(value: Any) -> str:
+            return fmt.number(Decimal(str(value)))
+
+    start, end = _instant(trigger["period_start"]), _instant(trigger["period_end"])
+    return {
+        "id": alert.get("id"),
+        "name": alert.get("name") or "Usage alert",
+        "what": what,
+        "threshold": show(trigger["threshold"]),
+        "value": show(trigger["value"]),
+        "period": fmt.period(start, end),
+    }
+
+
+def _instant(value: datetime | str) -> datetime:
+    return parse_timestamp(value) if isinstance(value, str) else value
+
+
 def written_in(kind: str, locale: str | None) -> tuple[str, str | None]:
     """The language an email of ``kind`` is written in for a reader of ``locale`` (``de_AT`` reads
     ``de``), and the locale its amounts and dates are formatted in.
@@ -292,6 +331,7 @@ def customer_context(
         "card": card_view(data["card"], fmt) if "card" in data else None,
         "subscription": subscription_view(data, fmt) if "subscription" in data else None,
         "credit_note": credit_note_view(data, fmt) if "credit_note" in data else None,
+        "alert": alert_view(data, fmt) if "alert" in data and "trigger" in data else None,
     }
     return context
 

@@ -41,12 +41,15 @@ KINDS = (
     "trial_will_end",
     "credit_note_issued",
     "refund_issued",
+    "usage_alert",
 )
 # Emails about a credit note carry it in data["credit_note"] (and the refund in data["refund"]).
 CREDIT_NOTE_KINDS = frozenset({"credit_note_issued", "refund_issued"})
 INVOICE_KINDS = frozenset(KINDS[:4]) | CREDIT_NOTE_KINDS
 CARD_KINDS = frozenset(KINDS[4:6])
 SUBSCRIPTION_KINDS = frozenset({"trial_will_end"})
+# Emails about an alert's crossing carry {"alert", "trigger"} as the API shows them.
+ALERT_KINDS = frozenset({"usage_alert"})
 # Emails to the tenant itself, at its support address.
 TENANT_KINDS = ("webhook_endpoint_disabled",)
 ALL_KINDS = KINDS + TENANT_KINDS
@@ -99,7 +102,8 @@ async def queue_notification(
     ``decline_code``, ``final_action``, ``final_attempt_at``) for invoice kinds, ``card`` for card kinds,
     ``subscription`` (as the API shows it) and optional ``plan_name`` for subscription kinds,
     ``invoice_id``, ``credit_note`` (as the API shows it) and ``refund`` (``{"amount"}``, for
-    refund_issued) for credit note kinds.
+    refund_issued) for credit note kinds, ``alert`` and ``trigger`` (as the API shows them) and
+    optional ``meter_name`` for usage_alert.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
@@ -114,6 +118,10 @@ async def queue_notification(
         raise ValueError(f"{kind} needs data['subscription']")
     if kind in CREDIT_NOTE_KINDS and not isinstance(data.get("credit_note"), Mapping):
         raise ValueError(f"{kind} needs data['credit_note']")
+    if kind in ALERT_KINDS and not (
+        isinstance(data.get("alert"), Mapping) and isinstance(data.get("trigger"), Mapping)
+    ):
+        raise ValueError(f"{kind} needs data['alert'] and data['trigger']")
     rendered = render(kind, content.customer_context(kind, tenant, customer, invoice, data))
     row = _row(tenant, kind, dedupe_key, _address(customer.email), rendered, at)
     row.update(customer_id=customer.id, invoice_id=invoice.id if invoice else None)

@@ -27,6 +27,7 @@ Kind = Literal[
     "trial_will_end",
     "credit_note_issued",
     "refund_issued",
+    "usage_alert",
     "webhook_endpoint_disabled",
 ]
 Status = Literal["queued", "sent", "failed", "skipped"]

@@ -79,5 +79,18 @@ def sample_context(kind: str, tenant: Tenant, now: datetime, locale: str | None)
             "memo": None,
         },
         "refund": {"amount": amount},
+        "alert": {
+            "id": "alr_sample",
+            "name": "Monthly budget",
+            "type": "spend_amount",
+            "currency": tenant.currency,
+            "meter": None,
+        },
+        "trigger": {
+            "threshold": amount,
+            "value": amount + amount // 10,
+            "period_start": period_end,
+            "period_end": (period_end + timedelta(days=32)).replace(day=1),
+        },
     }
     return content.customer_context(kind, tenant, customer, invoice, data)

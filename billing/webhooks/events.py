@@ -41,6 +41,8 @@ CREDIT_TOPICS: Final = (
 )
 # Emitted by credit notes, with the credit note.
 CREDIT_NOTE_TOPICS: Final = ("credit_note.created",)
+# Emitted by alerts, with {trigger, alert}.
+ALERT_TOPICS: Final = ("alert.triggered",)
 TOPICS: Final = frozenset(
     INVOICE_TOPICS
     + CARD_TOPICS
@@ -50,6 +52,7 @@ TOPICS: Final = frozenset(
     + SUBSCRIPTION_TOPICS
     + CREDIT_TOPICS
     + CREDIT_NOTE_TOPICS
+    + ALERT_TOPICS
 )
 ALL = "*"
 # The outbox topic that tells the notifications work to email the tenant's support address.
@@ -82,6 +85,7 @@ EventType = Literal[
     "credit_grant.expired",
     "credit_balance.low",
     "credit_note.created",
+    "alert.triggered",
 ]
 
 

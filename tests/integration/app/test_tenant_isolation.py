@@ -19,6 +19,8 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 from billing import jobs
+from billing.alerts import service as alerts
+from billing.alerts.schemas import AlertCreate
 from billing.core.context import AppContext
 from billing.core.ids import new_id
 from billing.credit_notes.models import CreditNote
@@ -284,6 +286,13 @@ async def _credit_note(ctx: AppContext, owner: TenantHandle) -> str:
     return note.id
 
 
+async def _alert(ctx: AppContext, owner: TenantHandle) -> str:
+    data = AlertCreate(type="spend_amount", thresholds=[100], currency="USD")
+    async with ctx.database.transaction() as session:
+        alert = await alerts.create_alert(session, owner.id, data, ctx.clock.now())
+    return alert.id
+
+
 # How to create, in the owner's tenant, the object that each path parameter names.
 ID_MAKERS: dict[str, IdMaker] = {
     "key_id": _api_key,
@@ -304,6 +313,7 @@ ID_MAKERS: dict[str, IdMaker] = {
     "credit_note_id": _credit_note,
     "tax_rate_id": _tax_rate,
     "grant_id": _credit_grant,
+    "alert_id": _alert,
 }
 # Path parameters that name no object of a tenant (the same for every tenant): not walked.
 NOT_IDS = frozenset({"kind"})  # /v1/notifications/preview/{kind}

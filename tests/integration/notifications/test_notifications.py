@@ -366,6 +366,21 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
             "credit_note": {**note, "refund": "provider"},
             "refund": {"amount": 2500},
         },
+        "usage_alert": {
+            "alert": {
+                "id": "alr_1",
+                "name": "Budget",
+                "type": "spend_amount",
+                "currency": "USD",
+                "meter": None,
+            },
+            "trigger": {
+                "threshold": 10000,
+                "value": 12345,
+                "period_start": "2026-11-01T00:00:00Z",
+                "period_end": "2026-12-01T00:00:00Z",
+            },
+        },
     }
     for kind in KINDS:
         assert await queue(ctx, scene.tenant.id, scene.customer.id, kind=kind, key=kind, **data[kind])
@@ -389,14 +404,15 @@ async def test_every_kind_renders_its_facts_and_one_call_to_action(ctx: AppConte
             "Billed twice in October",
         ],
         "refund_issued": ["refunded $25.00 of invoice ACME-000001", "with credit note CN-ACME-000001"],
+        "usage_alert": ["Your spend on usage in your billing period Nov 1", "has reached $123.45, past"],
     }
     for kind, phrases in expected.items():
         row = by_kind[kind]
         for phrase in phrases:
             assert phrase in row.text, (kind, phrase, row.text)
-        assert any(fact in row.subject for fact in ("ACME-000001", "4444", "Pro trial"))
+        assert any(fact in row.subject for fact in ("ACME-000001", "4444", "Pro trial", "past $100.00"))
         links = row.html.count('href="https://acme.example/billing/card?from=email&amp;x=1"')
-        no_action = kind in ("payment_recovered", "credit_note_issued", "refund_issued")
+        no_action = kind in ("payment_recovered", "credit_note_issued", "refund_issued", "usage_alert")
         assert links == (0 if no_action else 2), kind  # the button and the link in words
         assert f"Questions? Write to {SUPPORT}." in row.text
         assert row.from_address == f"Acme <{SUPPORT}>" and row.reply_to == SUPPORT
@@ -737,7 +753,14 @@ async def test_the_preview_renders_each_kind_with_the_callers_branding(
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "Acme &lt;Labs&gt;" in response.text and "<Labs>" not in response.text
-    if kind not in ("webhook_endpoint_disabled", "payment_recovered", "credit_note_issued", "refund_issued"):
+    no_action = (
+        "webhook_endpoint_disabled",
+        "payment_recovered",
+        "credit_note_issued",
+        "refund_issued",
+        "usage_alert",
+    )
+    if kind not in no_action:
         assert 'href="https://acme.example/billing/card?from=email&amp;x=1"' in response.text
 
     text = await client.get(
