@@ -1,7 +1,7 @@
 """Usage alerts and their triggers
 
 Revision ID: 0024
-Revises: 0021
+Revises: 0023
 Create Date: 2026-12-07 23:19:08
 
 """
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision: str = "0024"
-down_revision: str | Sequence[str] | None = "0021"
+down_revision: str | Sequence[str] | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
