@@ -5,10 +5,12 @@ Each line's amount is rounded once (in pricing); totals are sums of rounded line
 line prices what late events add to an already invoiced period under the same plan:
 charge(billed + late) - charge(billed), so tiers stay right across all of that period's lines.
 
-Every invoice built here closes its period (there are no mid-period invoices yet), so price
-floors always apply. A threshold invoice would rate the period so far with
-``commitments.bound_adjustment(..., floors=False)`` and count what earlier threshold invoices
-billed toward the cap.
+A threshold invoice (progressive billing) rates the period so far with ``usage_lines(...,
+floors=False)``: usage on the period's cumulative quantities, so tiers never restart, capped but
+never floored. It and the invoice that closes the period then subtract what the period's earlier
+threshold invoices billed with one ``already_billed`` line; caps hold across them because every
+one of them rates the cumulative quantities. Price floors and the plan minimum apply only on the
+invoice that closes the period.
 """
 
 from __future__ import annotations
@@ -82,6 +84,26 @@ def period_lines(
     lines = []
     if plan.base_fee:
         lines += [_base_fee_line(plan, seats, sub.timezone) for seats in schedule.seats_in(sub, period)]
+    lines += usage_lines(plan, meters, period, sub.timezone, tallies)
+    lines += _true_up_lines(plan, period, sub.timezone, lines)
+    return _of_plan(plan, lines)
+
+
+def usage_lines(
+    plan: Plan,
+    meters: Mapping[str, Meter],
+    period: periods.Period,
+    timezone: str,
+    tallies: Mapping[str, Tally],
+    *,
+    floors: bool = True,
+    dated: periods.Period | None = None,
+) -> list[LineDraft]:
+    """One usage line per priced meter (zero quantities included), each followed by its floor or
+    cap line; bounds are those of ``period``. ``floors=False``: caps only (a threshold invoice).
+    ``dated``: the span the lines show, when it is not the period (a threshold invoice's so far)."""
+    span = dated or period
+    lines = []
     for stored, price in prices_of(plan):
         meter = meters[stored["meter_id"]]
         billed = pricing.charge(price, quantity(tallies.get(meter.id), meter.aggregation), plan.currency)
@@ -92,15 +114,29 @@ def period_lines(
                 description=_meter_label(meter),
                 quantity=billed.quantity,
                 amount=billed.amount,
-                period_start=period.start,
-                period_end=period.end,
+                period_start=span.start,
+                period_end=span.end,
                 tiers=_tiers(billed),
             )
         )
-        bounds = commitments.price_bounds(stored, period, sub.timezone)
-        lines += _bound_lines(meter, period, commitments.bound_adjustment(billed.amount, bounds))
-    lines += _true_up_lines(plan, period, sub.timezone, lines)
+        bounds = commitments.price_bounds(stored, period, timezone)
+        adjustment = commitments.bound_adjustment(billed.amount, bounds, floors=floors)
+        lines += _bound_lines(meter, span, adjustment)
     return _of_plan(plan, lines)
+
+
+def already_billed_line(plan: Plan, billed: int, span: periods.Period) -> LineDraft:
+    """Minus what the period's threshold invoices billed for its usage so far."""
+    return LineDraft(
+        kind=ALREADY_BILLED,
+        meter_id=None,
+        description="Already billed on threshold invoices this period",
+        quantity=Decimal(1),
+        amount=-billed,
+        period_start=span.start,
+        period_end=span.end,
+        plan_id=plan.id,
+    )
 
 
 def in_invoice_order(drafted: Sequence[LineDraft], period_start: datetime) -> list[LineDraft]:
@@ -117,7 +153,8 @@ def in_invoice_order(drafted: Sequence[LineDraft], period_start: datetime) -> li
     return sorted(drafted, key=rank)
 
 
-_RANKS = {"invoice_item": 1, "already_billed": 3}
+ALREADY_BILLED = "already_billed"
+_RANKS = {"invoice_item": 1, ALREADY_BILLED: 3}
 
 
 def _bound_lines(
