@@ -33,6 +33,8 @@ class BillingRunOut(msgspec.Struct):
     at: datetime
     invoices_created: int
     drafts_recomputed: int
+    # Made, finalized and charged at once (progressive billing).
+    threshold_invoices: int
     invoices_finalized: int
     payments_attempted: int
     payments_reconciled: int
@@ -59,6 +61,7 @@ class BillingRunController(Controller):
             at=at,
             invoices_created=done["close_periods"],
             drafts_recomputed=done["recompute_drafts"],
+            threshold_invoices=done["threshold_invoices"],
             invoices_finalized=done["finalize_drafts"],
             payments_attempted=done["payments_charge"],
             payments_reconciled=done["payments_reconcile"],

@@ -23,9 +23,10 @@ from billing.dunning import run as dunning_run
 from billing.invoicing import run as invoicing_run
 from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.overdue import announce_overdue
+from billing.invoicing.thresholds import bill_thresholds
 from billing.notifications import subscription_events, tenant_events
 from billing.notifications.dispatch import dispatch_notifications
-from billing.payments.charge import charge_due
+from billing.payments.charge import charge_due, charge_first
 from billing.payments.reconcile import flag_stale, reconcile_due
 from billing.payments.views import PAYMENTS
 from billing.stripe_events.process import process_all
@@ -78,6 +79,7 @@ JOBS: tuple[Job, ...] = (
     ),
     # Before finalizing: a grant that expired by then covers no draft.
     Job("credit_grants_expire", 60, lambda ctx, r: expire_due(ctx, at=r.when(ctx), tenant_id=r.tenant_id)),
+    Job("threshold_invoices", 15, lambda ctx, r: _threshold_invoices(ctx, r)),
     Job(
         "finalize_drafts",
         60,
@@ -112,6 +114,16 @@ JOBS: tuple[Job, ...] = (
     Job("webhooks", 5, lambda ctx, r: deliver_all(ctx, at=r.at, tenant_id=r.tenant_id)),
     Job("idempotency_keys", 3600, lambda ctx, r: purge_expired(ctx, at=r.when(ctx), scope=r.tenant_id)),
 )
+
+
+async def _threshold_invoices(ctx: AppContext, run: Run) -> int:
+    """Threshold invoices, charged at once (they are due when made) rather than at the next
+    ``payments_charge`` tick: within seconds of the usage that crossed the threshold."""
+    at = run.when(ctx)
+    made = await bill_thresholds(ctx, at=at, tenant_id=run.tenant_id, actor=run.actor)
+    for invoice_id in made:
+        await charge_first(ctx, invoice_id, at=at)
+    return len(made)
 
 
 async def run_jobs(ctx: AppContext, run: Run) -> dict[str, int]:

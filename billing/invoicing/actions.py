@@ -44,6 +44,8 @@ async def void_now(
             await session.refresh(invoice)
             if invoice.status == "draft":
                 await void_draft_events(session, sub, invoice)
+            if invoice.threshold_multiple is not None:
+                sub.usage_changed_at = ctx.clock.now()  # its draft bills the voided usage again
         # Its invoice items stay invoiced to it: voiding waives them.
         await invoices.void(session, invoice, at=ctx.clock.now(), actor=actor, payments=payments)
         return (await invoices.invoices_out(session, [invoice], payments, now=ctx.clock.now()))[0]

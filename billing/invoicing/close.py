@@ -28,6 +28,7 @@ from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, 
 from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.run_tallies import RunTallies
 from billing.invoicing.subscriptions import emit as emit_subscription
+from billing.invoicing.threshold_billed import already_billed_lines
 from billing.metering.models import Meter
 from billing.metering.usage_models import UsageEvent
 from billing.tenants.models import Tenant
@@ -108,6 +109,7 @@ async def _draft_period(
         plan_meters = catalog.meters_of(plan)
         mine = {m: tallies[(sub.customer_id, m)] for m in plan_meters if (sub.customer_id, m) in tallies}
         drafted = lines.period_lines(plan, plan_meters, period, sub, mine)
+        drafted += await already_billed_lines(session, plan, sub, period)
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
             drafted += lines.late_lines(plan, plan_meters, sub, late)

@@ -21,6 +21,7 @@ from billing.invoicing.late import finalized_periods, late_periods, mark_events,
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.subscriptions import get_subscription
+from billing.invoicing.threshold_billed import already_billed_lines
 from billing.tenants.models import Tenant
 
 
@@ -99,12 +100,27 @@ async def _finalize_one(
             session, sub, meters, period.start, _until(sub, invoice), invoice_id=invoice.id
         )
         drafted = lines.period_lines(plan, meters, period, sub, mine)
+        drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)
     ordered = lines.in_invoice_order(drafted, invoice.period_start)
     await invoices.replace_lines(session, invoice, ordered, at, finalizing=True)
+    await _open(session, tenant, invoice, at=at, actor=actor)
+
+
+async def open_at_once(
+    session: AsyncSession,
+    tenant: Tenant,
+    invoice: Invoice,
+    drafted: list[lines.LineDraft],
+    *,
+    at: datetime,
+    actor: str,
+) -> None:
+    """Finalize a draft just made with these lines (a threshold invoice: no grace period)."""
+    await invoices.replace_lines(session, invoice, drafted, at, finalizing=True)
     await _open(session, tenant, invoice, at=at, actor=actor)
 
 

@@ -146,6 +146,7 @@ async def finalized_periods(session: AsyncSession, subscription_id: str) -> set[
             Invoice.subscription_id == subscription_id,
             Invoice.status.in_(FINALIZED),
             Invoice.period_start < Invoice.period_end,
+            Invoice.threshold_multiple.is_(None),
         )
     )
     return {periods.Period(row.period_start, row.period_end) for row in rows}
@@ -209,6 +210,11 @@ def _billed_lines(
     query = (
         sa.select(*columns)
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(Invoice.subscription_id.in_(owners), Invoice.status.in_(FINALIZED))
+        .where(
+            Invoice.subscription_id.in_(owners),
+            Invoice.status.in_(FINALIZED),
+            # The invoice that closes a period lists it whole: its threshold invoices add nothing.
+            Invoice.threshold_multiple.is_(None),
+        )
     )
     return query.where(Invoice.id != exclude) if exclude else query

@@ -5,10 +5,12 @@ Each line's amount is rounded once (in pricing); totals are sums of rounded line
 line prices what late events add to an already invoiced period under the same plan:
 charge(billed + late) - charge(billed), so tiers stay right across all of that period's lines.
 
-Every invoice built here closes its period (there are no mid-period invoices yet), so price
-floors always apply. A threshold invoice would rate the period so far with
-``commitments.bound_adjustment(..., floors=False)`` and count what earlier threshold invoices
-billed toward the cap.
+A threshold invoice (progressive billing) rates the period so far with ``usage_lines(...,
+floors=False)``: usage on the period's cumulative quantities, so tiers never restart, capped but
+never floored. It and the invoice that closes the period then subtract what the period's earlier
+threshold invoices billed with one ``already_billed`` line; caps hold across them because every
+one of them rates the cumulative quantities. Price floors and the plan minimum apply only on the
+invoice that closes the period.
 """
 
 from __future__ import annotations
@@ -78,6 +80,42 @@ def period_lines(
     return _of_plan(plan, lines)
 
 
+def usage_so_far(
+    plan: Plan,
+    meters: Mapping[str, Meter],
+    period: periods.Period,
+    timezone: str,
+    tallies: Mapping[str, Tally],
+    *,
+    dated: periods.Period,
+    grouped: usage_lines.GroupedTallies | None = None,
+    fees: usage_lines.GroupedFees | None = None,
+) -> list[LineDraft]:
+    """A threshold invoice's usage lines: the period's prices on its quantities so far, capped but
+    never floored, dated ``dated`` (from the period's start to the invoice)."""
+    usage: usage_lines.GroupedTallies = (
+        grouped if grouped is not None else {meter_id: {(): t} for meter_id, t in tallies.items()}
+    )
+    rated = usage_lines.usage_lines(
+        plan, meters, period, timezone, usage, fees or {}, floors=False, dated=dated
+    )
+    return _of_plan(plan, rated)
+
+
+def already_billed_line(plan: Plan, billed: int, span: periods.Period) -> LineDraft:
+    """Minus what the period's threshold invoices billed for its usage so far."""
+    return LineDraft(
+        kind=ALREADY_BILLED,
+        meter_id=None,
+        description="Already billed on threshold invoices this period",
+        quantity=Decimal(1),
+        amount=-billed,
+        period_start=span.start,
+        period_end=span.end,
+        plan_id=plan.id,
+    )
+
+
 def in_invoice_order(drafted: Sequence[LineDraft], period_start: datetime) -> list[LineDraft]:
     """The lines in the order of API.md's invoice computation: as built, except that the
     invoice items come after every subscription line, then the true-up of the invoice's own
@@ -92,7 +130,8 @@ def in_invoice_order(drafted: Sequence[LineDraft], period_start: datetime) -> li
     return sorted(drafted, key=rank)
 
 
-_RANKS = {"invoice_item": 1, "already_billed": 3}
+ALREADY_BILLED = "already_billed"
+_RANKS = {"invoice_item": 1, ALREADY_BILLED: 3}
 
 
 def _true_up_lines(

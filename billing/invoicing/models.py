@@ -69,6 +69,8 @@ class Plan(Base):
     prices: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     # The commitment per full period (minor units): a period billing less is topped up to it.
     minimum_amount: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Progressive billing: each multiple of this much usage accrued in a period is billed at once.
+    threshold_amount: Mapped[int | None] = mapped_column(sa.BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -77,6 +79,7 @@ class Plan(Base):
         sa.Index("ix_plans_tenant_id_id", "tenant_id", "id"),
         sa.CheckConstraint("base_fee >= 0", name="base_fee"),
         sa.CheckConstraint("minimum_amount >= 0", name="minimum_amount"),
+        sa.CheckConstraint("threshold_amount > 0", name="threshold_amount"),
     )
 
 
@@ -195,10 +198,24 @@ class Invoice(Base):
     auto_finalize: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     # When invoice.overdue was emitted: once per invoice.
     overdue_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A threshold invoice: floor(accrued / threshold_amount) when it was made; None otherwise.
+    threshold_multiple: Mapped[int | None] = mapped_column(sa.Integer)
 
     __table_args__ = (
-        # One invoice per subscription and period (standalone invoices have no subscription).
-        sa.UniqueConstraint("subscription_id", "period_start"),
+        # One invoice per subscription and period (standalone invoices have no subscription),
+        # besides its threshold invoices: one per multiple, even with replicas racing.
+        sa.Index(
+            "uq_invoices_subscription_period",
+            "subscription_id",
+            "period_start",
+            unique=True,
+            postgresql_where=sa.text("threshold_multiple IS NULL"),
+            sqlite_where=sa.text("threshold_multiple IS NULL"),
+        ),
+        sa.UniqueConstraint("subscription_id", "period_start", "threshold_multiple"),
+        sa.CheckConstraint(
+            "(billing_reason = 'threshold') = (threshold_multiple IS NOT NULL)", name="threshold_multiple"
+        ),
         sa.UniqueConstraint("tenant_id", "number"),
         sa.Index("ix_invoices_tenant_id_id", "tenant_id", "id"),
         sa.Index("ix_invoices_tenant_id_customer_id", "tenant_id", "customer_id"),

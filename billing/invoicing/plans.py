@@ -53,6 +53,7 @@ async def create_plan(session: AsyncSession, tenant_id: str, data: PlanCreate, *
         base_fee=_base_fee(data.base_fee),
         trial_days=validation.int_range("trial_days", data.trial_days, 0, MAX_TRIAL_DAYS),
         minimum_amount=_minimum(data.minimum_amount),
+        threshold_amount=_threshold(data.threshold_amount),
         prices=await _prices(session, tenant_id, data.prices),
         created_at=now,
         updated_at=now,
@@ -87,6 +88,8 @@ async def update_plan(session: AsyncSession, plan: Plan, patch: PlanPatch, *, no
         plan.base_fee = _base_fee(patch.base_fee)
     if patch.minimum_amount is not UNSET:
         plan.minimum_amount = _minimum(patch.minimum_amount)
+    if patch.threshold_amount is not UNSET:
+        plan.threshold_amount = _threshold(patch.threshold_amount)
     if patch.prices is not UNSET:
         plan.prices = await _prices(session, plan.tenant_id, patch.prices)
     plan.updated_at = now
@@ -142,6 +145,10 @@ def _base_fee(value: int) -> int:
 
 def _minimum(value: int | None) -> int | None:
     return None if value is None else validation.int_range("minimum_amount", value, 0, MAX_FEE)
+
+
+def _threshold(value: int | None) -> int | None:
+    return None if value is None else validation.int_range("threshold_amount", value, 1, MAX_FEE)
 
 
 def _decimal_or_none(text: str | None) -> Decimal | None:

@@ -21,6 +21,7 @@ from billing.invoicing.handover_late import predecessor_late_lines, successor_ta
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.terms import InvoiceTerms, Subject
+from billing.invoicing.threshold_billed import already_billed_lines
 from billing.metering import usage
 from billing.tenants.models import Tenant
 
@@ -41,6 +42,7 @@ async def draft_lines(
         )
         tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
         drafted = lines.period_lines(plan, meters, period, sub, tallies)
+        drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, meters, before=start)
     return drafted + lines.late_lines(plan, meters, sub, late) + await predecessor_late_lines(session, sub)
 

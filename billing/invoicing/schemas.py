@@ -58,6 +58,8 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
     trial_days: int = 0
     # The commitment per full period, minor units; a period billing less is topped up to it.
     minimum_amount: int | None = None
+    # Progressive billing: a threshold invoice each time a period's usage passes a multiple of it.
+    threshold_amount: int | None = None
 
 
 class PlanPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -67,6 +69,7 @@ class PlanPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     base_fee: int | UnsetType = UNSET
     prices: list[PriceIn] | UnsetType = UNSET
     minimum_amount: int | UnsetType | None = UNSET
+    threshold_amount: int | UnsetType | None = UNSET
 
 
 class TierOut(msgspec.Struct):
@@ -105,6 +108,7 @@ class PlanOut(msgspec.Struct):
     prices: list[PriceOut]
     trial_days: int
     minimum_amount: int | None
+    threshold_amount: int | None
     created_at: datetime
     updated_at: datetime
     object: str = "plan"
@@ -273,6 +277,8 @@ class InvoiceOut(msgspec.Struct):
     customer_external_id: str
     subscription: str | None
     billing_reason: str
+    # The multiple of the plan's threshold_amount a threshold invoice was made at; else null.
+    threshold_multiple: int | None
     currency: str
     period_start: datetime
     period_end: datetime
@@ -323,6 +329,7 @@ def plan_out(plan: Plan) -> PlanOut:
         prices=[price_out(p) for p in plan.prices],
         trial_days=plan.trial_days or 0,
         minimum_amount=plan.minimum_amount,
+        threshold_amount=plan.threshold_amount,
         created_at=plan.created_at,
         updated_at=plan.updated_at,
     )
@@ -423,6 +430,7 @@ def invoice_out(
         customer_external_id=external_id,
         subscription=invoice.subscription_id,
         billing_reason=invoice.billing_reason or "subscription_cycle",
+        threshold_multiple=invoice.threshold_multiple,
         currency=invoice.currency,
         period_start=invoice.period_start,
         period_end=invoice.period_end,

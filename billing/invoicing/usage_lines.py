@@ -87,8 +87,13 @@ def usage_lines(
     fees: GroupedFees,
     *,
     trial: bool = False,
+    floors: bool = True,
+    dated: periods.Period | None = None,
 ) -> list[LineDraft]:
-    """The usage lines (``trial``: at zero, kind ``trial``, no floor or cap) of the period."""
+    """The usage lines (``trial``: at zero, kind ``trial``, no floor or cap) of the period.
+    ``floors=False``: caps only (a threshold invoice); ``dated``: the span the lines show when it
+    is not the period (a threshold invoice's, so far). Bounds are always the period's."""
+    span = dated or period
     priced = prices_of(plan)
     by_meter: dict[str, list[int]] = {}
     for index, (stored, _) in enumerate(priced):
@@ -104,7 +109,7 @@ def usage_lines(
         buckets = dealt[meter.id].lines.get(index, {})
         if not group_by:
             buckets = {(): buckets.get((), _Bucket())}
-        rated = _Rated(plan, meter, period, stored, rate, index)
+        rated = _Rated(plan, meter, span, stored, rate, index)
         mine = [
             _line(rated, dict(zip(group_by, values, strict=True)), buckets[values], trial)
             for values in sorted(buckets, key=price_match.sort_key)
@@ -112,11 +117,13 @@ def usage_lines(
         lines += mine
         if not trial:
             bounds = commitments.price_bounds(stored, period, timezone)
-            adjustment = commitments.bound_adjustment(sum(line.amount for line in mine), bounds)
-            lines += bound_lines(meter, period, adjustment, price_index=index)
+            adjustment = commitments.bound_adjustment(
+                sum(line.amount for line in mine), bounds, floors=floors
+            )
+            lines += bound_lines(meter, span, adjustment, price_index=index)
         unpriced = dealt[meter.id].unpriced
         if index == by_meter[meter.id][-1] and unpriced.has_events:
-            lines.append(_unpriced_line(meter, period, unpriced.tally, trial))
+            lines.append(_unpriced_line(meter, span, unpriced.tally, trial))
     return lines
 
 

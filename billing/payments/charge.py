@@ -69,6 +69,18 @@ async def charge_due(ctx: AppContext, *, at: datetime, tenant_id: str | None = N
             return done
 
 
+async def charge_first(ctx: AppContext, invoice_id: str, *, at: datetime) -> bool:
+    """The first charge of one invoice just finalized and due (a threshold invoice), now; False
+    when there is nothing to charge or another worker took it. One that fails unexpectedly is
+    left to ``charge_due``."""
+    try:
+        return await charge_invoice(ctx, invoice_id, attempt=1, reason="finalized", at=at) is not None
+    except Exception:
+        log.exception("charging an invoice failed; left to the next charge pass", invoice=invoice_id)
+        FAILURES.inc()
+        return False
+
+
 def _uncharged(tenant_id: str | None, at: datetime) -> sa.Select[str]:
     attempted = sa.exists().where(Payment.invoice_id == Invoice.id)
     query = (

@@ -49,6 +49,7 @@ PLAN_FIELDS = {
     "prices",
     "trial_days",
     "minimum_amount",
+    "threshold_amount",
     "created_at",
     "updated_at",
 }
