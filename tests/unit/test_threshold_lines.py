@@ -1,4 +1,4 @@
-"""The usage lines a threshold invoice rates (``lines.usage_lines``): capped, never floored,
+"""The usage lines a threshold invoice rates (``usage_lines.usage_lines``): capped, never floored,
 bounded over the whole period though dated by the span so far, and the same usage lines as the
 invoice that closes the period."""
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.invoicing import lines, periods
+from billing.invoicing import lines, periods, usage_lines
 from billing.invoicing.models import Plan, Subscription
 from billing.metering.models import Meter
 from billing.metering.rollups import Partial
@@ -41,8 +41,9 @@ def tally(quantity: int) -> dict[str, Tally]:
 
 
 def rated(plan_: Plan, quantity: int, *, floors: bool) -> list[tuple[str, int]]:
-    drafted = lines.usage_lines(
-        plan_, {METER.id: METER}, NOV, "UTC", tally(quantity), floors=floors, dated=SO_FAR
+    grouped = {meter_id: {(): t} for meter_id, t in tally(quantity).items()}
+    drafted = usage_lines.usage_lines(
+        plan_, {METER.id: METER}, NOV, "UTC", grouped, {}, floors=floors, dated=SO_FAR
     )
     assert all((d.period_start, d.period_end) == (SO_FAR.start, SO_FAR.end) for d in drafted)
     return [(d.kind, d.amount) for d in drafted]
@@ -67,6 +68,6 @@ def test_the_already_billed_line_subtracts_and_counts_for_the_plan() -> None:
     line = lines.already_billed_line(plan(), 1234, SO_FAR)
     assert (line.kind, line.amount, line.plan_id, line.meter_id) == ("already_billed", -1234, "plan_", None)
     ordered = lines.in_invoice_order(
-        [line, *lines.usage_lines(plan(), {METER.id: METER}, NOV, "UTC", {})], NOV.start
+        [line, *lines.usage_so_far(plan(), {METER.id: METER}, NOV, "UTC", {}, dated=SO_FAR)], NOV.start
     )
     assert [d.kind for d in ordered] == ["usage", "already_billed"]
