@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.queries import any_of
+from billing.invoicing import periods
 from billing.invoicing.models import Subscription
 from billing.metering.coverage import Coverage
 
@@ -39,6 +41,8 @@ class SubscriptionCoverage:
                 table.c.cancel_at,
                 table.c.billed_through,
                 table.c.next_period_end,
+                table.c.timezone,
+                table.c.trial_end,
             ).where(
                 table.c.tenant_id == tenant_id,
                 any_of(table.c.customer_id, list(customer_ids), session.get_bind().dialect.name),
@@ -46,7 +50,8 @@ class SubscriptionCoverage:
         )
         found: dict[str, list[Coverage]] = defaultdict(list)
         for row in rows:
-            found[row.customer_id].append(Coverage(*row[1:]))
+            start = partial(_period_start, row.starts_at, row.cancel_at, row.timezone, row.trial_end)
+            found[row.customer_id].append(Coverage(*row[1:6], period_start_of=start))
         return found
 
     async def flag_late_usage(
@@ -58,6 +63,14 @@ class SubscriptionCoverage:
                 .where(Subscription.__table__.c.id.in_(sorted(subscription_ids)))
                 .values(usage_changed_at=now)
             )
+
+
+def _period_start(
+    starts_at: datetime, cancel_at: datetime | None, timezone: str, trial_end: datetime | None, at: datetime
+) -> datetime:
+    """The start of the period holding ``at``, as ``schedule.period_at`` computes it."""
+    period = periods.period_containing(starts_at, cancel_at, timezone, at, split=trial_end)
+    return starts_at if period is None else period.start
 
 
 SUBSCRIPTION_COVERAGE = SubscriptionCoverage()

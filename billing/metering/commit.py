@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.coalescer import Coalescer
 from billing.core.db.engine import Database
 from billing.core.db.queries import any_of
-from billing.metering import event_store
+from billing.metering import event_store, group_cap
 from billing.metering.coverage import Coverage, CoverageSource
 from billing.metering.event_store import NewEvent
 from billing.metering.usage_models import UsageEvent
@@ -55,6 +55,7 @@ class Candidate:
     index: int
     row: NewEvent
     subscription: Coverage
+    period_start: datetime | None = None  # of the subscription period, on a meter with group_by
 
 
 @dataclass(slots=True)
@@ -111,20 +112,34 @@ async def _commit_together(database: Database, group: dict[object, Batch]) -> di
 
 async def _commit_group(database: Database, group: list[Batch]) -> None:
     late: dict[CoverageSource, set[str]] = defaultdict(set)
+    opened: list[group_cap.GroupRef] = []
     async with database.transaction() as session:
         for tenant_id, owned in itertools.groupby(
             sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id
         ):
             batches = list(owned)  # sorted() is stable: arrival order within a tenant
-            candidates = [(c, b) for b in batches for c in b.candidates]
+            admission = await group_cap.admit(session, tenant_id, [(c, b) for b in batches for c in b.candidates])
+            _reject_over_cap(admission.rejected)
+            candidates = admission.admitted
             rows = _first_of_each_id([c for c, _ in candidates])
             stored = await event_store.store(session, tenant_id, rows, max(b.now for b in batches))
+            opened += await group_cap.record(session, admission.opening, stored)
             await _classify(session, tenant_id, candidates, stored)
             for c, b in candidates:
                 if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, b.now):
                     late[b.coverage].add(c.subscription.subscription_id)
         for coverage, subscription_ids in late.items():
             await coverage.flag_late_usage(session, subscription_ids, max(b.now for b in group))
+    group_cap.remember(opened)
+
+
+def _reject_over_cap(rejected: list[tuple[Candidate, Batch]]) -> None:
+    message = (
+        f"the customer already has {group_cap.MAX_GROUPS} groups of this meter's group_by in the"
+        " subscription period; events of those groups are still accepted"
+    )
+    for c, batch in rejected:
+        batch.results[c.index] = EventResult(c.index, c.row.event_id, "rejected", "too_many_groups", message)
 
 
 def _first_of_each_id(candidates: list[Candidate]) -> list[NewEvent]:

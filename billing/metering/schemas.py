@@ -24,6 +24,8 @@ class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
     unique_property: str | None = None
     unit: str | None = None
+    group_by: list[str] = msgspec.field(default_factory=list)
+    allow_negative: bool = False
 
 
 class MeterPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -40,6 +42,8 @@ class MeterOut(msgspec.Struct):
     aggregation: str
     unique_property: str | None
     unit: str | None
+    group_by: list[str]
+    allow_negative: bool
     created_at: datetime
     object: str = "meter"
 
@@ -80,6 +84,8 @@ def meter_out(meter: Meter) -> MeterOut:
         aggregation=meter.aggregation,
         unique_property=meter.unique_property,
         unit=meter.unit,
+        group_by=list(meter.group_by),
+        allow_negative=meter.allow_negative,
         created_at=meter.created_at,
     )
 

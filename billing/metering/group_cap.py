@@ -1,0 +1,164 @@
+"""The cardinality cap: at most ``MAX_GROUPS`` groups per customer, grouped meter and subscription
+period. An event that would open one more is rejected with ``too_many_groups``; events of groups
+already open are accepted whatever the count.
+
+Groups are recorded in ``usage_groups`` in the transaction that stores their first event. Groups
+never close, so the groups known to be recorded are remembered for the life of the process: a
+batch whose groups are all remembered costs a set lookup per event. Only a batch that may open a
+group reads the recorded groups of its series, and on PostgreSQL it first takes a transaction
+lock per (customer, meter), in key order, so that two batches cannot both take the last slot;
+SQLite's single writer (the transaction holds the write lock) serializes them already.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.core.db.queries import any_of
+from billing.metering.usage_models import UsageEvent, UsageGroup
+
+if TYPE_CHECKING:
+    from billing.metering.commit import Batch, Candidate
+
+MAX_GROUPS = 1000
+# tenant, customer, meter, period start, group key
+GroupRef = tuple[str, str, str, datetime, str]
+# customer, meter, period start
+Series = tuple[str, str, datetime]
+_CACHE_LIMIT = 1_000_000
+_known: set[GroupRef] = set()
+
+_LOCK_SQL = (
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+    " FROM (SELECT k FROM unnest(CAST($1 AS text[])) AS k ORDER BY k) AS keys"
+)
+
+
+@dataclass
+class Admission:
+    """The candidates that may be stored, the groups they would open (with the ids of their
+    events), and the candidates that would open a group beyond the cap."""
+
+    admitted: list[tuple[Candidate, Batch]]
+    opening: dict[GroupRef, list[str]] = field(default_factory=dict)
+    rejected: list[tuple[Candidate, Batch]] = field(default_factory=list)
+
+
+def _ref(tenant_id: str, candidate: Candidate) -> GroupRef | None:
+    if candidate.period_start is None:
+        return None
+    row = candidate.row
+    return (tenant_id, row.customer_id, row.meter_id, candidate.period_start, row.group_key)
+
+
+async def admit(
+    session: AsyncSession, tenant_id: str, candidates: Sequence[tuple[Candidate, Batch]]
+) -> Admission:
+    """Decide, in order, which candidates may be stored and which would open a group beyond the cap."""
+    unknown = {ref for c, _ in candidates if (ref := _ref(tenant_id, c)) is not None and ref not in _known}
+    if not unknown:
+        return Admission(list(candidates))
+    series = sorted({ref[1:4] for ref in unknown})
+    await _lock(session, tenant_id, sorted({(customer, meter) for customer, meter, _ in series}))
+    recorded = await _recorded_groups(session, tenant_id, series)
+    remember(
+        (tenant_id, *one_series, key) for one_series, keys in recorded.items() for key in keys
+    )
+    openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in unknown}
+    stored_ids = await _stored_event_ids(session, tenant_id, openers)
+    return _decide(tenant_id, candidates, recorded, stored_ids)
+
+
+def _decide(
+    tenant_id: str,
+    candidates: Sequence[tuple[Candidate, Batch]],
+    recorded: dict[Series, set[str]],
+    stored_ids: set[str],
+) -> Admission:
+    admission = Admission([])
+    counts = {one_series: len(keys) for one_series, keys in recorded.items()}
+    seen: set[str] = set()
+    for candidate, batch in candidates:
+        ref, event_id = _ref(tenant_id, candidate), candidate.row.event_id
+        repeat = event_id in seen or event_id in stored_ids  # never stored: opens nothing
+        seen.add(event_id)
+        if ref is None or ref in _known or repeat or ref[4] in recorded.get(ref[1:4], ()):
+            admission.admitted.append((candidate, batch))
+        elif ref in admission.opening:
+            admission.opening[ref].append(event_id)
+            admission.admitted.append((candidate, batch))
+        elif counts.get(ref[1:4], 0) < MAX_GROUPS:
+            counts[ref[1:4]] = counts.get(ref[1:4], 0) + 1
+            admission.opening[ref] = [event_id]
+            admission.admitted.append((candidate, batch))
+        else:
+            admission.rejected.append((candidate, batch))
+    return admission
+
+
+async def record(
+    session: AsyncSession, opening: dict[GroupRef, list[str]], stored: dict[str, int]
+) -> list[GroupRef]:
+    """Record the groups that a stored event opened; the caller remembers them once committed."""
+    opened = [ref for ref, event_ids in opening.items() if any(e in stored for e in event_ids)]
+    if opened:
+        rows = [
+            {"tenant_id": t, "customer_id": c, "meter_id": m, "period_start": p, "group_key": k}
+            for t, c, m, p, k in sorted(opened)
+        ]
+        table = UsageGroup.__table__
+        dialect = session.get_bind().dialect.name
+        insert = sa.dialects.postgresql.insert if dialect == "postgresql" else sa.dialects.sqlite.insert
+        await session.execute(insert(table).on_conflict_do_nothing(), rows)
+    return opened
+
+
+def remember(refs: Iterable[GroupRef]) -> None:
+    """Groups known to be committed."""
+    refs = list(refs)
+    if len(_known) + len(refs) > _CACHE_LIMIT:
+        _known.clear()
+    _known.update(refs)
+
+
+async def _lock(session: AsyncSession, tenant_id: str, series: list[tuple[str, str]]) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        return  # the transaction holds SQLite's only write lock
+    connection = await session.connection()
+    keys = [f"usage_groups:{tenant_id}:{customer}:{meter}" for customer, meter in series]
+    await connection.exec_driver_sql(_LOCK_SQL, (keys,))
+
+
+async def _recorded_groups(session: AsyncSession, tenant_id: str, series: list[Series]) -> dict[Series, set[str]]:
+    table = UsageGroup.__table__
+    query = sa.select(table.c.customer_id, table.c.meter_id, table.c.period_start, table.c.group_key).where(
+        table.c.tenant_id == tenant_id,
+        table.c.customer_id.in_(sorted({s[0] for s in series})),
+        table.c.meter_id.in_(sorted({s[1] for s in series})),
+        table.c.period_start.in_(sorted({s[2] for s in series})),
+    )
+    wanted = set(series)
+    found: dict[Series, set[str]] = defaultdict(set)
+    for customer, meter, start, key in await session.execute(query):
+        if (customer, meter, start) in wanted:
+            found[(customer, meter, start)].add(key)
+    return found
+
+
+async def _stored_event_ids(session: AsyncSession, tenant_id: str, event_ids: set[str]) -> set[str]:
+    """Those of the ids already stored: their events are duplicates or conflicts, never new."""
+    if not event_ids:
+        return set()
+    table = UsageEvent.__table__
+    query = sa.select(table.c.event_id).where(
+        table.c.tenant_id == tenant_id,
+        any_of(table.c.event_id, sorted(event_ids), session.get_bind().dialect.name),
+    )
+    return set(await session.scalars(query))
