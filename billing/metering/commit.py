@@ -118,7 +118,9 @@ async def _commit_group(database: Database, group: list[Batch]) -> None:
             sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id
         ):
             batches = list(owned)  # sorted() is stable: arrival order within a tenant
-            admission = await group_cap.admit(session, tenant_id, [(c, b) for b in batches for c in b.candidates])
+            admission = await group_cap.admit(
+                session, tenant_id, [(c, b) for b in batches for c in b.candidates]
+            )
             _reject_over_cap(admission.rejected)
             candidates = admission.admitted
             rows = _first_of_each_id([c for c, _ in candidates])

@@ -35,8 +35,8 @@ _EVENT_COLUMNS = (
     "tenant_id, event_id, customer_id, meter_id, timestamp, value, properties, payload_hash, received_at"
 )
 _ROLLUP_COLUMNS = (
-    "tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value, latest_at, "
-    "latest_seq"
+    "tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value, "
+    "latest_at, latest_seq"
 )
 # (customer, meter, hour, group key) -> [count, sum, max, latest value, latest at, latest seq]
 Folded = dict[tuple[str, str, str, str], list[Any]]
@@ -141,7 +141,15 @@ async def _merge_stored(connection: AsyncConnection, tenant_id: str, folded: Fol
     params = (*(part for key in keys for part in key), tenant_id)
     found = await _one(connection, _stored_rollups_sql(len(keys)), params)
     for customer, meter, hour, group, count, total, top, latest, at, seq in msgspec.json.decode(found):
-        _merge(folded[(customer, meter, hour, group)], count, Decimal(total), Decimal(top), Decimal(latest), at, seq)
+        _merge(
+            folded[(customer, meter, hour, group)],
+            count,
+            Decimal(total),
+            Decimal(top),
+            Decimal(latest),
+            at,
+            seq,
+        )
     rows = [
         (tenant_id, *key, count, format(total, "f"), format(top, "f"), format(latest, "f"), at, seq)
         for key, (count, total, top, latest, at, seq) in folded.items()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.core.db.inserts import insert_ignore
 from billing.core.db.queries import any_of
 from billing.metering.usage_models import UsageEvent, UsageGroup
 
@@ -68,9 +69,7 @@ async def admit(
     series = sorted({ref[1:4] for ref in unknown})
     await _lock(session, tenant_id, sorted({(customer, meter) for customer, meter, _ in series}))
     recorded = await _recorded_groups(session, tenant_id, series)
-    remember(
-        (tenant_id, *one_series, key) for one_series, keys in recorded.items() for key in keys
-    )
+    remember((tenant_id, *one_series, key) for one_series, keys in recorded.items() for key in keys)
     openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in unknown}
     stored_ids = await _stored_event_ids(session, tenant_id, openers)
     return _decide(tenant_id, candidates, recorded, stored_ids)
@@ -113,10 +112,7 @@ async def record(
             {"tenant_id": t, "customer_id": c, "meter_id": m, "period_start": p, "group_key": k}
             for t, c, m, p, k in sorted(opened)
         ]
-        table = UsageGroup.__table__
-        dialect = session.get_bind().dialect.name
-        insert = sa.dialects.postgresql.insert if dialect == "postgresql" else sa.dialects.sqlite.insert
-        await session.execute(insert(table).on_conflict_do_nothing(), rows)
+        await insert_ignore(session, UsageGroup.__table__, rows)
     return opened
 
 
@@ -136,7 +132,9 @@ async def _lock(session: AsyncSession, tenant_id: str, series: list[tuple[str, s
     await connection.exec_driver_sql(_LOCK_SQL, (keys,))
 
 
-async def _recorded_groups(session: AsyncSession, tenant_id: str, series: list[Series]) -> dict[Series, set[str]]:
+async def _recorded_groups(
+    session: AsyncSession, tenant_id: str, series: list[Series]
+) -> dict[Series, set[str]]:
     table = UsageGroup.__table__
     query = sa.select(table.c.customer_id, table.c.meter_id, table.c.period_start, table.c.group_key).where(
         table.c.tenant_id == tenant_id,

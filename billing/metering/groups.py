@@ -40,7 +40,9 @@ def group_value(key: str, raw: Any) -> str | None:
     else:
         raise InvalidGroupValue(f"properties.{key} groups usage, so it must be a string, number or boolean")
     if len(value) > MAX_VALUE_LENGTH:
-        raise InvalidGroupValue(f"properties.{key} groups usage and is longer than {MAX_VALUE_LENGTH} characters")
+        raise InvalidGroupValue(
+            f"properties.{key} groups usage and is longer than {MAX_VALUE_LENGTH} characters"
+        )
     return value
 
 

@@ -138,9 +138,9 @@ class MeterSpec:
     allow_negative: bool
 
 
-# Customers and meters are never deleted and their ids, external_ids, keys, aggregations and
-# meters' group_by and allow_negative never change, so a resolved reference stays right for the life of the process. Unknown
-# references are not remembered: they may be created at any moment.
+# Customers and meters are never deleted and their ids, external_ids, keys, aggregations, group_by
+# and allow_negative never change, so a resolved reference stays right for the life of the
+# process. Unknown references are not remembered: they may be created at any moment.
 _CACHE_LIMIT = 200_000
 _customer_ids: dict[tuple[str, str], str] = {}
 _meters: dict[tuple[str, str], MeterSpec] = {}
@@ -309,7 +309,15 @@ def _candidate(
     payload = (customer, meter.id, timestamp, format(value, "f"), event.properties)
     digest = hashlib.blake2b(_payload_encoder.encode(payload), digest_size=16).hexdigest()
     row = NewEvent(
-        event.id, customer, meter.id, timestamp, value, properties, digest, _unique_value(event, meter), group_key
+        event.id,
+        customer,
+        meter.id,
+        timestamp,
+        value,
+        properties,
+        digest,
+        _unique_value(event, meter),
+        group_key,
     )
     return Candidate(index, row, subscription, period_start)
 

@@ -96,7 +96,9 @@ def group_by_keys(keys: list[str]) -> list[str]:
         raise ValidationFailed.field("group_by", f"at most {MAX_GROUP_BY} keys")
     for n, name in enumerate(keys):
         if not GROUP_BY_KEY.fullmatch(name):
-            raise ValidationFailed.field(f"group_by[{n}]", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+            raise ValidationFailed.field(
+                f"group_by[{n}]", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+            )
         if name in keys[:n]:
             raise ValidationFailed.field(f"group_by[{n}]", f"'{name}' is listed twice")
     return keys

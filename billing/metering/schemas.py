@@ -67,13 +67,22 @@ class UsageBucket(msgspec.Struct):
     value: str | None
 
 
-class UsageOut(msgspec.Struct):
+class UsageGroup(msgspec.Struct):
+    group: dict[str, str | None]
+    buckets: list[UsageBucket]
+
+
+class UsageOut(msgspec.Struct, omit_defaults=True):
+    """``buckets``, or with ``group_by`` the buckets of each group instead."""
+
     customer: str
     meter: str
     aggregation: str
     granularity: str
     timezone: str
-    buckets: list[UsageBucket]
+    buckets: list[UsageBucket] | UnsetType = UNSET
+    group_by: list[str] | UnsetType = UNSET
+    groups: list[UsageGroup] | UnsetType = UNSET
 
 
 def meter_out(meter: Meter) -> MeterOut:
@@ -111,16 +120,27 @@ def usage_out(
     *,
     granularity: str,
     timezone: str,
-    buckets: list[tuple[datetime, Decimal | None]],
+    buckets: list[tuple[datetime, Decimal | None]] | None = None,
+    group_by: list[str] | None = None,
+    groups: list[tuple[dict[str, str | None], list[tuple[datetime, Decimal | None]]]] | None = None,
 ) -> UsageOut:
-    return UsageOut(
+    out = UsageOut(
         customer=customer_id,
         meter=meter.key,
         aggregation=meter.aggregation,
         granularity=granularity,
         timezone=timezone,
-        buckets=[UsageBucket(start, _decimal_text(value)) for start, value in buckets],
     )
+    if group_by is None:
+        out.buckets = _usage_buckets(buckets or [])
+    else:
+        out.group_by = group_by
+        out.groups = [UsageGroup(group, _usage_buckets(found)) for group, found in groups or []]
+    return out
+
+
+def _usage_buckets(buckets: list[tuple[datetime, Decimal | None]]) -> list[UsageBucket]:
+    return [UsageBucket(start, _decimal_text(value)) for start, value in buckets]
 
 
 def _decimal_text(value: Decimal | None) -> str | None:

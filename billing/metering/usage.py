@@ -58,6 +58,12 @@ class Tally:
                 other.latest_seq,
             )
 
+    def add(self, other: Tally) -> None:
+        """Fold in another tally of the same range (another group's)."""
+        if other.partial is not None:
+            self.merge(other.partial)
+        self.uniques |= other.uniques
+
     def copy(self) -> Tally:
         return Tally(Partial(**vars(self.partial)) if self.partial else None, set(self.uniques))
 
@@ -302,10 +308,14 @@ class _Batch:
     grouped: bool = False
 
     def key(self, row: Any) -> Any:
-        return (row.customer_id, row.meter_id, row.group_key) if self.grouped else (row.customer_id, row.meter_id)
+        return (
+            (row.customer_id, row.meter_id, row.group_key)
+            if self.grouped
+            else (row.customer_id, row.meter_id)
+        )
 
     def columns(self, table: sa.Table) -> list[sa.ColumnElement[Any]]:
-        keys = [table.c.customer_id, table.c.meter_id]
+        keys: list[sa.ColumnElement[Any]] = [table.c.customer_id, table.c.meter_id]
         return [*keys, table.c.group_key] if self.grouped else keys
 
     def where(self, table: sa.Table, meters: Sequence[Meter]) -> sa.ColumnElement[bool]:

@@ -60,7 +60,9 @@ class UsageRollup(Base):
     meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     # ``groups.encode`` of the events' group; "" on meters without group_by.
-    group_key: Mapped[str] = mapped_column(sa.Text, primary_key=True, default="", server_default=sa.text("''"))
+    group_key: Mapped[str] = mapped_column(
+        sa.Text, primary_key=True, default="", server_default=sa.text("''")
+    )
     event_count: Mapped[int] = mapped_column(sa.BigInteger)
     value_sum: Mapped[Decimal] = mapped_column(ExactDecimal())
     value_max: Mapped[Decimal] = mapped_column(ExactDecimal())
@@ -79,7 +81,9 @@ class UsageUniqueValue(Base):
     customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    group_key: Mapped[str] = mapped_column(sa.Text, primary_key=True, default="", server_default=sa.text("''"))
+    group_key: Mapped[str] = mapped_column(
+        sa.Text, primary_key=True, default="", server_default=sa.text("''")
+    )
     value: Mapped[str] = mapped_column(sa.String(UNIQUE_VALUE_MAX_LENGTH), primary_key=True)
 
 

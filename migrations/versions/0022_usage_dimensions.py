@@ -27,7 +27,9 @@ def upgrade() -> None:
     """Upgrade schema."""
     with op.batch_alter_table("meters", schema=None) as batch_op:
         batch_op.add_column(sa.Column("group_by", JSON, server_default=sa.text("'[]'"), nullable=False))
-        batch_op.add_column(sa.Column("allow_negative", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(
+            sa.Column("allow_negative", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
     # The group key joins the primary keys: on SQLite the batch rebuilds the tables.
     with op.batch_alter_table("usage_rollups", schema=None) as batch_op:
         batch_op.add_column(sa.Column("group_key", sa.Text(), server_default=sa.text("''"), nullable=False))

@@ -50,7 +50,9 @@ async def usage(
     return response.json()["buckets"]
 
 
-async def create_negative_meter(client: httpx.AsyncClient, tenant: TenantHandle, key: str = "balance") -> None:
+async def create_negative_meter(
+    client: httpx.AsyncClient, tenant: TenantHandle, key: str = "balance"
+) -> None:
     body = {"key": key, "aggregation": "sum", "allow_negative": True}
     response = await client.post("/v1/meters", headers=tenant.headers(), json=body)
     assert response.status_code == 201, response.text
@@ -194,7 +196,9 @@ async def test_payload_hashes_are_those_of_events_stored_by_earlier_versions(
     sent = [
         event("h1", "12.500", timestamp="2026-11-21T12:05:09+01:00", properties={"b": 1, "a": "é"}),
         event("h2", 1e3, timestamp="2026-11-21T11:00:00.120000Z"),
-        event("h3", "-0.000000000001", timestamp="2026-11-21T10:59:59.999999Z", properties={}, meter="balance"),
+        event(
+            "h3", "-0.000000000001", timestamp="2026-11-21T10:59:59.999999Z", properties={}, meter="balance"
+        ),
     ]
     assert (await post_batch(client, metered, sent))["accepted"] == 3
     async with ctx.database.read() as session:
