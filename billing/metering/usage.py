@@ -119,22 +119,16 @@ async def tallies(
 
 async def grouped_tallies(
     session: AsyncSession, tenant_id: str, customer_id: str, meter: Meter, ranges: Sequence[Range]
-) -> dict[str, list[Tally]]:
-    """``tallies`` per group key (``groups.encode``), for the groups with usage in the ranges."""
-    result: dict[str, list[Tally]] = {}
-
-    def of_group(group_key: str) -> list[Tally]:
-        found = result.get(group_key)
-        if found is None:
-            found = result[group_key] = [Tally() for _ in ranges]
-        return found
-
-    await _series_tallies(session, (tenant_id, customer_id, meter.id), meter, ranges, of_group)
-    return result
+) -> dict[str, dict[int, Tally]]:
+    """``tallies`` per group key (``groups.encode``), for the groups with usage in the ranges;
+    sparse: each group's tallies by range index, for the ranges where it has usage."""
+    result: dict[str, defaultdict[int, Tally]] = defaultdict(lambda: defaultdict(Tally))
+    await _series_tallies(session, (tenant_id, customer_id, meter.id), meter, ranges, result.__getitem__)
+    return {key: dict(found) for key, found in result.items()}
 
 
-# The tallies of the ranges that a rollup row or an event of this group key adds to.
-Slots = Callable[[str], list[Tally]]
+# The tallies (by range index) that a rollup row or an event of this group key adds to.
+Slots = Callable[[str], list[Tally] | defaultdict[int, Tally]]
 
 
 async def _series_tallies(

@@ -19,6 +19,7 @@ from billing.metering.schemas import UsageOut, usage_out
 from billing.tenants.service import get_tenant
 
 MAX_BUCKETS = 1000
+MAX_GROUPED_BUCKETS = 100_000  # over all groups of an answer
 MAX_FILTER_VALUES = 100
 
 
@@ -64,13 +65,19 @@ async def usage_report(
         meter, query, await usage.grouped_tallies(session, tenant_id, customer.id, meter, ranges)
     )
     if not query.group_by:
-        tallies = by_group.get((), [usage.Tally() for _ in ranges])
+        whole = by_group.get((), {})
         return usage_out(
             customer.id,
             meter,
             granularity=granularity,
             timezone=timezone,
-            buckets=_buckets(meter, ranges, tallies),
+            buckets=_buckets(meter, ranges, whole),
+        )
+    if len(by_group) * len(ranges) > MAX_GROUPED_BUCKETS:
+        raise ValidationFailed.field(
+            "group_by",
+            f"{len(by_group)} groups of {len(ranges)} buckets: at most {MAX_GROUPED_BUCKETS} buckets in all;"
+            " narrow from and to, take days, or filter",
         )
     return usage_out(
         customer.id,
@@ -101,24 +108,23 @@ def _check(meter: Meter, query: GroupQuery) -> None:
 
 
 def _projected(
-    meter: Meter, query: GroupQuery, by_key: dict[str, list[usage.Tally]]
-) -> dict[groups.GroupValues, list[usage.Tally]]:
+    meter: Meter, query: GroupQuery, by_key: dict[str, dict[int, usage.Tally]]
+) -> dict[groups.GroupValues, dict[int, usage.Tally]]:
     """The stored groups that pass the filters, merged by their values of ``query.group_by``."""
     position = {key: n for n, key in enumerate(meter.group_by)}
     wanted = [(position[key], set(values)) for key, values in query.filters.items()]
     picked = [position[key] for key in query.group_by]
-    result: dict[groups.GroupValues, list[usage.Tally]] = {}
+    result: dict[groups.GroupValues, dict[int, usage.Tally]] = {}
     for group_key, tallies in by_key.items():
         values = groups.decode(group_key)
         if not all(values[n] in allowed for n, allowed in wanted):
             continue
-        projected = tuple(values[n] for n in picked)
-        merged = result.get(projected)
-        if merged is None:
-            result[projected] = [tally.copy() for tally in tallies]
-        else:
-            for mine, other in zip(merged, tallies, strict=True):
-                mine.add(other)
+        merged = result.setdefault(tuple(values[n] for n in picked), {})
+        for index, tally in tallies.items():
+            if index in merged:
+                merged[index].add(tally)
+            else:
+                merged[index] = tally.copy()
     return result
 
 
@@ -127,9 +133,9 @@ def _null_last(values: groups.GroupValues) -> tuple[tuple[bool, str], ...]:
 
 
 def _buckets(
-    meter: Meter, ranges: Sequence[usage.Range], tallies: Sequence[usage.Tally]
+    meter: Meter, ranges: Sequence[usage.Range], tallies: Sequence[usage.Tally] | Mapping[int, usage.Tally]
 ) -> list[tuple[datetime, Decimal | None]]:
-    return [
-        (bucket_start, tally.value(meter.aggregation))
-        for (bucket_start, _), tally in zip(ranges, tallies, strict=True)
-    ]
+    """Each range's value; ``tallies`` by range index (a missing one: nothing happened)."""
+    empty = usage.Tally()
+    found = tallies if isinstance(tallies, Mapping) else dict(enumerate(tallies))
+    return [(start, found.get(n, empty).value(meter.aggregation)) for n, (start, _) in enumerate(ranges)]

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from billing.core.context import AppContext
 from billing.customers.models import Customer
-from billing.metering import group_cap
+from billing.metering import group_cap, usage_report
 from billing.metering import usage as reads
 from billing.metering.models import Meter
 from billing.metering.usage_models import UsageGroup, UsageRollup, UsageUniqueValue
@@ -552,3 +552,16 @@ async def test_grouped_period_tallies_split_whole_and_cut_hours_by_group(
     assert sums == {'["gpt-4o","input"]': Decimal(3), '["4","true"]': Decimal(12), "[null,null]": Decimal(16)}
     assert by_group[(customer, ids["users"], "[null]")].value("unique_count") == 1
     assert whole[(customer, ids["tokens"])].value("sum") == Decimal(31)
+
+
+async def test_an_answer_of_too_many_grouped_buckets_answers_422(
+    client: httpx.AsyncClient, grouped: TenantHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage_report, "MAX_GROUPED_BUCKETS", 42)
+    await post(client, grouped, [token("a", "m0", "input"), token("b", "m1", "input")])
+    assert (await usage(client, grouped, [("group_by", "model")])).status_code == 200  # 2 x 21 days
+    response = await usage(
+        client, grouped, [("group_by", "model"), ("group_by", "direction"), ("granularity", "hour")]
+    )
+    assert_problem(response, 422, "validation_error")
+    assert [e["field"] for e in response.json()["errors"]] == ["group_by"]
