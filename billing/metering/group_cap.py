@@ -4,15 +4,15 @@ already open are accepted whatever the count.
 
 Groups are recorded in ``usage_groups`` in the transaction that stores their first event. Groups
 never close, so the groups known to be recorded are remembered for the life of the process: a
-batch whose groups are all remembered costs a set lookup per event. Only a batch that may open a
-group reads the recorded groups of its series, and on PostgreSQL it first takes a transaction
-lock per (customer, meter), in key order, so that two batches cannot both take the last slot;
-SQLite's single writer (the transaction holds the write lock) serializes them already.
+batch whose groups are all remembered costs a set lookup per event. Only a batch with groups not
+remembered looks them up, and counts the groups of the series where it would open one; on
+PostgreSQL it first takes a transaction lock per (customer, meter), in key order, so that two
+batches cannot both take the last slot; SQLite's single writer (the transaction holds the write
+lock) serializes them already.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,29 +66,32 @@ async def admit(
     unknown = {ref for c, _ in candidates if (ref := _ref(tenant_id, c)) is not None and ref not in _known}
     if not unknown:
         return Admission(list(candidates))
-    series = sorted({ref[1:4] for ref in unknown})
-    await _lock(session, tenant_id, sorted({(customer, meter) for customer, meter, _ in series}))
-    recorded = await _recorded_groups(session, tenant_id, series)
-    remember((tenant_id, *one_series, key) for one_series, keys in recorded.items() for key in keys)
-    openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in unknown}
+    await _lock(session, tenant_id, sorted({ref[1:3] for ref in unknown}))
+    recorded = await _recorded(session, unknown)
+    remember(recorded)
+    new = unknown - recorded
+    if not new:
+        return Admission(list(candidates))
+    counts = await _counts(session, tenant_id, sorted({ref[1:4] for ref in new}))
+    openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in new}
     stored_ids = await _stored_event_ids(session, tenant_id, openers)
-    return _decide(tenant_id, candidates, recorded, stored_ids)
+    return _decide(tenant_id, candidates, counts, stored_ids)
 
 
 def _decide(
     tenant_id: str,
     candidates: Sequence[tuple[Candidate, Batch]],
-    recorded: dict[Series, set[str]],
+    counts: dict[Series, int],
     stored_ids: set[str],
 ) -> Admission:
+    """In order: an event opens a group when its group is new and its series has a free slot."""
     admission = Admission([])
-    counts = {one_series: len(keys) for one_series, keys in recorded.items()}
     seen: set[str] = set()
     for candidate, batch in candidates:
         ref, event_id = _ref(tenant_id, candidate), candidate.row.event_id
         repeat = event_id in seen or event_id in stored_ids  # never stored: opens nothing
         seen.add(event_id)
-        if ref is None or ref in _known or repeat or ref[4] in recorded.get(ref[1:4], ()):
+        if ref is None or ref in _known or repeat:
             admission.admitted.append((candidate, batch))
         elif ref in admission.opening:
             admission.opening[ref].append(event_id)
@@ -132,22 +135,30 @@ async def _lock(session: AsyncSession, tenant_id: str, series: list[tuple[str, s
     await connection.exec_driver_sql(_LOCK_SQL, (keys,))
 
 
-async def _recorded_groups(
-    session: AsyncSession, tenant_id: str, series: list[Series]
-) -> dict[Series, set[str]]:
+async def _recorded(session: AsyncSession, refs: set[GroupRef]) -> set[GroupRef]:
+    """Those of the groups already recorded."""
     table = UsageGroup.__table__
-    query = sa.select(table.c.customer_id, table.c.meter_id, table.c.period_start, table.c.group_key).where(
-        table.c.tenant_id == tenant_id,
-        table.c.customer_id.in_(sorted({s[0] for s in series})),
-        table.c.meter_id.in_(sorted({s[1] for s in series})),
-        table.c.period_start.in_(sorted({s[2] for s in series})),
+    columns = (
+        table.c.tenant_id,
+        table.c.customer_id,
+        table.c.meter_id,
+        table.c.period_start,
+        table.c.group_key,
     )
-    wanted = set(series)
-    found: dict[Series, set[str]] = defaultdict(set)
-    for customer, meter, start, key in await session.execute(query):
-        if (customer, meter, start) in wanted:
-            found[(customer, meter, start)].add(key)
-    return found
+    rows = await session.execute(sa.select(*columns).where(sa.tuple_(*columns).in_(sorted(refs))))
+    return {tuple(row) for row in rows}
+
+
+async def _counts(session: AsyncSession, tenant_id: str, series: list[Series]) -> dict[Series, int]:
+    """How many groups each series has recorded (an index range of at most ``MAX_GROUPS``)."""
+    table = UsageGroup.__table__
+    keys = (table.c.customer_id, table.c.meter_id, table.c.period_start)
+    query = (
+        sa.select(*keys, sa.func.count())
+        .where(table.c.tenant_id == tenant_id, sa.tuple_(*keys).in_(series))
+        .group_by(*keys)
+    )
+    return {(customer, meter, start): count for customer, meter, start, count in await session.execute(query)}
 
 
 async def _stored_event_ids(session: AsyncSession, tenant_id: str, event_ids: set[str]) -> set[str]:
