@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.inserts import insert_ignore
 from billing.core.db.queries import any_of
+from billing.metering.event_store_sqlite import sqlite_timestamps
 from billing.metering.usage_models import UsageEvent, UsageGroup
 
 if TYPE_CHECKING:
@@ -136,29 +138,56 @@ async def _lock(session: AsyncSession, tenant_id: str, series: list[tuple[str, s
 
 
 async def _recorded(session: AsyncSession, refs: set[GroupRef]) -> set[GroupRef]:
-    """Those of the groups already recorded."""
-    table = UsageGroup.__table__
-    columns = (
-        table.c.tenant_id,
-        table.c.customer_id,
-        table.c.meter_id,
-        table.c.period_start,
-        table.c.group_key,
-    )
-    rows = await session.execute(sa.select(*columns).where(sa.tuple_(*columns).in_(sorted(refs))))
-    return {tuple(row) for row in rows}
+    """Those of the groups already recorded: one primary-key probe each."""
+    ordered = sorted(refs)
+    found = await _per_key(session, ordered[0][0], [ref[1:] for ref in ordered], _RECORDED)
+    return {ordered[n] for n, exists in found if exists}
 
 
 async def _counts(session: AsyncSession, tenant_id: str, series: list[Series]) -> dict[Series, int]:
-    """How many groups each series has recorded (an index range of at most ``MAX_GROUPS``)."""
-    table = UsageGroup.__table__
-    keys = (table.c.customer_id, table.c.meter_id, table.c.period_start)
-    query = (
-        sa.select(*keys, sa.func.count())
-        .where(table.c.tenant_id == tenant_id, sa.tuple_(*keys).in_(series))
-        .group_by(*keys)
-    )
-    return {(customer, meter, start): count for customer, meter, start, count in await session.execute(query)}
+    """How many groups each series has recorded: an index range of at most ``MAX_GROUPS`` each."""
+    found = await _per_key(session, tenant_id, series, _COUNTS)
+    return {series[n]: count for n, count in found}
+
+
+# Per key (customer, meter, period start[, group key]) given in arrays (PostgreSQL) or VALUES
+# (SQLite), with its index n: whether the group is recorded, or how many groups the series has.
+# The keys drive the loop, so that each is one index probe whatever the size of the table.
+_RECORDED = (
+    "EXISTS (SELECT 1 FROM usage_groups AS g WHERE g.tenant_id = {tenant} AND g.customer_id = {k}1"
+    " AND g.meter_id = {k}2 AND g.period_start = {k}3 AND g.group_key = {k}4)"
+)
+_COUNTS = (
+    "(SELECT count(*) FROM usage_groups AS g WHERE g.tenant_id = {tenant} AND g.customer_id = {k}1"
+    " AND g.meter_id = {k}2 AND g.period_start = {k}3)"
+)
+
+
+async def _per_key(
+    session: AsyncSession, tenant_id: str, keys: Sequence[tuple[Any, ...]], measure: str
+) -> list[tuple[int, Any]]:
+    connection = await session.connection()
+    width = len(keys[0])
+    if connection.dialect.name == "postgresql":
+        types = ["text", "text", "timestamptz", "text"][:width]
+        arrays = ", ".join(f"CAST(${n + 2} AS {kind}[])" for n, kind in enumerate(types))
+        columns = ", ".join(f"c{n + 1}" for n in range(width))
+        sql = (
+            f"SELECT k.n, {measure.format(tenant='$1', k='k.c')}"  # noqa: S608
+            f" FROM unnest({arrays}) WITH ORDINALITY AS k({columns}, n)"
+        )
+        params = (tenant_id, *([key[i] for key in keys] for i in range(width)))
+        # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (n, measure).
+        result = cast("Sequence[tuple[int, Any]]", (await connection.exec_driver_sql(sql, params)).all())
+        return [(n - 1, value) for n, value in result]
+    starts = sqlite_timestamps([key[2] for key in keys])
+    values = ", ".join([f"({', '.join('?' * (width + 1))})"] * len(keys))
+    measured = measure.format(tenant="?", k="k.column")
+    sql = f"SELECT json_group_array(json_array(k.column{width + 1}, {measured})) FROM (VALUES {values}) AS k"  # noqa: S608
+    rows = [(*key[:2], starts[n], *key[3:], n) for n, key in enumerate(keys)]
+    params = (tenant_id, *(value for row in rows for value in row))
+    found = (await connection.exec_driver_sql(sql, params)).scalar_one()
+    return [(n, value) for n, value in msgspec.json.decode(found)]
 
 
 async def _stored_event_ids(session: AsyncSession, tenant_id: str, event_ids: set[str]) -> set[str]:
