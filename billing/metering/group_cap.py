@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -69,15 +69,20 @@ async def admit(
     if not unknown:
         return Admission(list(candidates))
     await _lock(session, tenant_id, sorted({ref[1:3] for ref in unknown}))
-    recorded = await _recorded(session, unknown)
+    recorded, counts = await _look_up(session, tenant_id, sorted(unknown))
     remember(recorded)
-    new = unknown - recorded
-    if not new:
+    if recorded == unknown:
         return Admission(list(candidates))
-    counts = await _counts(session, tenant_id, sorted({ref[1:4] for ref in new}))
-    openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in new}
-    stored_ids = await _stored_event_ids(session, tenant_id, openers)
-    return _decide(tenant_id, candidates, counts, stored_ids)
+    admission = _decide(tenant_id, candidates, counts, set())
+    if admission.rejected:
+        # An event whose id is already stored is a duplicate or a conflict: it opens nothing,
+        # and must not take a slot from a later event.
+        new = unknown - recorded
+        openers = {c.row.event_id for c, _ in candidates if _ref(tenant_id, c) in new}
+        admission = _decide(
+            tenant_id, candidates, counts, await _stored_event_ids(session, tenant_id, openers)
+        )
+    return admission
 
 
 def _decide(
@@ -88,6 +93,7 @@ def _decide(
 ) -> Admission:
     """In order: an event opens a group when its group is new and its series has a free slot."""
     admission = Admission([])
+    counts = dict(counts)
     seen: set[str] = set()
     for candidate, batch in candidates:
         ref, event_id = _ref(tenant_id, candidate), candidate.row.event_id
@@ -137,57 +143,56 @@ async def _lock(session: AsyncSession, tenant_id: str, series: list[tuple[str, s
     await connection.exec_driver_sql(_LOCK_SQL, (keys,))
 
 
-async def _recorded(session: AsyncSession, refs: set[GroupRef]) -> set[GroupRef]:
-    """Those of the groups already recorded: one primary-key probe each."""
-    ordered = sorted(refs)
-    found = await _per_key(session, ordered[0][0], [ref[1:] for ref in ordered], _RECORDED)
-    return {ordered[n] for n, exists in found if exists}
+async def _look_up(
+    session: AsyncSession, tenant_id: str, refs: list[GroupRef]
+) -> tuple[set[GroupRef], dict[Series, int]]:
+    """Which of the groups are recorded, and how many groups each of their series has: one
+    statement, where each group is a primary-key probe and each count an index range of at most
+    ``MAX_GROUPS`` (the groups drive the loop, whatever the size of the table)."""
+    recorded: set[GroupRef] = set()
+    counts: dict[Series, int] = {}
+    for n, exists, count in await _per_group(session, tenant_id, [ref[1:] for ref in refs]):
+        if exists:
+            recorded.add(refs[n])
+        counts[refs[n][1:4]] = count
+    return recorded, counts
 
 
-async def _counts(session: AsyncSession, tenant_id: str, series: list[Series]) -> dict[Series, int]:
-    """How many groups each series has recorded: an index range of at most ``MAX_GROUPS`` each."""
-    found = await _per_key(session, tenant_id, series, _COUNTS)
-    return {series[n]: count for n, count in found}
-
-
-# Per key (customer, meter, period start[, group key]) given in arrays (PostgreSQL) or VALUES
-# (SQLite), with its index n: whether the group is recorded, or how many groups the series has.
-# The keys drive the loop, so that each is one index probe whatever the size of the table.
-_RECORDED = (
+# Per group (customer, meter, period start, group key), given as arrays (PostgreSQL) or VALUES
+# (SQLite) with its index n: whether it is recorded, and how many groups its series has.
+_MEASURES = (
     "EXISTS (SELECT 1 FROM usage_groups AS g WHERE g.tenant_id = {tenant} AND g.customer_id = {k}1"
-    " AND g.meter_id = {k}2 AND g.period_start = {k}3 AND g.group_key = {k}4)"
-)
-_COUNTS = (
-    "(SELECT count(*) FROM usage_groups AS g WHERE g.tenant_id = {tenant} AND g.customer_id = {k}1"
+    " AND g.meter_id = {k}2 AND g.period_start = {k}3 AND g.group_key = {k}4),"
+    " (SELECT count(*) FROM usage_groups AS g WHERE g.tenant_id = {tenant} AND g.customer_id = {k}1"
     " AND g.meter_id = {k}2 AND g.period_start = {k}3)"
 )
 
 
-async def _per_key(
-    session: AsyncSession, tenant_id: str, keys: Sequence[tuple[Any, ...]], measure: str
-) -> list[tuple[int, Any]]:
+async def _per_group(
+    session: AsyncSession, tenant_id: str, keys: list[tuple[str, str, datetime, str]]
+) -> list[tuple[int, bool, int]]:
     connection = await session.connection()
-    width = len(keys[0])
     if connection.dialect.name == "postgresql":
-        types = ["text", "text", "timestamptz", "text"][:width]
-        arrays = ", ".join(f"CAST(${n + 2} AS {kind}[])" for n, kind in enumerate(types))
-        columns = ", ".join(f"c{n + 1}" for n in range(width))
         sql = (
-            f"SELECT k.n, {measure.format(tenant='$1', k='k.c')}"  # noqa: S608
-            f" FROM unnest({arrays}) WITH ORDINALITY AS k({columns}, n)"
+            f"SELECT k.n, {_MEASURES.format(tenant='$1', k='k.c')} FROM unnest(CAST($2 AS text[]),"  # noqa: S608
+            " CAST($3 AS text[]), CAST($4 AS timestamptz[]), CAST($5 AS text[]))"
+            " WITH ORDINALITY AS k(c1, c2, c3, c4, n)"
         )
-        params = (tenant_id, *([key[i] for key in keys] for i in range(width)))
-        # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (n, measure).
-        result = cast("Sequence[tuple[int, Any]]", (await connection.exec_driver_sql(sql, params)).all())
-        return [(n - 1, value) for n, value in result]
+        arrays = (tenant_id, *([key[i] for key in keys] for i in range(4)))
+        # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (n, exists, count).
+        rows = cast("Sequence[tuple[int, bool, int]]", (await connection.exec_driver_sql(sql, arrays)).all())
+        return [(n - 1, exists, count) for n, exists, count in rows]
     starts = sqlite_timestamps([key[2] for key in keys])
-    values = ", ".join([f"({', '.join('?' * (width + 1))})"] * len(keys))
-    measured = measure.format(tenant="?", k="k.column")
-    sql = f"SELECT json_group_array(json_array(k.column{width + 1}, {measured})) FROM (VALUES {values}) AS k"  # noqa: S608
-    rows = [(*key[:2], starts[n], *key[3:], n) for n, key in enumerate(keys)]
-    params = (tenant_id, *(value for row in rows for value in row))
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * len(keys))
+    measured = _MEASURES.format(tenant="?", k="k.column")
+    sql = f"SELECT json_group_array(json_array(k.column5, {measured})) FROM (VALUES {values}) AS k"  # noqa: S608
+    params: tuple[object, ...] = (
+        tenant_id,
+        tenant_id,
+        *(v for n, key in enumerate(keys) for v in (key[0], key[1], starts[n], key[3], n)),
+    )
     found = (await connection.exec_driver_sql(sql, params)).scalar_one()
-    return [(n, value) for n, value in msgspec.json.decode(found)]
+    return [(n, bool(exists), count) for n, exists, count in msgspec.json.decode(found)]
 
 
 async def _stored_event_ids(session: AsyncSession, tenant_id: str, event_ids: set[str]) -> set[str]:
