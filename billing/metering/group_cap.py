@@ -2,7 +2,8 @@
 period. An event that would open one more is rejected with ``too_many_groups``; events of groups
 already open are accepted whatever the count.
 
-Groups are recorded in ``usage_groups`` in the transaction that stores their first event. Groups
+Groups are recorded in ``usage_groups``: on SQLite in the transaction that stores their first
+event, on PostgreSQL in a short transaction just before it (``commit``). Groups
 never close, so the groups known to be recorded are remembered for the life of the process: a
 batch whose groups are all remembered costs a set lookup per event. Only a batch with groups not
 remembered looks them up, and counts the groups of the series where it would open one; on
@@ -61,6 +62,11 @@ def _ref(tenant_id: str, candidate: Candidate) -> GroupRef | None:
     return (tenant_id, row.customer_id, row.meter_id, candidate.period_start, row.group_key)
 
 
+def all_known(tenant_id: str, candidates: Sequence[tuple[Candidate, Batch]]) -> bool:
+    """Whether every group of these candidates is known to be recorded (nothing to decide)."""
+    return all((ref := _ref(tenant_id, c)) is None or ref in _known for c, _ in candidates)
+
+
 async def admit(
     session: AsyncSession, tenant_id: str, candidates: Sequence[tuple[Candidate, Batch]]
 ) -> Admission:
@@ -114,10 +120,13 @@ def _decide(
 
 
 async def record(
-    session: AsyncSession, opening: dict[GroupRef, list[str]], stored: dict[str, int]
+    session: AsyncSession, opening: dict[GroupRef, list[str]], stored: dict[str, int] | None = None
 ) -> list[GroupRef]:
-    """Record the groups that a stored event opened; the caller remembers them once committed."""
-    opened = [ref for ref, event_ids in opening.items() if any(e in stored for e in event_ids)]
+    """Record the groups opened (by a stored event, when ``stored`` says which events were); the
+    caller remembers them once committed."""
+    opened = [
+        ref for ref, event_ids in opening.items() if stored is None or any(e in stored for e in event_ids)
+    ]
     if opened:
         rows = [
             {"tenant_id": t, "customer_id": c, "meter_id": m, "period_start": p, "group_key": k}
