@@ -37,6 +37,8 @@ GroupRef = tuple[str, str, str, datetime, str]
 # customer, meter, period start
 Series = tuple[str, str, datetime]
 _CACHE_LIMIT = 1_000_000
+# Groups per statement: 5 parameters each, under SQLite's limit of 32,766 parameters.
+_PER_STATEMENT = 1000
 _known: set[GroupRef] = set()
 
 _LOCK_SQL = (
@@ -127,12 +129,27 @@ async def record(
     opened = [
         ref for ref, event_ids in opening.items() if stored is None or any(e in stored for e in event_ids)
     ]
-    if opened:
+    if not opened:
+        return opened
+    ordered = sorted(opened)
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
         rows = [
             {"tenant_id": t, "customer_id": c, "meter_id": m, "period_start": p, "group_key": k}
-            for t, c, m, p, k in sorted(opened)
+            for t, c, m, p, k in ordered
         ]
         await insert_ignore(session, UsageGroup.__table__, rows)
+        return opened
+    # SQLite: multi-row statements, each run in one step (as ``event_store_sqlite`` does).
+    for first in range(0, len(ordered), _PER_STATEMENT):
+        chunk = ordered[first : first + _PER_STATEMENT]
+        starts = sqlite_timestamps([ref[3] for ref in chunk])
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        await connection.exec_driver_sql(
+            "INSERT INTO usage_groups (tenant_id, customer_id, meter_id, period_start, group_key)"  # noqa: S608
+            f" VALUES {values} ON CONFLICT DO NOTHING",
+            tuple(v for n, (t, c, m, _, k) in enumerate(chunk) for v in (t, c, m, starts[n], k)),
+        )
     return opened
 
 
@@ -160,10 +177,12 @@ async def _look_up(
     ``MAX_GROUPS`` (the groups drive the loop, whatever the size of the table)."""
     recorded: set[GroupRef] = set()
     counts: dict[Series, int] = {}
-    for n, exists, count in await _per_group(session, tenant_id, [ref[1:] for ref in refs]):
-        if exists:
-            recorded.add(refs[n])
-        counts[refs[n][1:4]] = count
+    for first in range(0, len(refs), _PER_STATEMENT):
+        chunk = refs[first : first + _PER_STATEMENT]
+        for n, exists, count in await _per_group(session, tenant_id, [ref[1:] for ref in chunk]):
+            if exists:
+                recorded.add(chunk[n])
+            counts[chunk[n][1:4]] = count
     return recorded, counts
 
 

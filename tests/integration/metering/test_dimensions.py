@@ -379,6 +379,7 @@ async def test_the_cap_counts_groups_per_customer_meter_and_period(
     client: httpx.AsyncClient, grouped: TenantHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(group_cap, "MAX_GROUPS", 3)
+    monkeypatch.setattr(group_cap, "_PER_STATEMENT", 2)  # look-ups and inserts in several statements
     first = await open_groups(client, grouped, "a", range(5))
     assert statuses(first) == [("accepted", None)] * 3 + [("rejected", "too_many_groups")] * 2
     again = await post(
