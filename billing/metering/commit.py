@@ -155,8 +155,8 @@ async def _admit_apart(database: Database, group: list[Batch]) -> dict[str, grou
     admissions = {}
     async with database.transaction() as session:
         # No wait for this commit's flush: the write that follows waits for its own, which
-        # covers this one (the log is flushed in order), and a crash between them loses nothing
-        # but recorded groups.
+        # covers this one (the log is flushed in order); a crash before then loses only groups
+        # that no committed event is in.
         await session.execute(sa.text("SET LOCAL synchronous_commit = off"))
         for tenant_id, candidates in pending.items():
             admissions[tenant_id] = admission = await group_cap.admit(session, tenant_id, candidates)
