@@ -213,9 +213,9 @@ async def setup(
     plan: dict[str, Any] | None = None,
     group_by: Sequence[str] = (),
 ) -> None:
-    """Through the API: ``meters`` (key, aggregation; each grouped by ``group_by``), one plan (``plan``'s body; by default
-    ``metered``, a per-unit price on each meter) and ``customers`` customers, ``customer-0000``
-    on, each subscribed to it from ``starts_at``."""
+    """Through the API: ``meters`` (key, aggregation; each grouped by ``group_by``), one plan
+    (``plan``'s body; by default ``metered``, a per-unit price on each meter) and ``customers``
+    customers, ``customer-0000`` on, each subscribed to it from ``starts_at``."""
     plan = plan or {
         "code": "metered",
         "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in meters],
