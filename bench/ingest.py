@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py --database sqlite --events 200000
     .venv/bin/python bench/ingest.py --database postgresql --events 200000
+    .venv/bin/python bench/ingest.py --database sqlite --events 200000 --dimensions
 
 Starts ``billing serve`` on a fresh database, creates 1000 customers and 5 meters, then posts
 batches of 1000 events (5% duplicates, realistic properties) from concurrent clients. The
@@ -9,6 +10,8 @@ baseline inserts the same rows into a table with the same unique constraint, wit
 driver, without HTTP or validation; a second one into a copy of ``usage_events`` with all of
 its indexes, which is what the database must do whatever the service does. Prints events/s,
 batch latency, the server's RSS and CPU (and the database's) and the ratios to the baselines.
+Every event names one of 20 models and a direction; ``--dimensions`` makes every meter group
+its usage by both (40 groups per customer, meter and month).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ METERS = [
 BATCH = 1000
 DUPLICATE_SHARE = 0.05
 REGIONS = ["eu-west-1", "us-east-1", "ap-south-1", "sa-east-1"]
+MODELS = [f"model-{n:02d}" for n in range(20)]
+DIMENSIONS = ["model", "direction"]
 POSTGRES_ADMIN_URL = os.environ.get(
     "BILLING_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -173,6 +178,7 @@ def make_event(n: int, start: datetime) -> dict[str, Any]:
         if aggregation != "sum"
         else f"{rng.randrange(1, 10**6)}.{rng.randrange(1000):03d}"
     )
+    properties |= {"model": rng.choice(MODELS), "direction": rng.choice(["input", "output"])}
     return {
         "id": f"evt-{n:010d}",
         "customer": f"customer-{customer:04d}",
@@ -205,10 +211,11 @@ async def setup(
     customers: int = CUSTOMERS,
     meters: Sequence[tuple[str, str]] = METERS,
     plan: dict[str, Any] | None = None,
+    group_by: Sequence[str] = (),
 ) -> None:
-    """Through the API: ``meters`` (key, aggregation), one plan (``plan``'s body; by default
-    ``metered``, a per-unit price on each meter) and ``customers`` customers, ``customer-0000``
-    on, each subscribed to it from ``starts_at``."""
+    """Through the API: ``meters`` (key, aggregation; each grouped by ``group_by``), one plan
+    (``plan``'s body; by default ``metered``, a per-unit price on each meter) and ``customers``
+    customers, ``customer-0000`` on, each subscribed to it from ``starts_at``."""
     plan = plan or {
         "code": "metered",
         "prices": [{"meter": m, "model": "per_unit", "unit_amount": "0.001"} for m, _ in meters],
@@ -217,6 +224,8 @@ async def setup(
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
         for meter, aggregation in meters:
             body: dict[str, Any] = {"key": meter, "name": meter, "aggregation": aggregation}
+            if group_by:
+                body["group_by"] = list(group_by)
             if aggregation == "unique_count":
                 body["unique_property"] = "user_id"
             (await client.post("/v1/meters", json=body)).raise_for_status()
@@ -428,6 +437,9 @@ async def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--baseline-events", type=int, default=100_000)
+    parser.add_argument(
+        "--dimensions", action="store_true", help="every meter grouped by model and direction (20 x 2)"
+    )
     args = parser.parse_args()
 
     data_dir, url = await bench_database(args.database)
@@ -440,7 +452,7 @@ async def main() -> None:
     try:
         server.start()
         key = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
-        await setup(f"http://127.0.0.1:{port}", key)
+        await setup(f"http://127.0.0.1:{port}", key, group_by=DIMENSIONS if args.dimensions else ())
         result = await post_all(port, key, payloads, args.clients, server, database)
         peak = server.memory_mib("VmHWM")
         server.stop()
@@ -455,6 +467,7 @@ async def main() -> None:
     rss = result["rss_samples"] or [0.0]
     thirds = [rss[len(rss) // 3], rss[2 * len(rss) // 3], rss[-1]]
     print(f"database:        {args.database}")
+    print(f"dimensions:      {'every meter grouped by model and direction' if args.dimensions else 'none'}")
     print(f"events posted:   {result['posted']:,} (5% duplicates), {BATCH} a batch, {args.clients} clients")
     print(f"throughput:      {result['events_per_s']:,.0f} events/s")
     print(f"batch latency:   p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")

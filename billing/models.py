@@ -19,7 +19,13 @@ from billing.invoicing.models import (
     Subscription,
 )
 from billing.metering.models import Meter
-from billing.metering.usage_models import UsageCursor, UsageEvent, UsageRollup, UsageUniqueValue
+from billing.metering.usage_models import (
+    UsageCursor,
+    UsageEvent,
+    UsageGroup,
+    UsageRollup,
+    UsageUniqueValue,
+)
 from billing.notifications.models import Notification
 from billing.payments.models import Payment, Refund
 from billing.stripe_events.models import StripeEvent
@@ -63,6 +69,7 @@ __all__ = [
     "Tenant",
     "UsageCursor",
     "UsageEvent",
+    "UsageGroup",
     "UsageRollup",
     "UsageUniqueValue",
     "WebhookAttempt",

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.queries import any_of
+from billing.invoicing import periods
 from billing.invoicing.models import Subscription
 from billing.metering.coverage import Coverage
 
@@ -39,6 +40,8 @@ class SubscriptionCoverage:
                 table.c.cancel_at,
                 table.c.billed_through,
                 table.c.next_period_end,
+                table.c.timezone,
+                table.c.trial_end,
             ).where(
                 table.c.tenant_id == tenant_id,
                 any_of(table.c.customer_id, list(customer_ids), session.get_bind().dialect.name),
@@ -46,7 +49,8 @@ class SubscriptionCoverage:
         )
         found: dict[str, list[Coverage]] = defaultdict(list)
         for row in rows:
-            found[row.customer_id].append(Coverage(*row[1:]))
+            start = _period_starts(row.starts_at, row.cancel_at, row.timezone, row.trial_end)
+            found[row.customer_id].append(Coverage(*row[1:6], period_start_of=start))
         return found
 
     async def flag_late_usage(
@@ -58,6 +62,54 @@ class SubscriptionCoverage:
                 .where(Subscription.__table__.c.id.in_(sorted(subscription_ids)))
                 .values(usage_changed_at=now)
             )
+
+
+class _PeriodStarts:
+    """The start of a subscription's period holding an instant, as ``schedule.period_at``
+    computes it; the last period found is kept, as events mostly fall in the current one."""
+
+    __slots__ = ("cancel_at", "last", "starts_at", "timezone", "trial_end")
+
+    def __init__(
+        self, starts_at: datetime, cancel_at: datetime | None, timezone: str, trial_end: datetime | None
+    ) -> None:
+        self.starts_at, self.cancel_at, self.timezone, self.trial_end = (
+            starts_at,
+            cancel_at,
+            timezone,
+            trial_end,
+        )
+        self.last: periods.Period | None = None
+
+    def __call__(self, at: datetime) -> datetime:
+        last = self.last
+        if last is not None and last.start <= at < last.end:
+            return last.start
+        period = periods.period_containing(
+            self.starts_at, self.cancel_at, self.timezone, at, split=self.trial_end
+        )
+        if period is None:
+            return self.starts_at
+        self.last = period
+        return period.start
+
+
+# Kept across batches (a batch reads its subscriptions afresh, and mostly has one event per
+# subscription): the subscription's fields are the key, so a change of them starts anew.
+_PERIOD_STARTS_LIMIT = 100_000
+_PERIOD_STARTS: dict[tuple[datetime, datetime | None, str, datetime | None], _PeriodStarts] = {}
+
+
+def _period_starts(
+    starts_at: datetime, cancel_at: datetime | None, timezone: str, trial_end: datetime | None
+) -> _PeriodStarts:
+    key = (starts_at, cancel_at, timezone, trial_end)
+    found = _PERIOD_STARTS.get(key)
+    if found is None:
+        if len(_PERIOD_STARTS) >= _PERIOD_STARTS_LIMIT:
+            _PERIOD_STARTS.clear()
+        found = _PERIOD_STARTS[key] = _PeriodStarts(*key)
+    return found
 
 
 SUBSCRIPTION_COVERAGE = SubscriptionCoverage()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.core.coalescer import Coalescer
 from billing.core.db.engine import Database
 from billing.core.db.queries import any_of
-from billing.metering import event_store
+from billing.metering import event_store, group_cap
 from billing.metering.coverage import Coverage, CoverageSource
 from billing.metering.event_store import NewEvent
 from billing.metering.usage_models import UsageEvent
@@ -55,6 +55,7 @@ class Candidate:
     index: int
     row: NewEvent
     subscription: Coverage
+    period_start: datetime | None = None  # of the subscription period, on a meter with group_by
 
 
 @dataclass(slots=True)
@@ -111,20 +112,66 @@ async def _commit_together(database: Database, group: dict[object, Batch]) -> di
 
 async def _commit_group(database: Database, group: list[Batch]) -> None:
     late: dict[CoverageSource, set[str]] = defaultdict(set)
+    opened: list[group_cap.GroupRef] = []
+    apart = await _admit_apart(database, group) if database.dialect == "postgresql" else None
     async with database.transaction() as session:
-        for tenant_id, owned in itertools.groupby(
-            sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id
-        ):
+        for tenant_id, owned in _by_tenant(group):
             batches = list(owned)  # sorted() is stable: arrival order within a tenant
             candidates = [(c, b) for b in batches for c in b.candidates]
+            if apart is None:
+                admission = await group_cap.admit(session, tenant_id, candidates)
+            else:
+                admission = apart.get(tenant_id) or group_cap.Admission(candidates)
+            _reject_over_cap(admission.rejected)
+            candidates = admission.admitted
             rows = _first_of_each_id([c for c, _ in candidates])
             stored = await event_store.store(session, tenant_id, rows, max(b.now for b in batches))
+            if apart is None:
+                opened += await group_cap.record(session, admission.opening, stored)
             await _classify(session, tenant_id, candidates, stored)
             for c, b in candidates:
                 if c.row.event_id in stored and c.subscription.is_late(c.row.timestamp, b.now):
                     late[b.coverage].add(c.subscription.subscription_id)
         for coverage, subscription_ids in late.items():
             await coverage.flag_late_usage(session, subscription_ids, max(b.now for b in group))
+    group_cap.remember(opened)
+
+
+def _by_tenant(group: list[Batch]) -> Iterator[tuple[str, Iterator[Batch]]]:
+    return itertools.groupby(sorted(group, key=lambda b: b.tenant_id), lambda b: b.tenant_id)
+
+
+async def _admit_apart(database: Database, group: list[Batch]) -> dict[str, group_cap.Admission]:
+    """PostgreSQL: the groups a batch opens are decided and recorded in a short transaction of
+    their own, so that the locks that keep the cap exact are held for a few statements, not for
+    the batch's whole write (concurrent batches share customers). Should the write then fail, its
+    new groups stay recorded: counted, without usage, until events of theirs come."""
+    pending = {
+        tenant_id: [(c, b) for b in owned for c in b.candidates] for tenant_id, owned in _by_tenant(group)
+    }
+    pending = {t: candidates for t, candidates in pending.items() if not group_cap.all_known(t, candidates)}
+    if not pending:
+        return {}
+    admissions = {}
+    async with database.transaction() as session:
+        # No wait for this commit's flush: the write that follows waits for its own, which
+        # covers this one (the log is flushed in order); a crash before then loses only groups
+        # that no committed event is in.
+        await session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+        for tenant_id, candidates in pending.items():
+            admissions[tenant_id] = admission = await group_cap.admit(session, tenant_id, candidates)
+            await group_cap.record(session, admission.opening)
+    group_cap.remember(ref for admission in admissions.values() for ref in admission.opening)
+    return admissions
+
+
+def _reject_over_cap(rejected: list[tuple[Candidate, Batch]]) -> None:
+    message = (
+        f"the customer already has {group_cap.MAX_GROUPS} groups of this meter's group_by in the"
+        " subscription period; events of those groups are still accepted"
+    )
+    for c, batch in rejected:
+        batch.results[c.index] = EventResult(c.index, c.row.event_id, "rejected", "too_many_groups", message)
 
 
 def _first_of_each_id(candidates: list[Candidate]) -> list[NewEvent]:

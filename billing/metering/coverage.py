@@ -2,13 +2,14 @@
 
 An event is accepted only inside a subscription (else ``no_subscription``), so that it belongs to
 exactly one period, and an event for a period that has already ended flags its subscription for
-the billing run. Metering knows nothing of subscriptions beyond these windows: invoicing
-implements :class:`CoverageSource` and the composition root hands it to ingestion.
+the billing run. Metering knows nothing of subscriptions beyond these windows and the start of
+the period holding an instant (for the cardinality cap of grouped meters): invoicing implements
+:class:`CoverageSource` and the composition root hands it to ingestion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -23,6 +24,12 @@ class Coverage:
     cancel_at: datetime | None
     billed_through: datetime | None
     next_period_end: datetime | None
+    # The start of the subscription period holding a covered instant; without it, the whole
+    # subscription is one period.
+    period_start_of: Callable[[datetime], datetime] | None = None
+
+    def period_start(self, at: datetime) -> datetime:
+        return self.starts_at if self.period_start_of is None else self.period_start_of(at)
 
     def covers(self, at: datetime) -> bool:
         return self.starts_at <= at and (self.cancel_at is None or at < self.cancel_at)

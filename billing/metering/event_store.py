@@ -8,7 +8,7 @@ per-value processing between them; the SQL of ``event_store_postgresql`` and
 Rollup rows hold what ``rollups.Partial`` holds: the count, the exact sum, the max, and the value
 of the latest event, the one with the greatest (timestamp, seq). Rows are written in key order,
 so that concurrent batches cannot deadlock: events by id, then rollups and distinct values by
-(customer, meter, hour).
+(customer, meter, hour, group key).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class NewEvent(msgspec.Struct, frozen=True, gc=False):
     properties: str | None  # JSON text
     payload_hash: str
     unique_value: str | None
+    group_key: str = ""  # groups.encode of its group on a meter with group_by
 
 
 async def store(

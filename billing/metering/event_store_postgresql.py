@@ -3,7 +3,8 @@
 The events come as arrays, one per column; timestamps and decimals as text, which PostgreSQL
 parses for a fraction of what asyncpg's binary encoding costs in Python. The statement
 inserts them with ON CONFLICT DO NOTHING and folds the rows it did insert into the rollups in
-SQL, with PostgreSQL's exact NUMERIC arithmetic. The distinct values follow in a second
+SQL, with PostgreSQL's exact NUMERIC arithmetic, per group key (which comes with the input, as
+the events table does not store it). The distinct values follow in a second
 statement, so that every batch takes its row locks in the same order: events, rollups, values.
 """
 
@@ -28,8 +29,8 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]),
         CAST(CAST($4 AS text[]) AS timestamptz[]), CAST(CAST($5 AS text[]) AS numeric[]),
-        CAST($6 AS text[]), CAST($7 AS text[])
-    ) WITH ORDINALITY AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, n)
+        CAST($6 AS text[]), CAST($7 AS text[]), CAST($10 AS text[])
+    ) WITH ORDINALITY AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, group_key, n)
 ), new AS (
     INSERT INTO usage_events
         (tenant_id, event_id, customer_id, meter_id, "timestamp", value, properties, payload_hash,
@@ -39,20 +40,21 @@ WITH input AS (
     ON CONFLICT (tenant_id, event_id) DO NOTHING
     RETURNING event_id, seq, customer_id, meter_id, "timestamp", value
 ), folded AS (
-    SELECT customer_id, meter_id, date_trunc('hour', "timestamp", 'UTC') AS hour,
-           count(*) AS event_count, sum(value) AS value_sum, max(value) AS value_max,
-           (array_agg(value ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_value,
-           max("timestamp") AS latest_at,
-           (array_agg(seq ORDER BY "timestamp" DESC, seq DESC))[1] AS latest_seq
-    FROM new GROUP BY customer_id, meter_id, hour
+    SELECT new.customer_id, new.meter_id, date_trunc('hour', new."timestamp", 'UTC') AS hour, input.group_key,
+           count(*) AS event_count, sum(new.value) AS value_sum, max(new.value) AS value_max,
+           (array_agg(new.value ORDER BY new."timestamp" DESC, new.seq DESC))[1] AS latest_value,
+           max(new."timestamp") AS latest_at,
+           (array_agg(new.seq ORDER BY new."timestamp" DESC, new.seq DESC))[1] AS latest_seq
+    FROM new JOIN input USING (event_id)
+    GROUP BY new.customer_id, new.meter_id, hour, input.group_key
 ), rolled AS (
     INSERT INTO usage_rollups AS r
-        (tenant_id, customer_id, meter_id, hour, event_count, value_sum, value_max, latest_value,
-         latest_at, latest_seq)
-    SELECT $8, customer_id, meter_id, hour, event_count, value_sum, value_max, latest_value,
+        (tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max,
+         latest_value, latest_at, latest_seq)
+    SELECT $8, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value,
            latest_at, latest_seq
-    FROM folded ORDER BY customer_id, meter_id, hour
-    ON CONFLICT (tenant_id, customer_id, meter_id, hour) DO UPDATE SET
+    FROM folded ORDER BY customer_id, meter_id, hour, group_key
+    ON CONFLICT (tenant_id, customer_id, meter_id, hour, group_key) DO UPDATE SET
         event_count = r.event_count + excluded.event_count,
         value_sum = r.value_sum + excluded.value_sum,
         value_max = greatest(r.value_max, excluded.value_max),
@@ -67,11 +69,13 @@ SELECT event_id, seq FROM new
 """
 
 _PG_UNIQUES = """
-INSERT INTO usage_unique_values (tenant_id, customer_id, meter_id, hour, value)
-SELECT DISTINCT $1, customer_id, meter_id, date_trunc('hour', ts, 'UTC') AS hour, value
-FROM unnest(CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]), CAST($5 AS text[]))
-    AS t(customer_id, meter_id, ts, value)
-ORDER BY customer_id, meter_id, hour, value
+INSERT INTO usage_unique_values (tenant_id, customer_id, meter_id, hour, group_key, value)
+SELECT DISTINCT $1, customer_id, meter_id, date_trunc('hour', ts, 'UTC') AS hour, group_key, value
+FROM unnest(
+    CAST($2 AS text[]), CAST($3 AS text[]), CAST($4 AS timestamptz[]), CAST($5 AS text[]),
+    CAST($6 AS text[])
+) AS t(customer_id, meter_id, ts, group_key, value)
+ORDER BY customer_id, meter_id, hour, group_key, value
 ON CONFLICT DO NOTHING
 """
 
@@ -94,7 +98,8 @@ async def store(
         [e.properties for e in events],
         [e.payload_hash for e in events],
     )
-    result = await connection.exec_driver_sql(_PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now))
+    group_keys = [e.group_key for e in events]
+    result = await connection.exec_driver_sql(_PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now, group_keys))
     # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (event_id, seq).
     new: dict[str, int] = dict(cast("Sequence[tuple[str, int]]", result.all()))
     uniques = [e for e in events if e.unique_value is not None and e.event_id in new]
@@ -106,6 +111,7 @@ async def store(
                 [e.customer_id for e in uniques],
                 [e.meter_id for e in uniques],
                 [e.timestamp for e in uniques],
+                [e.group_key for e in uniques],
                 [e.unique_value for e in uniques],
             ),
         )

@@ -29,17 +29,17 @@ from billing.core import money
 if TYPE_CHECKING:
     from billing.metering.event_store import NewEvent
 
-# Rows per statement: at most 10 parameters a row, under SQLite's limit of 32,766 parameters.
+# Rows per statement: at most 11 parameters a row, under SQLite's limit of 32,766 parameters.
 _ROWS_PER_STATEMENT = 1000
 _EVENT_COLUMNS = (
     "tenant_id, event_id, customer_id, meter_id, timestamp, value, properties, payload_hash, received_at"
 )
 _ROLLUP_COLUMNS = (
-    "tenant_id, customer_id, meter_id, hour, event_count, value_sum, value_max, latest_value, latest_at, "
-    "latest_seq"
+    "tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value, "
+    "latest_at, latest_seq"
 )
-# (customer, meter, hour) -> [count, sum, max, latest value, latest at, latest seq]
-Folded = dict[tuple[str, str, str], list[Any]]
+# (customer, meter, hour, group key) -> [count, sum, max, latest value, latest at, latest seq]
+Folded = dict[tuple[str, str, str, str], list[Any]]
 _rfc3339 = msgspec.json.Encoder()
 _WHOLE_SECOND = re.compile(rb'(:\d\d)Z"')
 
@@ -81,7 +81,7 @@ async def store(
         await _merge_stored(connection, tenant_id, {key: folded[key] for key in keys})
     uniques = sorted(
         {
-            (tenant_id, e.customer_id, e.meter_id, _hour(at), e.unique_value)
+            (tenant_id, e.customer_id, e.meter_id, _hour(at), e.group_key, e.unique_value)
             for e, at, _ in stored
             if e.unique_value is not None
         }
@@ -90,7 +90,7 @@ async def store(
         await _insert(
             connection,
             "usage_unique_values",
-            "tenant_id, customer_id, meter_id, hour, value",
+            "tenant_id, customer_id, meter_id, hour, group_key, value",
             [uniques[n] for n in chunk],
             "ON CONFLICT DO NOTHING",
         )
@@ -116,7 +116,7 @@ def _fold(stored: list[tuple[NewEvent, str, int]]) -> Folded:
     """The new events folded per rollup key (stored timestamp texts order as the times do)."""
     folded: Folded = {}
     for e, at, seq in stored:
-        key = (e.customer_id, e.meter_id, _hour(at))
+        key = (e.customer_id, e.meter_id, _hour(at), e.group_key)
         acc = folded.get(key)
         if acc is None:
             folded[key] = [1, e.value, e.value, e.value, at, seq]
@@ -140,19 +140,27 @@ async def _merge_stored(connection: AsyncConnection, tenant_id: str, folded: Fol
     keys = list(folded)
     params = (*(part for key in keys for part in key), tenant_id)
     found = await _one(connection, _stored_rollups_sql(len(keys)), params)
-    for customer, meter, hour, count, total, top, latest, at, seq in msgspec.json.decode(found):
-        _merge(folded[(customer, meter, hour)], count, Decimal(total), Decimal(top), Decimal(latest), at, seq)
+    for customer, meter, hour, group, count, total, top, latest, at, seq in msgspec.json.decode(found):
+        _merge(
+            folded[(customer, meter, hour, group)],
+            count,
+            Decimal(total),
+            Decimal(top),
+            Decimal(latest),
+            at,
+            seq,
+        )
     rows = [
         (tenant_id, *key, count, format(total, "f"), format(top, "f"), format(latest, "f"), at, seq)
         for key, (count, total, top, latest, at, seq) in folded.items()
     ]
-    overwrite = ", ".join(f"{column} = excluded.{column}" for column in _ROLLUP_COLUMNS.split(", ")[4:])
+    overwrite = ", ".join(f"{column} = excluded.{column}" for column in _ROLLUP_COLUMNS.split(", ")[5:])
     await _insert(
         connection,
         "usage_rollups",
         _ROLLUP_COLUMNS,
         rows,
-        f"ON CONFLICT (tenant_id, customer_id, meter_id, hour) DO UPDATE SET {overwrite}",
+        f"ON CONFLICT (tenant_id, customer_id, meter_id, hour, group_key) DO UPDATE SET {overwrite}",
     )
 
 
@@ -160,11 +168,11 @@ def _stored_rollups_sql(keys: int) -> str:
     """The stored rollup rows of ``keys`` keys, as one JSON array; CROSS JOIN keeps the keys as
     the outer loop, so that each is one primary-key lookup."""
     return (
-        "SELECT json_group_array(json_array(k.column1, k.column2, k.column3, r.event_count,"  # noqa: S608
-        " r.value_sum, r.value_max, r.latest_value, r.latest_at, r.latest_seq))"
-        f" FROM (VALUES {_placeholders(3, keys)}) AS k"
+        "SELECT json_group_array(json_array(k.column1, k.column2, k.column3, k.column4,"  # noqa: S608
+        " r.event_count, r.value_sum, r.value_max, r.latest_value, r.latest_at, r.latest_seq))"
+        f" FROM (VALUES {_placeholders(4, keys)}) AS k"
         " CROSS JOIN usage_rollups AS r ON r.tenant_id = ? AND r.customer_id = k.column1"
-        " AND r.meter_id = k.column2 AND r.hour = k.column3"
+        " AND r.meter_id = k.column2 AND r.hour = k.column3 AND r.group_key = k.column4"
     )
 
 
@@ -189,6 +197,6 @@ def _chunks(count: int) -> Iterator[range]:
         yield range(first, min(first + _ROWS_PER_STATEMENT, count))
 
 
-def _batches(keys: list[tuple[str, str, str]]) -> Iterator[list[tuple[str, str, str]]]:
+def _batches(keys: list[tuple[str, str, str, str]]) -> Iterator[list[tuple[str, str, str, str]]]:
     for chunk in _chunks(len(keys)):
         yield keys[chunk.start : chunk.stop]

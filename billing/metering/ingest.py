@@ -24,7 +24,7 @@ from billing.core.clock import format_timestamp
 from billing.core.db.engine import Database
 from billing.customers.archived import archived_among
 from billing.customers.service import customers_by_reference
-from billing.metering import rollups
+from billing.metering import groups, rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit
 from billing.metering.coverage import Coverage, CoverageSource, covering
 from billing.metering.event_store import NewEvent
@@ -134,11 +134,13 @@ class MeterSpec:
     key: str
     aggregation: str
     unique_property: str | None
+    group_by: tuple[str, ...]
+    allow_negative: bool
 
 
-# Customers and meters are never deleted and their ids, external_ids, keys and aggregations
-# never change, so a resolved reference stays right for the life of the process. Unknown
-# references are not remembered: they may be created at any moment.
+# Customers and meters are never deleted and their ids, external_ids, keys, aggregations, group_by
+# and allow_negative never change, so a resolved reference stays right for the life of the
+# process. Unknown references are not remembered: they may be created at any moment.
 _CACHE_LIMIT = 200_000
 _customer_ids: dict[tuple[str, str], str] = {}
 _meters: dict[tuple[str, str], MeterSpec] = {}
@@ -164,7 +166,10 @@ async def _lookup(
 
 async def _meter_specs(session: AsyncSession, tenant_id: str, keys: set[str]) -> dict[str, MeterSpec]:
     meters = await meters_by_key(session, tenant_id, keys)
-    return {key: MeterSpec(m.id, m.key, m.aggregation, m.unique_property) for key, m in meters.items()}
+    return {
+        key: MeterSpec(m.id, m.key, m.aggregation, m.unique_property, tuple(m.group_by), m.allow_negative)
+        for key, m in meters.items()
+    }
 
 
 def _decode(raw: bytes, latest: datetime) -> tuple[EventIn, str | None]:
@@ -290,14 +295,31 @@ def _candidate(
             f"no subscription of customer '{event.customer}' covers {format_timestamp(timestamp)}",
         )
     value = event.value
+    if value < 0 and not meter.allow_negative:
+        raise Rejection("negative_value", f"meter '{meter.key}' takes no negative values")
+    group_key, period_start = groups.NO_GROUP, None
+    if meter.group_by:
+        try:
+            group_key = groups.group_key(event.properties, meter.group_by)
+        except groups.InvalidGroupValue as exc:
+            raise Rejection("invalid_event", str(exc)) from None
+        period_start = subscription.period_start(timestamp)
     # msgspec writes a UTC datetime as format_timestamp does, and canonical decimals print as
     # format_decimal does: the hash of an event stays what it was when it was first stored.
     payload = (customer, meter.id, timestamp, format(value, "f"), event.properties)
     digest = hashlib.blake2b(_payload_encoder.encode(payload), digest_size=16).hexdigest()
     row = NewEvent(
-        event.id, customer, meter.id, timestamp, value, properties, digest, _unique_value(event, meter)
+        event.id,
+        customer,
+        meter.id,
+        timestamp,
+        value,
+        properties,
+        digest,
+        _unique_value(event, meter),
+        group_key,
     )
-    return Candidate(index, row, subscription)
+    return Candidate(index, row, subscription, period_start)
 
 
 def _unique_value(event: EventIn, meter: MeterSpec) -> str | None:

@@ -19,10 +19,12 @@ from billing.core.errors import Conflict, NotFound, ValidationFailed
 from billing.core.ids import new_id
 from billing.core.pagination import PageRequest, fetch_page
 from billing.core.validation import reference
+from billing.metering.groups import MAX_GROUP_BY
 from billing.metering.models import AGGREGATIONS, Meter
 from billing.metering.schemas import MeterCreate, MeterPatch
 
 KEY_PATTERN = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
+GROUP_BY_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 NAME_MAX_LENGTH = 200
 UNIT_MAX_LENGTH = 64
 UNIQUE_PROPERTY_MAX_LENGTH = 128
@@ -38,6 +40,8 @@ async def create_meter(session: AsyncSession, tenant_id: str, data: MeterCreate,
         aggregation=_aggregation(data.aggregation),
         unique_property=_unique_property(data.aggregation, data.unique_property),
         unit=_unit(data.unit),
+        group_by=group_by_keys(data.group_by),
+        allow_negative=data.allow_negative,
         created_at=now,
         updated_at=now,
     )
@@ -84,6 +88,20 @@ def key(field: str, value: str) -> str:
             field, "must be 1 to 64 characters of a-z, 0-9, '_', '.', '-', not starting with '.' or '-'"
         )
     return value
+
+
+def group_by_keys(keys: list[str]) -> list[str]:
+    """A meter's group_by: up to 3 distinct property keys."""
+    if len(keys) > MAX_GROUP_BY:
+        raise ValidationFailed.field("group_by", f"at most {MAX_GROUP_BY} keys")
+    for n, name in enumerate(keys):
+        if not GROUP_BY_KEY.fullmatch(name):
+            raise ValidationFailed.field(
+                f"group_by[{n}]", "must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+            )
+        if name in keys[:n]:
+            raise ValidationFailed.field(f"group_by[{n}]", f"'{name}' is listed twice")
+    return keys
 
 
 def _aggregation(value: str) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.core.db.types import Base, UTCDateTime, one_of
+from billing.core.db.types import Base, JSONType, UTCDateTime, one_of
 
 AGGREGATIONS = ("sum", "count", "max", "unique_count", "latest")
 
@@ -23,6 +24,10 @@ class Meter(Base):
     # The event property whose distinct values are counted; set exactly for unique_count.
     unique_property: Mapped[str | None] = mapped_column(sa.String(128))
     unit: Mapped[str | None] = mapped_column(sa.String(64))
+    # The properties that group usage (0..3 keys, see ``groups``) and whether values may be
+    # negative: both fixed at creation, as usage is recorded under them.
+    group_by: Mapped[list[Any]] = mapped_column(JSONType, default=list, server_default="[]")
+    allow_negative: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -24,6 +24,8 @@ class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str | None = None
     unique_property: str | None = None
     unit: str | None = None
+    group_by: list[str] = msgspec.field(default_factory=list)
+    allow_negative: bool = False
 
 
 class MeterPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -40,6 +42,8 @@ class MeterOut(msgspec.Struct):
     aggregation: str
     unique_property: str | None
     unit: str | None
+    group_by: list[str]
+    allow_negative: bool
     created_at: datetime
     object: str = "meter"
 
@@ -63,13 +67,22 @@ class UsageBucket(msgspec.Struct):
     value: str | None
 
 
-class UsageOut(msgspec.Struct):
+class UsageGroup(msgspec.Struct):
+    group: dict[str, str | None]
+    buckets: list[UsageBucket]
+
+
+class UsageOut(msgspec.Struct, omit_defaults=True):
+    """``buckets``, or with ``group_by`` the buckets of each group instead."""
+
     customer: str
     meter: str
     aggregation: str
     granularity: str
     timezone: str
-    buckets: list[UsageBucket]
+    buckets: list[UsageBucket] | UnsetType = UNSET
+    group_by: list[str] | UnsetType = UNSET
+    groups: list[UsageGroup] | UnsetType = UNSET
 
 
 def meter_out(meter: Meter) -> MeterOut:
@@ -80,6 +93,8 @@ def meter_out(meter: Meter) -> MeterOut:
         aggregation=meter.aggregation,
         unique_property=meter.unique_property,
         unit=meter.unit,
+        group_by=list(meter.group_by),
+        allow_negative=meter.allow_negative,
         created_at=meter.created_at,
     )
 
@@ -105,16 +120,27 @@ def usage_out(
     *,
     granularity: str,
     timezone: str,
-    buckets: list[tuple[datetime, Decimal | None]],
+    buckets: list[tuple[datetime, Decimal | None]] | None = None,
+    group_by: list[str] | None = None,
+    groups: list[tuple[dict[str, str | None], list[tuple[datetime, Decimal | None]]]] | None = None,
 ) -> UsageOut:
-    return UsageOut(
+    out = UsageOut(
         customer=customer_id,
         meter=meter.key,
         aggregation=meter.aggregation,
         granularity=granularity,
         timezone=timezone,
-        buckets=[UsageBucket(start, _decimal_text(value)) for start, value in buckets],
     )
+    if group_by is None:
+        out.buckets = _usage_buckets(buckets or [])
+    else:
+        out.group_by = group_by
+        out.groups = [UsageGroup(group, _usage_buckets(found)) for group, found in groups or []]
+    return out
+
+
+def _usage_buckets(buckets: list[tuple[datetime, Decimal | None]]) -> list[UsageBucket]:
+    return [UsageBucket(start, _decimal_text(value)) for start, value in buckets]
 
 
 def _decimal_text(value: Decimal | None) -> str | None:

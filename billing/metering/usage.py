@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.core.db.queries import decimal_greatest, decimal_sum
+from billing.metering import groups
 from billing.metering.models import Meter
 from billing.metering.rollups import Partial, hour_of, unique_key
 from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueValue
@@ -29,6 +30,7 @@ from billing.metering.usage_models import UsageEvent, UsageRollup, UsageUniqueVa
 HOUR = timedelta(hours=1)
 Range = tuple[datetime, datetime]  # [start, end), aware UTC
 SeriesKey = tuple[str, str]  # customer id, meter id
+GroupedKey = tuple[str, str, str]  # customer id, meter id, group key (``groups.encode``)
 # Stands in for the latest-event fields where the aggregation never reads them (sum, count, max).
 _NEVER = datetime(1, 1, 1, tzinfo=UTC)
 _ZERO = Decimal(0)
@@ -55,6 +57,12 @@ class Tally:
                 other.latest_at,
                 other.latest_seq,
             )
+
+    def add(self, other: Tally) -> None:
+        """Fold in another tally of the same range (another group's)."""
+        if other.partial is not None:
+            self.merge(other.partial)
+        self.uniques |= other.uniques
 
     def copy(self) -> Tally:
         return Tally(Partial(**vars(self.partial)) if self.partial else None, set(self.uniques))
@@ -102,17 +110,37 @@ def _split(start: datetime, end: datetime, next_boundary: Callable[[datetime], d
 async def tallies(
     session: AsyncSession, tenant_id: str, customer_id: str, meter: Meter, ranges: Sequence[Range]
 ) -> list[Tally]:
-    """One tally per range; ranges must be sorted and must not overlap."""
+    """One tally per range, over all of a grouped meter's groups; ranges must be sorted and must
+    not overlap."""
     result = [Tally() for _ in ranges]
-    if not ranges:
-        return result
-    whole, cut = _classify_hours(ranges)
-    key = (tenant_id, customer_id, meter.id)
-    await _add_rollups(session, key, whole, result)
-    await _add_raw_events(session, key, meter, ranges, cut, result)
-    if meter.aggregation == "unique_count":
-        await _add_rollup_uniques(session, key, whole, result)
+    await _series_tallies(session, (tenant_id, customer_id, meter.id), meter, ranges, lambda _: result)
     return result
+
+
+async def grouped_tallies(
+    session: AsyncSession, tenant_id: str, customer_id: str, meter: Meter, ranges: Sequence[Range]
+) -> dict[str, dict[int, Tally]]:
+    """``tallies`` per group key (``groups.encode``), for the groups with usage in the ranges;
+    sparse: each group's tallies by range index, for the ranges where it has usage."""
+    result: dict[str, defaultdict[int, Tally]] = defaultdict(lambda: defaultdict(Tally))
+    await _series_tallies(session, (tenant_id, customer_id, meter.id), meter, ranges, result.__getitem__)
+    return {key: dict(found) for key, found in result.items()}
+
+
+# The tallies (by range index) that a rollup row or an event of this group key adds to.
+Slots = Callable[[str], list[Tally] | defaultdict[int, Tally]]
+
+
+async def _series_tallies(
+    session: AsyncSession, key: tuple[str, str, str], meter: Meter, ranges: Sequence[Range], slots: Slots
+) -> None:
+    if not ranges:
+        return
+    whole, cut = _classify_hours(ranges)
+    await _add_rollups(session, key, whole, slots)
+    await _add_raw_events(session, key, meter, ranges, cut, slots)
+    if meter.aggregation == "unique_count":
+        await _add_rollup_uniques(session, key, whole, slots)
 
 
 def _classify_hours(ranges: Sequence[Range]) -> tuple[dict[datetime, int], list[datetime]]:
@@ -149,14 +177,14 @@ def _series(table: sa.Table, key: tuple[str, str, str]) -> sa.ColumnElement[bool
 
 
 async def _add_rollups(
-    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], result: list[Tally]
+    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], slots: Slots
 ) -> None:
     if not whole:
         return
     table = UsageRollup.__table__
     query = sa.select(table).where(_series(table, key), _in_hours(table.c.hour, list(whole)))
     for row in await session.execute(query):
-        result[whole[row.hour]].merge(
+        slots(row.group_key)[whole[row.hour]].merge(
             Partial(
                 row.event_count, row.value_sum, row.value_max, row.latest_value, row.latest_at, row.latest_seq
             )
@@ -164,16 +192,16 @@ async def _add_rollups(
 
 
 async def _add_rollup_uniques(
-    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], result: list[Tally]
+    session: AsyncSession, key: tuple[str, str, str], whole: dict[datetime, int], slots: Slots
 ) -> None:
     if not whole:
         return
     table = UsageUniqueValue.__table__
-    query = sa.select(table.c.hour, table.c.value).where(
+    query = sa.select(table.c.hour, table.c.group_key, table.c.value).where(
         _series(table, key), _in_hours(table.c.hour, list(whole))
     )
     for row in await session.execute(query):
-        result[whole[row.hour]].uniques.add(row.value)
+        slots(row.group_key)[whole[row.hour]].uniques.add(row.value)
 
 
 async def _add_raw_events(
@@ -182,7 +210,7 @@ async def _add_raw_events(
     meter: Meter,
     ranges: Sequence[Range],
     cut: list[datetime],
-    result: list[Tally],
+    slots: Slots,
 ) -> None:
     if not cut:
         return
@@ -194,7 +222,7 @@ async def _add_raw_events(
     for row in await session.execute(query):
         index = _range_index(starts, ranges, row.timestamp)
         if index is not None:
-            fold_event(result[index], meter, row)
+            fold_event(slots(groups.group_key(row.properties, meter.group_by))[index], meter, row)
 
 
 def _range_index(starts: list[datetime], ranges: Sequence[Range], at: datetime) -> int | None:
@@ -211,13 +239,35 @@ async def period_tallies(
     meters: Sequence[Meter],
     period: Range,
 ) -> dict[SeriesKey, Tally]:
-    """One tally per (customer, meter) over one range, for many customers at once.
+    """One tally per (customer, meter) over one range, for many customers at once, over all of
+    a grouped meter's groups.
 
     Sums, counts and maxima of whole hours are aggregated in SQL; only the latest values,
     the distinct values and the events of the hours cut by the range's edges come back as rows.
     """
     result = await whole_hour_tallies(session, tenant_id, customer_ids, meters, period)
     await add_cut_hours(session, tenant_id, customer_ids, meters, period, result)
+    return result
+
+
+async def grouped_period_tallies(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
+) -> dict[GroupedKey, Tally]:
+    """``period_tallies`` per group: one tally per (customer, meter, group key) that had usage,
+    the group key being ``groups.encode`` of the event's group ("" on meters without group_by)."""
+    result: dict[GroupedKey, Tally] = defaultdict(Tally)
+    whole, cut = _classify_hours([period])
+    if not customer_ids or not meters:
+        return result
+    if whole:
+        hours = (min(whole), max(whole) + HOUR)
+        await _whole_hours(session, _Batch(tenant_id, customer_ids, meters, hours, grouped=True), result)
+    if cut:
+        await _fold_raw_events(session, tenant_id, customer_ids, meters, period, cut, result, grouped=True)
     return result
 
 
@@ -236,10 +286,40 @@ async def whole_hour_tallies(
     if (customer_ids is not None and not customer_ids) or not meters or not whole:
         return result
     hours = (min(whole), max(whole) + HOUR)
-    await _aggregate_rollups(session, tenant_id, customer_ids, meters, hours, result)
-    await _fold_latest_rollups(session, tenant_id, customer_ids, meters, hours, result)
-    await _collect_uniques(session, tenant_id, customer_ids, meters, hours, result)
+    await _whole_hours(session, _Batch(tenant_id, customer_ids, meters, hours), result)
     return result
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Rollup rows of these customers' (None: all) series of these meters in [hours), by series
+    or, ``grouped``, by series and group."""
+
+    tenant_id: str
+    customer_ids: Sequence[str] | None
+    meters: Sequence[Meter]
+    hours: Range
+    grouped: bool = False
+
+    def key(self, row: Any) -> Any:
+        return (
+            (row.customer_id, row.meter_id, row.group_key)
+            if self.grouped
+            else (row.customer_id, row.meter_id)
+        )
+
+    def columns(self, table: sa.Table) -> list[sa.ColumnElement[Any]]:
+        keys: list[sa.ColumnElement[Any]] = [table.c.customer_id, table.c.meter_id]
+        return [*keys, table.c.group_key] if self.grouped else keys
+
+    def where(self, table: sa.Table, meters: Sequence[Meter]) -> sa.ColumnElement[bool]:
+        return _batch_filter(table, self.tenant_id, self.customer_ids, meters, self.hours)
+
+
+async def _whole_hours(session: AsyncSession, batch: _Batch, result: dict[Any, Tally]) -> None:
+    await _aggregate_rollups(session, batch, result)
+    await _fold_latest_rollups(session, batch, result)
+    await _collect_uniques(session, batch, result)
 
 
 def cuts_hours(period: Range) -> bool:
@@ -279,31 +359,22 @@ def _batch_filter(
     return sa.and_(*conditions)
 
 
-async def _aggregate_rollups(
-    session: AsyncSession,
-    tenant_id: str,
-    customer_ids: Sequence[str] | None,
-    meters: Sequence[Meter],
-    hours: Range,
-    result: dict[SeriesKey, Tally],
-) -> None:
-    """Count, sum and (for max meters) maximum of whole hours, per series, in SQL."""
-    summed = [m for m in meters if m.aggregation in ("sum", "count", "max")]
+async def _aggregate_rollups(session: AsyncSession, batch: _Batch, result: dict[Any, Tally]) -> None:
+    """Count, sum and (for max meters) maximum of whole hours, per series (or group), in SQL."""
+    summed = [m for m in batch.meters if m.aggregation in ("sum", "count", "max")]
     if not summed:
         return
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and customer_ids is None:
+    if dialect == "postgresql" and batch.customer_ids is None:
         await session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-    rows = (await session.execute(_aggregate_query(dialect, tenant_id, customer_ids, summed, hours))).all()
+    rows = (await session.execute(_aggregate_query(dialect, batch, summed))).all()
     for row in rows:
         top = _ZERO if row.value_max is None else row.value_max  # only max meters read it
         partial = Partial(int(row.event_count), row.value_sum, top, top, _NEVER, 0)
-        result[(row.customer_id, row.meter_id)].merge(partial)
+        result[batch.key(row)].merge(partial)
 
 
-def _aggregate_query(
-    dialect: str, tenant_id: str, customer_ids: Sequence[str] | None, meters: Sequence[Meter], hours: Range
-) -> sa.Select[Any]:
+def _aggregate_query(dialect: str, batch: _Batch, meters: Sequence[Meter]) -> sa.Select[Any]:
     table = UsageRollup.__table__
     maxima = [m.id for m in meters if m.aggregation == "max"]
     # The greatest value only where a max meter reads it: on SQLite each is a call into Python.
@@ -312,57 +383,40 @@ def _aggregate_query(
         if maxima
         else sa.null()
     )
+    keys = batch.columns(table)
     return (
         sa.select(
-            table.c.customer_id,
-            table.c.meter_id,
+            *keys,
             sa.func.sum(table.c.event_count).label("event_count"),
             decimal_sum(dialect, table.c.value_sum).label("value_sum"),
             top.label("value_max"),
         )
-        .where(_batch_filter(table, tenant_id, customer_ids, meters, hours))
-        .group_by(table.c.customer_id, table.c.meter_id)
+        .where(batch.where(table, meters))
+        .group_by(*keys)
     )
 
 
-async def _fold_latest_rollups(
-    session: AsyncSession,
-    tenant_id: str,
-    customer_ids: Sequence[str] | None,
-    meters: Sequence[Meter],
-    hours: Range,
-    result: dict[SeriesKey, Tally],
-) -> None:
-    latest = [m for m in meters if m.aggregation == "latest"]
+async def _fold_latest_rollups(session: AsyncSession, batch: _Batch, result: dict[Any, Tally]) -> None:
+    latest = [m for m in batch.meters if m.aggregation == "latest"]
     if not latest:
         return
     table = UsageRollup.__table__
-    query = sa.select(table).where(_batch_filter(table, tenant_id, customer_ids, latest, hours))
-    for row in await session.execute(query):
-        result[(row.customer_id, row.meter_id)].merge(
+    for row in await session.execute(sa.select(table).where(batch.where(table, latest))):
+        result[batch.key(row)].merge(
             Partial(
                 row.event_count, row.value_sum, row.value_max, row.latest_value, row.latest_at, row.latest_seq
             )
         )
 
 
-async def _collect_uniques(
-    session: AsyncSession,
-    tenant_id: str,
-    customer_ids: Sequence[str] | None,
-    meters: Sequence[Meter],
-    hours: Range,
-    result: dict[SeriesKey, Tally],
-) -> None:
-    distinct = [m for m in meters if m.aggregation == "unique_count"]
+async def _collect_uniques(session: AsyncSession, batch: _Batch, result: dict[Any, Tally]) -> None:
+    distinct = [m for m in batch.meters if m.aggregation == "unique_count"]
     if not distinct:
         return
     table = UsageUniqueValue.__table__
-    query = sa.select(table.c.customer_id, table.c.meter_id, table.c.value).where(
-        _batch_filter(table, tenant_id, customer_ids, distinct, hours)
-    )
+    query = sa.select(*batch.columns(table), table.c.value).where(batch.where(table, distinct))
     for row in await session.execute(query):
-        result[(row.customer_id, row.meter_id)].uniques.add(row.value)
+        result[batch.key(row)].uniques.add(row.value)
 
 
 async def _fold_raw_events(
@@ -372,7 +426,9 @@ async def _fold_raw_events(
     meters: Sequence[Meter],
     period: Range,
     cut: list[datetime],
-    result: dict[SeriesKey, Tally],
+    result: dict[Any, Tally],
+    *,
+    grouped: bool = False,
 ) -> None:
     table = UsageEvent.__table__
     query = sa.select(
@@ -390,7 +446,12 @@ async def _fold_raw_events(
     )
     by_id = {m.id: m for m in meters}
     for row in await session.execute(query):
-        fold_event(result[(row.customer_id, row.meter_id)], by_id[row.meter_id], row)
+        meter = by_id[row.meter_id]
+        if grouped:
+            key: Any = (row.customer_id, row.meter_id, groups.group_key(row.properties, meter.group_by))
+        else:
+            key = (row.customer_id, row.meter_id)
+        fold_event(result[key], meter, row)
 
 
 def fold_event(tally: Tally, meter: Meter, row: sa.Row[*tuple[Any, ...]]) -> None:

@@ -59,6 +59,10 @@ class UsageRollup(Base):
     customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    # ``groups.encode`` of the events' group; "" on meters without group_by.
+    group_key: Mapped[str] = mapped_column(
+        sa.Text, primary_key=True, default="", server_default=sa.text("''")
+    )
     event_count: Mapped[int] = mapped_column(sa.BigInteger)
     value_sum: Mapped[Decimal] = mapped_column(ExactDecimal())
     value_max: Mapped[Decimal] = mapped_column(ExactDecimal())
@@ -77,7 +81,23 @@ class UsageUniqueValue(Base):
     customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    group_key: Mapped[str] = mapped_column(
+        sa.Text, primary_key=True, default="", server_default=sa.text("''")
+    )
     value: Mapped[str] = mapped_column(sa.String(UNIQUE_VALUE_MAX_LENGTH), primary_key=True)
+
+
+class UsageGroup(Base):
+    """The groups (``groups.encode`` keys) each customer opened on a grouped meter in each
+    subscription period: what the cardinality cap counts (``group_cap``)."""
+
+    __tablename__ = "usage_groups"
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    group_key: Mapped[str] = mapped_column(sa.Text, primary_key=True)
 
 
 class UsageCursor(Base):

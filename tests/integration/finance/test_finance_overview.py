@@ -356,6 +356,43 @@ async def test_usage_days_follow_a_half_hour_zone_for_every_aggregation(
     assert [day[m]["2026-11-12"] for m in day] == ["0", "0", DASH, DASH, "0"]
 
 
+async def test_negative_usage_draws_bars_below_the_zero_line(
+    browser: FinanceBrowser, client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    """A meter that allows negative values (corrections): a day whose sum is negative shows its
+    value and a bar hanging from the zero line, on an axis that reaches below zero."""
+    balance = {"key": "balance", "aggregation": "sum", "allow_negative": True}
+    await call(client, tenant, "/v1/meters", balance, status=201)
+    await call(client, tenant, "/v1/customers", {"external_id": "n1"}, status=201)
+    await subscribe(client, tenant, ["n1"], starts_at="2026-10-01T00:00:00Z")
+    sent = [("2026-11-10T08:00:00Z", "-7.5"), ("2026-11-10T09:00:00Z", "2"), ("2026-11-11T08:00:00Z", "3")]
+    batch = [
+        {"id": f"b{n}", "customer": "n1", "meter": "balance", "timestamp": at, "value": value}
+        for n, (at, value) in enumerate(sent)
+    ]
+    assert (await call(client, tenant, "/v1/events/batch", {"events": batch}, scope=Scope.INGEST))[
+        "accepted"
+    ] == 3
+    page = (await browser.get("/finance/overview")).text
+    rows = dict(table(page, "usage-balance"))
+    assert (rows["2026-11-10"], rows["2026-11-11"]) == (str(Decimal("-7.5") + 2), "3")
+
+    chart = next(svg for svg in svgs(page) if svg.find(f"{SVG}title").text == "balance: usage per day")
+    ticks = [Decimal(t.text.replace(",", "")) for t in chart.iter(f"{SVG}text") if t.get("class") == "tick"]
+    assert min(ticks) <= Decimal("-5.5") < 0 < 3 <= max(ticks)
+    zero = next(float(line.get("y1")) for line in chart.iter(f"{SVG}line") if line.get("stroke") == "#5b6574")
+    bars = {
+        rect.find(f"{SVG}title").text.split(" · ")[0]: rect
+        for rect in chart.iter(f"{SVG}rect")
+        if rect.get("class", "").startswith("bar")
+    }
+    down, up = bars["2026-11-10"], bars["2026-11-11"]
+    assert float(down.get("y")) == pytest.approx(zero, abs=0.01) and float(down.get("height")) > 0
+    assert float(up.get("y")) + float(up.get("height")) == pytest.approx(zero, abs=0.01)
+    # Heights in proportion to the values: 5.5 down, 3 up.
+    assert float(down.get("height")) / float(up.get("height")) == pytest.approx(5.5 / 3, rel=0.01)
+
+
 async def test_text_from_tenants_users_is_escaped_in_pages_and_charts(
     browser: FinanceBrowser, books: dict[str, Any]
 ) -> None:

@@ -50,6 +50,14 @@ async def usage(
     return response.json()["buckets"]
 
 
+async def create_negative_meter(
+    client: httpx.AsyncClient, tenant: TenantHandle, key: str = "balance"
+) -> None:
+    body = {"key": key, "aggregation": "sum", "allow_negative": True}
+    response = await client.post("/v1/meters", headers=tenant.headers(), json=body)
+    assert response.status_code == 201, response.text
+
+
 def total(buckets: list[dict]) -> Decimal:
     return sum((Decimal(b["value"]) for b in buckets if b["value"] is not None), Decimal(0))
 
@@ -184,17 +192,21 @@ async def test_payload_hashes_are_those_of_events_stored_by_earlier_versions(
     """A resent event must still be a duplicate of one stored before an upgrade: its hash is
     BLAKE2b-128 of the JSON array (customer id, meter id, RFC 3339 UTC timestamp, canonical
     value, properties with sorted keys), as first released."""
+    await create_negative_meter(client, metered)
     sent = [
         event("h1", "12.500", timestamp="2026-11-21T12:05:09+01:00", properties={"b": 1, "a": "é"}),
         event("h2", 1e3, timestamp="2026-11-21T11:00:00.120000Z"),
-        event("h3", "-0.000000000001", timestamp="2026-11-21T10:59:59.999999Z", properties={}),
+        event(
+            "h3", "-0.000000000001", timestamp="2026-11-21T10:59:59.999999Z", properties={}, meter="balance"
+        ),
     ]
-    await post_batch(client, metered, sent)
+    assert (await post_batch(client, metered, sent))["accepted"] == 3
     async with ctx.database.read() as session:
         stored = dict((await session.execute(sa.select(UsageEvent.event_id, UsageEvent.payload_hash))).all())
         customer = await session.scalar(sa.select(Customer.id).where(Customer.external_id == "acme-1"))
-        meter = await session.scalar(sa.select(Meter.id).where(Meter.key == "api_calls"))
+        meters = dict((await session.execute(sa.select(Meter.key, Meter.id))).all())
     for body in sent:
+        meter = meters[str(body["meter"])]
         at = datetime.fromisoformat(str(body["timestamp"])).astimezone(UTC)
         canonical = format(Decimal(str(body["value"])).normalize(), "f")
         stamp = at.strftime("%Y-%m-%dT%H:%M:%S") + (at.strftime(".%f") if at.microsecond else "") + "Z"
@@ -252,16 +264,18 @@ async def test_values_are_exact_at_the_extremes(client: httpx.AsyncClient, meter
         b' "value": 0.1},'
         b'{"id": "b", "customer": "acme-1", "meter": "api_calls", "timestamp": "2026-11-21T10:00:00Z",'
         b' "value": 0.2},'
-        b'{"id": "neg", "customer": "acme-1", "meter": "api_calls", "timestamp": "2026-11-21T09:00:00Z",'
+        b'{"id": "neg", "customer": "acme-1", "meter": "balance", "timestamp": "2026-11-21T09:00:00Z",'
         b' "value": "-1000000000000000"}'
         b"]}"
     )
+    await create_negative_meter(client, metered)
     headers = {**metered.headers(Scope.INGEST), "content-type": "application/json"}
     assert (await client.post("/v1/events/batch", headers=headers, content=raw)).json()["accepted"] == 5
-    buckets = await usage(
-        client, metered, granularity="hour", **{"from": "2026-11-21T09:00:00Z", "to": "2026-11-21T12:00:00Z"}
-    )
-    assert [b["value"] for b in buckets] == ["-1000000000000000", "0.3", "1000000000000000"]
+    hours = {"granularity": "hour", "from": "2026-11-21T09:00:00Z", "to": "2026-11-21T12:00:00Z"}
+    buckets = await usage(client, metered, **hours)
+    assert [b["value"] for b in buckets] == ["0", "0.3", "1000000000000000"]
+    negative = await usage(client, metered, meter="balance", **hours)
+    assert [b["value"] for b in negative] == ["-1000000000000000", "0", "0"]
     assert (await client.get("/v1/events/big", headers=metered.headers())).json()[
         "value"
     ] == "999999999999999.999999999999"

@@ -19,7 +19,18 @@ from tests.integration.customers.test_customers import count_queries, field_erro
 from tests.integration.web.test_auth import assert_problem
 
 METER = {"key": "api_calls", "name": "API calls", "aggregation": "sum", "unit": "call"}
-OUTPUT_FIELDS = {"id", "object", "key", "name", "aggregation", "unique_property", "unit", "created_at"}
+OUTPUT_FIELDS = {
+    "id",
+    "object",
+    "key",
+    "name",
+    "aggregation",
+    "unique_property",
+    "unit",
+    "group_by",
+    "allow_negative",
+    "created_at",
+}
 
 
 async def create(client: httpx.AsyncClient, tenant: TenantHandle, **fields: Any) -> httpx.Response:
@@ -41,6 +52,7 @@ async def test_create_answers_201_with_the_meter(client: httpx.AsyncClient, tena
     assert body["object"] == "meter"
     assert {k: body[k] for k in METER} == METER
     assert body["unique_property"] is None
+    assert body["group_by"] == [] and body["allow_negative"] is False
     assert body["created_at"] == "2026-11-21T12:00:00Z"
 
 

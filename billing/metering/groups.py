@@ -1,0 +1,67 @@
+"""Group values and group keys of events on meters with ``group_by``.
+
+An event's group is the tuple of its properties named by the meter's ``group_by``, in that
+order: a string as it is, a number or boolean as its JSON text, a missing or null property as
+``None``. The stored **group key** is the compact JSON array of those values
+(``["gpt-4o","input"]``, ``null`` for None), and ``""`` on meters without ``group_by``: rollups,
+distinct values and the cardinality cap are keyed by it, and prices decode it. Objects and
+arrays are refused as group values, since their JSON text is not stable (PostgreSQL's jsonb
+reorders keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+MAX_GROUP_BY = 3
+MAX_VALUE_LENGTH = 128
+NO_GROUP = ""
+GroupValues = tuple[str | None, ...]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(list[str | None])
+
+
+class InvalidGroupValue(ValueError):
+    """A group_by property that cannot be a group value (too long, an object or an array)."""
+
+
+def group_value(key: str, raw: Any) -> str | None:
+    """One property's group value."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        value = raw
+    elif isinstance(raw, bool | int | float):
+        value = _encoder.encode(raw).decode()
+    else:
+        raise InvalidGroupValue(f"properties.{key} groups usage, so it must be a string, number or boolean")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise InvalidGroupValue(
+            f"properties.{key} groups usage and is longer than {MAX_VALUE_LENGTH} characters"
+        )
+    return value
+
+
+def group_values(properties: Mapping[str, Any] | None, group_by: Sequence[str]) -> GroupValues:
+    """The event's group: its values of the ``group_by`` properties, in order."""
+    found = properties or {}
+    return tuple(group_value(key, found.get(key)) for key in group_by)
+
+
+def encode(values: GroupValues) -> str:
+    """The group key of these values; ``""`` for no values (a meter without group_by)."""
+    return _encoder.encode(values).decode() if values else NO_GROUP
+
+
+def decode(group_key: str) -> GroupValues:
+    """The values of a group key (``()`` for ``""``)."""
+    return tuple(_decoder.decode(group_key)) if group_key else ()
+
+
+def group_key(properties: Mapping[str, Any] | None, group_by: Sequence[str]) -> str:
+    """The group key of an event with these properties on a meter with this ``group_by``."""
+    return encode(group_values(properties, group_by)) if group_by else NO_GROUP
