@@ -12,6 +12,7 @@ from billing.alerts.models import Alert
 from billing.alerts.period import Watched
 from billing.invoicing import lines
 from billing.invoicing.catalog import load_catalog
+from billing.invoicing.grouped_usage import customer_usage
 from billing.metering import usage
 from billing.metering.models import Meter
 
@@ -63,13 +64,15 @@ class Measures:
             for piece in self.watched.pieces:
                 plan = catalog.plans[piece.subscription.plan_id]
                 meters = catalog.meters_of(plan)
-                tallies = await usage.period_tallies(
+                grouped = await customer_usage(
                     session,
                     self.tenant_id,
-                    [self.customer_id],
-                    list(meters.values()),
+                    self.customer_id,
+                    plan,
+                    meters,
                     (piece.period.start, piece.period.end),
                 )
-                by_meter = {meter_id: tally for (_, meter_id), tally in tallies.items()}
-                self._spend += lines.period_lines(plan, meters, piece.period, piece.subscription, by_meter)
+                self._spend += lines.period_lines(
+                    plan, meters, piece.period, piece.subscription, {}, grouped=grouped
+                )
         return self._spend

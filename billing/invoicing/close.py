@@ -20,7 +20,7 @@ from billing.core import outbox
 from billing.core.db.inserts import insert_ignore, insert_rows
 from billing.core.db.queries import any_of
 from billing.core.ids import new_id
-from billing.invoicing import invoices, item_lines, lines, periods, schedule
+from billing.invoicing import grouped_usage, invoices, item_lines, lines, periods, schedule
 from billing.invoicing.catalog import Catalog, load_catalog
 from billing.invoicing.handover_late import predecessor_late_lines
 from billing.invoicing.late import late_periods
@@ -103,12 +103,14 @@ async def _draft_period(
         list(meters.values()),
         (period.start, period.end),
     )
+    groups = await _groups(session, tenant.id, catalog, period, subscriptions)
     drafts = []
     for sub in subscriptions:
         plan = catalog.plans[sub.plan_id]
         plan_meters = catalog.meters_of(plan)
         mine = {m: tallies[(sub.customer_id, m)] for m in plan_meters if (sub.customer_id, m) in tallies}
-        drafted = lines.period_lines(plan, plan_meters, period, sub, mine)
+        grouped = grouped_usage.combined(plan, mine, groups.get(sub.customer_id, {}))
+        drafted = lines.period_lines(plan, plan_meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
         if sub.id in with_late:
             late = await late_periods(session, sub, plan_meters, before=period.start)
@@ -118,6 +120,24 @@ async def _draft_period(
         row = draft_row(tenant, sub, plan.currency, period.start, period.end, at, billing_reason=reason)
         drafts.append((row, drafted))
     return drafts
+
+
+async def _groups(
+    session: AsyncSession,
+    tenant_id: str,
+    catalog: Catalog,
+    period: periods.Period,
+    subscriptions: list[Subscription],
+) -> grouped_usage.ByCustomer:
+    """The period's usage per group, of the customers whose plans' prices need groups."""
+    needed: dict[str, set[str]] = {}
+    for sub in subscriptions:
+        if wanted := grouped_usage.grouped_meters(catalog.plans[sub.plan_id]):
+            needed[sub.customer_id] = wanted
+    meters = [catalog.meters[meter_id] for meter_id in sorted(set().union(*needed.values()))]
+    return await grouped_usage.read_groups(
+        session, tenant_id, sorted(needed), meters, (period.start, period.end)
+    )
 
 
 def draft_row(

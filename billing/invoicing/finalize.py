@@ -16,8 +16,9 @@ from billing.core.errors import Conflict
 from billing.customers.models import Customer
 from billing.invoicing import credit_terms, discount_terms, invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
+from billing.invoicing.grouped_usage import grouped_meters
 from billing.invoicing.handover_late import predecessor_late_lines, waive_predecessor_events
-from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_tallies
+from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_usage
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.ports import NO_PAYMENTS_YET
 from billing.invoicing.subscriptions import get_subscription
@@ -96,10 +97,16 @@ async def _finalize_one(
     drafted: list[lines.LineDraft] = []
     if invoice.period_start < invoice.period_end:  # a late-usage-only invoice has no period of its own
         period = periods.Period(invoice.period_start, invoice.period_end)
-        mine = await marked_tallies(
-            session, sub, meters, period.start, _until(sub, invoice), invoice_id=invoice.id
+        grouped = await marked_usage(
+            session,
+            sub,
+            meters,
+            period.start,
+            _until(sub, invoice),
+            grouped_meters(plan),
+            invoice_id=invoice.id,
         )
-        drafted = lines.period_lines(plan, meters, period, sub, mine)
+        drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)

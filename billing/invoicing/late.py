@@ -26,7 +26,8 @@ from billing.invoicing import commitments, periods, schedule
 from billing.invoicing.invoices import FINALIZED
 from billing.invoicing.lines import LatePeriod
 from billing.invoicing.models import Invoice, InvoiceLine, Subscription
-from billing.metering import usage
+from billing.invoicing.usage_lines import GroupKey
+from billing.metering import groups, usage
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
 from billing.metering.usage_models import UsageEvent
@@ -68,6 +69,22 @@ async def marked_tallies(
     invoice_id: str | None = None,
 ) -> dict[str, Tally]:
     """Tallies per meter of the billed events in [start, end): those on ``invoice_id``, or on any invoice."""
+    by_group = await marked_usage(session, subscription, meters, start, end, set(), invoice_id=invoice_id)
+    return {meter_id: by_key[""] for meter_id, by_key in by_group.items()}
+
+
+async def marked_usage(
+    session: AsyncSession,
+    subscription: Subscription,
+    meters: Mapping[str, Meter],
+    start: datetime,
+    end: datetime | None,
+    grouped: set[str],
+    *,
+    invoice_id: str | None = None,
+) -> dict[str, dict[GroupKey, Tally]]:
+    """``marked_tallies`` per group key on the ``grouped`` meters (``''`` on the others), as the
+    plan's lines take them (``grouped_usage``)."""
     query = sa.select(
         _events.c.meter_id, _events.c.value, _events.c.timestamp, _events.c.seq, _events.c.properties
     ).where(
@@ -79,9 +96,11 @@ async def marked_tallies(
     )
     if end is not None:
         query = query.where(_events.c.timestamp < end)
-    result: dict[str, Tally] = defaultdict(Tally)
+    result: dict[str, dict[GroupKey, Tally]] = defaultdict(lambda: defaultdict(Tally))
     for row in await session.execute(query):
-        usage.fold_event(result[row.meter_id], meters[row.meter_id], row)
+        meter = meters[row.meter_id]
+        key = groups.group_key(row.properties, meter.group_by) if meter.id in grouped else ""
+        usage.fold_event(result[meter.id][key], meter, row)
     return result
 
 

@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
+from billing.invoicing.grouped_usage import customer_usage
 from billing.invoicing.handover_late import predecessor_late_lines, successor_taking_late
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, Subscription
 from billing.invoicing.terms import InvoiceTerms, Subject
 from billing.invoicing.threshold_billed import already_billed_lines
-from billing.metering import usage
 from billing.tenants.models import Tenant
 
 
@@ -37,11 +37,10 @@ async def draft_lines(
     drafted: list[lines.LineDraft] = []
     if start < end:
         period = periods.Period(start, end)
-        by_series = await usage.period_tallies(
-            session, sub.tenant_id, [sub.customer_id], list(meters.values()), (period.start, period.end)
+        grouped = await customer_usage(
+            session, sub.tenant_id, sub.customer_id, plan, meters, (period.start, period.end)
         )
-        tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
-        drafted = lines.period_lines(plan, meters, period, sub, tallies)
+        drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, meters, before=start)
     return drafted + lines.late_lines(plan, meters, sub, late) + await predecessor_late_lines(session, sub)

@@ -30,11 +30,12 @@ from billing.invoicing import lines, periods, schedule
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
 from billing.invoicing.finalize import open_at_once
+from billing.invoicing.grouped_usage import customer_usage
 from billing.invoicing.invoices import SCHEDULER
 from billing.invoicing.models import Invoice, Plan, Subscription
 from billing.invoicing.run import FAILURES
 from billing.invoicing.threshold_billed import THRESHOLD, threshold_billed
-from billing.metering import recent_usage, usage
+from billing.metering import recent_usage
 from billing.tenants.models import Tenant
 
 CONSUMER = "thresholds"
@@ -141,9 +142,8 @@ async def accrued_lines(
     """The period's usage lines so far (its usage known by ``at``), capped, never floored."""
     catalog = await load_catalog(session, [plan.id])
     meters = catalog.meters_of(plan)
-    by_series = await usage.period_tallies(
-        session, sub.tenant_id, [sub.customer_id], list(meters.values()), (period.start, period.end)
+    grouped = await customer_usage(
+        session, sub.tenant_id, sub.customer_id, plan, meters, (period.start, period.end)
     )
-    tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
     span = periods.Period(period.start, at)
-    return lines.usage_so_far(plan, meters, period, sub.timezone, tallies, dated=span)
+    return lines.usage_so_far(plan, meters, period, sub.timezone, {}, dated=span, grouped=grouped)
