@@ -113,7 +113,7 @@ async def _draft_period(
         drafted = lines.period_lines(plan, plan_meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
         if sub.id in with_late:
-            late = await late_periods(session, sub, plan_meters, before=period.start)
+            late = await late_periods(session, sub, plan, plan_meters, before=period.start)
             drafted += lines.late_lines(plan, plan_meters, sub, late)
             drafted += await predecessor_late_lines(session, sub)
         reason = schedule.billing_reason(sub, period)

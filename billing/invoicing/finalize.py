@@ -108,7 +108,7 @@ async def _finalize_one(
         )
         drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
-    late = await late_periods(session, sub, meters, before=invoice.period_start, invoice_id=invoice.id)
+    late = await late_periods(session, sub, plan, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)
     drafted += await predecessor_late_lines(session, sub, invoice_id=invoice.id)
     drafted += await item_lines.attached_lines(session, invoice.id)

@@ -33,7 +33,7 @@ async def predecessor_late_lines(
     if invoice_id is not None:
         await mark_events(session, predecessor, invoice_id, predecessor.cancel_at)
     late = await late_periods(
-        session, predecessor, meters, before=predecessor.cancel_at, invoice_id=invoice_id
+        session, predecessor, plan, meters, before=predecessor.cancel_at, invoice_id=invoice_id
     )
     return lines.late_lines(plan, meters, predecessor, late)
 

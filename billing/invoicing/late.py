@@ -15,18 +15,19 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
-from billing.invoicing import commitments, periods, schedule
+from billing.invoicing import commitments, periods, schedule, usage_lines
+from billing.invoicing.grouped_usage import customer_usage, grouped_meters
 from billing.invoicing.invoices import FINALIZED
-from billing.invoicing.lines import LatePeriod
-from billing.invoicing.models import Invoice, InvoiceLine, Subscription
-from billing.invoicing.usage_lines import GroupKey
+from billing.invoicing.lines import Billed, LatePeriod
+from billing.invoicing.models import Invoice, InvoiceLine, Plan, Subscription
+from billing.invoicing.plans import prices_of
+from billing.invoicing.usage_lines import GroupKey, LineKey
 from billing.metering import groups, usage
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
@@ -59,20 +60,6 @@ async def mark_events(
     )
 
 
-async def marked_tallies(
-    session: AsyncSession,
-    subscription: Subscription,
-    meters: Mapping[str, Meter],
-    start: datetime,
-    end: datetime | None,
-    *,
-    invoice_id: str | None = None,
-) -> dict[str, Tally]:
-    """Tallies per meter of the billed events in [start, end): those on ``invoice_id``, or on any invoice."""
-    by_group = await marked_usage(session, subscription, meters, start, end, set(), invoice_id=invoice_id)
-    return {meter_id: by_key[""] for meter_id, by_key in by_group.items()}
-
-
 async def marked_usage(
     session: AsyncSession,
     subscription: Subscription,
@@ -83,8 +70,9 @@ async def marked_usage(
     *,
     invoice_id: str | None = None,
 ) -> dict[str, dict[GroupKey, Tally]]:
-    """``marked_tallies`` per group key on the ``grouped`` meters (``''`` on the others), as the
-    plan's lines take them (``grouped_usage``)."""
+    """Tallies of the billed events in [start, end), those on ``invoice_id`` or on any invoice:
+    per meter and group key on the ``grouped`` meters (``''`` on the others), as the plan's lines
+    take them (``grouped_usage``)."""
     query = sa.select(
         _events.c.meter_id, _events.c.value, _events.c.timestamp, _events.c.seq, _events.c.properties
     ).where(
@@ -107,6 +95,7 @@ async def marked_usage(
 async def late_periods(
     session: AsyncSession,
     subscription: Subscription,
+    plan: Plan,
     meters: Mapping[str, Meter],
     *,
     before: datetime,
@@ -130,22 +119,23 @@ async def late_periods(
     invoiced = await finalized_periods(session, subscription.id)
     result = []
     for period in sorted(touched & invoiced):
+        grouped: usage_lines.GroupedTallies
         if invoice_id:
-            tallies = await marked_tallies(session, subscription, meters, period.start, period.end)
+            span = (period.start, period.end)
+            grouped = await marked_usage(session, subscription, meters, *span, grouped_meters(plan))
         else:
-            by_series = await usage.period_tallies(
+            grouped = await customer_usage(
                 session,
                 subscription.tenant_id,
-                [subscription.customer_id],
-                list(meters.values()),
+                subscription.customer_id,
+                plan,
+                meters,
                 (period.start, period.end),
             )
-            tallies = {meter_id: tally for (_, meter_id), tally in by_series.items()}
-        billed = await billed_quantities(session, subscription, period, exclude=invoice_id)
-        amounts = await billed_amounts(session, subscription, period, exclude=invoice_id)
-        result.append(
-            LatePeriod(period, tallies, billed, amounts.by_meter, amounts.counted, amounts.commitment)
-        )
+        now = usage_lines.line_usage(plan, meters, grouped, {})
+        billed = await billed_lines(session, subscription, plan, period, exclude=invoice_id)
+        amounts = await billed_amounts(session, subscription, plan, period, exclude=invoice_id)
+        result.append(LatePeriod(period, now, billed, amounts.by_price, amounts.counted, amounts.commitment))
     return result
 
 
@@ -171,53 +161,92 @@ async def finalized_periods(session: AsyncSession, subscription_id: str) -> set[
     return {periods.Period(row.period_start, row.period_end) for row in rows}
 
 
-async def billed_quantities(
-    session: AsyncSession, subscription: Subscription, period: periods.Period, *, exclude: str | None
-) -> dict[str, Decimal]:
-    """Quantity per meter that finalized invoices have billed for one period, late lines included."""
-    query = _billed_lines(subscription, exclude, InvoiceLine.meter_id, InvoiceLine.quantity).where(
+async def billed_lines(
+    session: AsyncSession,
+    subscription: Subscription,
+    plan: Plan,
+    period: periods.Period,
+    *,
+    exclude: str | None,
+) -> dict[LineKey, Billed]:
+    """What finalized invoices have billed per line of one period (usage, trial and late lines)."""
+    query = _billed_lines(
+        subscription,
+        exclude,
+        InvoiceLine.meter_id,
+        InvoiceLine.price_index,
+        InvoiceLine.group_values,
+        InvoiceLine.quantity,
+        InvoiceLine.amount,
+    ).where(
         InvoiceLine.kind.in_(("usage", "late_usage", "trial")),
         InvoiceLine.period_start == period.start,
+        InvoiceLine.unpriced_quantity.is_(None),  # a meter's unpriced line bills 0, late or not
     )
-    billed: dict[str, Decimal] = defaultdict(Decimal)
+    prices = prices_of(plan)
+    billed: dict[LineKey, Billed] = {}
     for row in await session.execute(query):
-        billed[row.meter_id] = money.exact_add(billed[row.meter_id], row.quantity)
+        index = _price_index(plan, row.meter_id, row.price_index)
+        if index is None:
+            continue
+        key = (index, usage_lines.line_values(prices[index][0], row.group_values))
+        before = billed.get(key, Billed())
+        billed[key] = Billed(money.exact_add(before.quantity, row.quantity), before.amount + row.amount)
     return billed
+
+
+def _price_index(plan: Plan, meter_id: str | None, stored: int | None) -> int | None:
+    """A priced line's price; lines billed before prices were told apart have none stored, and
+    their meter had one price then."""
+    if stored is not None or meter_id is None:
+        return stored
+    return next((i for i, (price, _) in enumerate(prices_of(plan)) if price["meter_id"] == meter_id), None)
 
 
 @dataclass(frozen=True)
 class BilledAmounts:
-    by_meter: dict[str, int]  # what each price's lines billed (commitments.PRICE_KINDS)
+    by_price: dict[int, int]  # what each price's lines billed (commitments.PRICE_KINDS)
     counted: int  # what counts toward the plan minimum (commitments.COUNTED_KINDS)
     commitment: int  # the minimum_commitment lines
 
 
 async def billed_amounts(
-    session: AsyncSession, subscription: Subscription, period: periods.Period, *, exclude: str | None
+    session: AsyncSession,
+    subscription: Subscription,
+    plan: Plan,
+    period: periods.Period,
+    *,
+    exclude: str | None,
 ) -> BilledAmounts:
     """What finalized invoices have billed for one period, for its commitments: every line inside
     the period (a base fee line may cover a part of it, one per seat segment)."""
     kinds = commitments.COUNTED_KINDS | {commitments.MINIMUM_COMMITMENT}
     query = _billed_lines(
-        subscription, exclude, InvoiceLine.kind, InvoiceLine.meter_id, sa.func.sum(InvoiceLine.amount)
+        subscription,
+        exclude,
+        InvoiceLine.kind,
+        InvoiceLine.meter_id,
+        InvoiceLine.price_index,
+        sa.func.sum(InvoiceLine.amount),
     ).where(
         InvoiceLine.kind.in_(sorted(kinds)),
         InvoiceLine.period_start >= period.start,
         InvoiceLine.period_end <= period.end,
     )
-    by_meter: dict[str, int] = defaultdict(int)
+    by_price: dict[int, int] = defaultdict(int)
     counted = commitment = 0
-    for kind, meter_id, amount in await session.execute(
-        query.group_by(InvoiceLine.kind, InvoiceLine.meter_id)
+    for kind, meter_id, stored_index, amount in await session.execute(
+        query.group_by(InvoiceLine.kind, InvoiceLine.meter_id, InvoiceLine.price_index)
     ):
         amount = int(amount)
         if kind == commitments.MINIMUM_COMMITMENT:
             commitment += amount
             continue
         counted += amount
-        if kind in commitments.PRICE_KINDS and meter_id is not None:
-            by_meter[meter_id] += amount
-    return BilledAmounts(dict(by_meter), counted, commitment)
+        index = _price_index(plan, meter_id, stored_index)
+        if kind in commitments.PRICE_KINDS and index is not None:
+            by_price[index] += amount
+    return BilledAmounts(dict(by_price), counted, commitment)
 
 
 def _billed_lines(

@@ -23,28 +23,35 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from billing.core import money
-from billing.invoicing import commitments, percentage, periods, pricing, schedule, usage_lines
+from billing.invoicing import commitments, percentage, periods, price_match, schedule, usage_lines
 from billing.invoicing.line_draft import LineDraft as LineDraft
 from billing.invoicing.models import Plan, Subscription
-from billing.invoicing.plans import Rate, prices_of
+from billing.invoicing.plans import prices_of
+from billing.invoicing.usage_lines import LineKey
 from billing.metering.models import Meter
 from billing.metering.usage import Tally
 
 
 @dataclass(frozen=True)
+class Billed:
+    """What finalized invoices billed for one line of a period (its usage, trial and late lines)."""
+
+    quantity: Decimal = Decimal(0)
+    amount: int = 0
+
+
+@dataclass(frozen=True)
 class LatePeriod:
-    """A period already invoiced, its quantities now, and what its invoices billed so far."""
+    """A period already invoiced, its usage now, and what its invoices billed so far, per line
+    (``usage_lines.LineKey``: the price's index and the line's group values)."""
 
     period: periods.Period
-    tallies: Mapping[str, Tally]  # meter id -> tally of every event of the period
-    billed: Mapping[str, Decimal]  # meter id -> quantity billed on finalized invoices
-    # meter id -> what its price's lines (usage, late usage, floor and cap) billed for the period
-    billed_amounts: Mapping[str, int] = field(default_factory=dict)
+    now: Mapping[LineKey, tuple[Tally, percentage.FeeTally]]  # every event of the period
+    billed: Mapping[LineKey, Billed]
+    # price index -> what its lines (usage, late usage, floor and cap) billed for the period
+    billed_amounts: Mapping[int, int] = field(default_factory=dict)
     counted: int = 0  # what billed lines count toward the plan minimum (commitments.COUNTED_KINDS)
     commitment: int = 0  # the minimum_commitment lines billed for the period
-    # A percentage price's meter: the fees of every event of the period now, and of those billed.
-    fees: Mapping[str, percentage.FeeTally] = field(default_factory=dict)
-    billed_fees: Mapping[str, percentage.FeeTally] = field(default_factory=dict)
 
 
 def period_lines(
@@ -198,23 +205,23 @@ def _late_period_lines(
     floor = commitments.prorated(plan.minimum_amount, item.period, timezone)
     counted, commitment = item.counted, item.commitment
     lines = []
-    for index, (stored, price) in enumerate(prices_of(plan)):
+    for index, (stored, _) in enumerate(prices_of(plan)):
         meter = meters[stored["meter_id"]]
-        billed = item.billed.get(meter.id, Decimal(0))
-        now = usage_lines.quantity(item.tallies.get(meter.id), meter.aggregation)
-        if now == billed:
+        after = late = 0  # the price's charge now over all its lines, and what its late lines add
+        added = []
+        for now, billed in _price_lines(plan, meter, item, index):
+            after += now.amount
+            if (now.quantity, now.amount) != (billed.quantity, billed.amount):
+                late += now.amount - billed.amount
+                added.append(_late_of(now, billed, timezone, item.period))
+        if not added:
             continue
-        before, after = _late_charges(plan, meter, price, item, billed, now)
-        late = _late_line(meter, timezone, item.period, money.exact_add(now, -billed), after - before)
-        late.price_index = index
-        lines.append(late)
+        lines += added
         bounds = commitments.price_bounds(stored, item.period, timezone)
-        adjustment = commitments.late_bound_adjustment(
-            after, item.billed_amounts.get(meter.id, 0), after - before, bounds
-        )
-        kind = commitments.late_bound_kind(before, after, bounds)
+        adjustment = commitments.late_bound_adjustment(after, item.billed_amounts.get(index, 0), late, bounds)
+        kind = commitments.late_bound_kind(after - late, after, bounds)
         lines += usage_lines.bound_lines(meter, item.period, adjustment, kind=kind, price_index=index)
-        counted += after - before + adjustment
+        counted += late + adjustment
         netting = 0 if floor is None else commitments.commitment_netting(floor, counted, commitment)
         if netting:
             commitment += netting
@@ -225,43 +232,45 @@ def _late_period_lines(
     return lines
 
 
-def _late_charges(
-    plan: Plan, meter: Meter, price: Rate, item: LatePeriod, billed: Decimal, now: Decimal
-) -> tuple[int, int]:
-    """The price's charge of what was billed, and of the period's usage now."""
-    if isinstance(price, percentage.PercentagePrice):
-        empty = percentage.FeeTally()
-        before = item.billed_fees.get(meter.id, empty).amount(price.free_units)
-        return before, item.fees.get(meter.id, empty).amount(price.free_units)
-    before_charge = pricing.charge(price, billed, plan.currency)
-    return before_charge.amount, pricing.charge(price, now, plan.currency).amount
+def _price_lines(plan: Plan, meter: Meter, item: LatePeriod, index: int) -> list[tuple[LineDraft, Billed]]:
+    """Each line of the price in the period, now (rated on every event of the period, which the
+    line's billed amount, a charge of the quantity billed, is subtracted from: tiers never
+    restart) and as billed; a line with events or billed before, in order of its group values."""
+    values = {v for i, v in (*item.now, *item.billed) if i == index}
+    return [
+        (
+            usage_lines.rated_line(plan, meter, item.period, index, v, item.now.get((index, v))),
+            item.billed.get((index, v), Billed()),
+        )
+        for v in sorted(values, key=price_match.sort_key)
+    ]
+
+
+def _late_of(now: LineDraft, billed: Billed, timezone: str, period: periods.Period) -> LineDraft:
+    return LineDraft(
+        kind="late_usage",
+        meter_id=now.meter_id,
+        description=f"{now.description}, late usage for {_dates(period, timezone)}",
+        quantity=money.exact_add(now.quantity, -billed.quantity),
+        amount=now.amount - billed.amount,
+        period_start=period.start,
+        period_end=period.end,
+        price_index=now.price_index,
+        group=now.group,
+    )
 
 
 def _late_trial_lines(
     plan: Plan, meters: Mapping[str, Meter], timezone: str, item: LatePeriod
 ) -> list[LineDraft]:
     lines = []
-    for stored, _ in prices_of(plan):
-        meter = meters[stored["meter_id"]]
-        billed = item.billed.get(meter.id, Decimal(0))
-        now = usage_lines.quantity(item.tallies.get(meter.id), meter.aggregation)
-        if now != billed:
-            line = _late_line(meter, timezone, item.period, money.exact_add(now, -billed), 0)
-            line.description += " (trial)"
-            lines.append(line)
+    for index, (stored, _) in enumerate(prices_of(plan)):
+        for now, billed in _price_lines(plan, meters[stored["meter_id"]], item, index):
+            if now.quantity != billed.quantity:
+                line = _late_of(now, Billed(billed.quantity, now.amount), timezone, item.period)
+                line.description += " (trial)"
+                lines.append(line)
     return lines
-
-
-def _late_line(meter: Meter, timezone: str, period: periods.Period, added: Decimal, amount: int) -> LineDraft:
-    return LineDraft(
-        kind="late_usage",
-        meter_id=meter.id,
-        description=f"{usage_lines.meter_label(meter)}, late usage for {_dates(period, timezone)}",
-        quantity=added,
-        amount=amount,
-        period_start=period.start,
-        period_end=period.end,
-    )
 
 
 def _base_fee_line(plan: Plan, seats: schedule.Seats, timezone: str) -> LineDraft:

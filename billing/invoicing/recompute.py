@@ -42,7 +42,7 @@ async def draft_lines(
         )
         drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
         drafted += await already_billed_lines(session, plan, sub, period)
-    late = await late_periods(session, sub, meters, before=start)
+    late = await late_periods(session, sub, plan, meters, before=start)
     return drafted + lines.late_lines(plan, meters, sub, late) + await predecessor_late_lines(session, sub)
 
 

@@ -95,13 +95,8 @@ def usage_lines(
     is not the period (a threshold invoice's, so far). Bounds are always the period's."""
     span = dated or period
     priced = prices_of(plan)
-    by_meter: dict[str, list[int]] = {}
-    for index, (stored, _) in enumerate(priced):
-        by_meter.setdefault(stored["meter_id"], []).append(index)
-    dealt = {
-        meter_id: _deal(meters[meter_id], [priced[i][0] for i in indexes], indexes, tallies, fees)
-        for meter_id, indexes in by_meter.items()
-    }
+    by_meter = _prices_by_meter(plan)
+    dealt = _dealt(plan, meters, tallies, fees)
     lines: list[LineDraft] = []
     for index, (stored, rate) in enumerate(priced):
         meter = meters[stored["meter_id"]]
@@ -125,6 +120,62 @@ def usage_lines(
         if index == by_meter[meter.id][-1] and unpriced.has_events:
             lines.append(_unpriced_line(meter, span, unpriced.tally, trial))
     return lines
+
+
+def _prices_by_meter(plan: Plan) -> dict[str, list[int]]:
+    by_meter: dict[str, list[int]] = {}
+    for index, (stored, _) in enumerate(prices_of(plan)):
+        by_meter.setdefault(stored["meter_id"], []).append(index)
+    return by_meter
+
+
+def _dealt(
+    plan: Plan, meters: Mapping[str, Meter], tallies: GroupedTallies, fees: GroupedFees
+) -> dict[str, _Meter]:
+    priced = prices_of(plan)
+    return {
+        meter_id: _deal(meters[meter_id], [priced[i][0] for i in indexes], indexes, tallies, fees)
+        for meter_id, indexes in _prices_by_meter(plan).items()
+    }
+
+
+# A line of a period: its price's index in the plan and its values of the price's group_by.
+LineKey = tuple[int, price_match.GroupValues]
+
+
+def line_usage(
+    plan: Plan, meters: Mapping[str, Meter], tallies: GroupedTallies, fees: GroupedFees
+) -> dict[LineKey, tuple[Tally, percentage.FeeTally]]:
+    """The events of each priced line that has some (unpriced events are left out: they bill 0)."""
+    return {
+        (index, values): (bucket.tally, bucket.fees)
+        for dealt in _dealt(plan, meters, tallies, fees).values()
+        for index, buckets in dealt.lines.items()
+        for values, bucket in buckets.items()
+    }
+
+
+def rated_line(
+    plan: Plan,
+    meter: Meter,
+    period: periods.Period,
+    index: int,
+    values: price_match.GroupValues,
+    usage: tuple[Tally, percentage.FeeTally] | None,
+) -> LineDraft:
+    """The usage line of price ``index`` and group ``values`` over ``usage`` (none: at zero)."""
+    stored, rate = prices_of(plan)[index]
+    group_by = tuple(stored.get("group_by") or ())
+    bucket = _Bucket() if usage is None else _Bucket(Tally(), percentage.FeeTally())
+    if usage is not None:
+        bucket.add(*usage)
+    rated = _Rated(plan, meter, period, stored, rate, index)
+    return _line(rated, dict(zip(group_by, values, strict=True)), bucket, trial=False)
+
+
+def line_values(stored: Mapping[str, Any], group: Mapping[str, str | None] | None) -> price_match.GroupValues:
+    """A stored line's group as values in its price's group_by order."""
+    return tuple((group or {}).get(key) for key in stored.get("group_by") or ())
 
 
 def _deal(

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.invoicing.commitments import Bounds, bound_adjustment, commitment_netting, true_up
-from billing.invoicing.lines import LatePeriod, LineDraft, in_invoice_order, late_lines, period_lines
+from billing.invoicing.lines import Billed, LatePeriod, LineDraft, in_invoice_order, late_lines, period_lines
 from billing.invoicing.models import Plan, Subscription
+from billing.invoicing.percentage import FeeTally
 from billing.invoicing.periods import Period
 from billing.metering.models import Meter
 from billing.metering.rollups import Partial
@@ -174,6 +175,9 @@ def test_the_true_up_follows_the_invoice_items_and_nettings_stay_after_their_lat
 # --- late usage: the bounds hold over every invoice of the period ----------------------------------
 
 
+LINE = (0, ())  # the one price's one line
+
+
 def billed_state(
     period: Period, drafted: list[LineDraft], quantity: Decimal, state: LatePeriod | None
 ) -> LatePeriod:
@@ -181,14 +185,17 @@ def billed_state(
     amounts = dict(state.billed_amounts) if state else {}
     counted = state.counted if state else 0
     commitment = state.commitment if state else 0
+    charged = state.billed[LINE].amount if state else 0
     for line in drafted:
         if line.kind == "minimum_commitment":
             commitment += line.amount
             continue
         counted += line.amount
         if line.meter_id:
-            amounts[line.meter_id] = amounts.get(line.meter_id, 0) + line.amount
-    return LatePeriod(period, {}, {"mtr_a": quantity}, amounts, counted, commitment)
+            amounts[0] = amounts.get(0, 0) + line.amount
+        if line.kind in ("usage", "late_usage"):
+            charged += line.amount
+    return LatePeriod(period, {}, {LINE: Billed(quantity, charged)}, amounts, counted, commitment)
 
 
 def charge(quantity: int, unit: Fraction) -> int:
@@ -240,7 +247,7 @@ def test_every_round_of_late_usage_keeps_the_bounds_over_all_lines_of_the_period
             assert state is not None
             late = LatePeriod(
                 period,
-                {"mtr_a": tally(q)},
+                {LINE: (tally(q), FeeTally())},
                 state.billed,
                 state.billed_amounts,
                 state.counted,

@@ -77,13 +77,14 @@ def expected_lines() -> list[tuple[int | None, dict | None, Decimal, int, Decima
     ]
 
 
-async def ai_tenant(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
+async def ai_tenant(client: httpx.AsyncClient, tenant: TenantHandle, month: str = "10") -> None:
+    """The meter, the plan, customer c1 since the 1st of 2026-``month``, and ``USAGE`` in that month."""
     meter = {"key": "tokens", "aggregation": "sum", "group_by": ["model", "direction"]}
     await call(client, tenant, "/v1/meters", meter, status=201)
     plan = {"code": "ai", "prices": [GPT_OUTPUT, GPT_BY_DIRECTION, MINI]}
     await call(client, tenant, "/v1/plans", plan, status=201)
     await call(client, tenant, "/v1/customers", {"external_id": "c1", "timezone": "UTC"}, status=201)
-    await subscribe(client, tenant, ["c1"], starts_at="2026-11-01T00:00:00Z", plan="ai")
+    await subscribe(client, tenant, ["c1"], starts_at=f"2026-{month}-01T00:00:00Z", plan="ai")
     events = []
     for n, (model, direction, tokens) in enumerate(USAGE):
         properties = {k: v for k, v in (("model", model), ("direction", direction)) if v is not None}
@@ -93,7 +94,7 @@ async def ai_tenant(client: httpx.AsyncClient, tenant: TenantHandle) -> None:
                 "customer": "c1",
                 "meter": "tokens",
                 "value": str(tokens),
-                "timestamp": f"2026-11-{10 + n:02d}T08:00:00Z",
+                "timestamp": f"2026-{month}-{10 + n:02d}T08:00:00Z",
                 "properties": properties,
             }
         )
@@ -122,21 +123,26 @@ async def test_the_most_specific_price_wins_and_each_group_has_its_own_line_and_
     expected = expected_lines()
     subtotal = sum(amount for _, _, _, amount, _ in expected)
 
-    upcoming = await call(client, tenant, "/v1/customers/c1/upcoming-invoice", method="GET")
-    assert usage_lines(upcoming) == expected
-
-    assert (await run(client, tenant, "2026-12-01T00:00:00Z"))["invoices_created"] == 1
+    assert (await run(client, tenant, "2026-11-01T00:00:00Z"))["invoices_created"] == 1
     (draft,) = await listed(client, tenant)
     assert usage_lines(draft) == expected
     assert draft["subtotal"] == subtotal
     descriptions = [line["description"] for line in draft["lines"]]
     assert any("direction=input" in text for text in descriptions), descriptions
 
-    assert (await run(client, tenant, "2026-12-02T01:00:00Z"))["invoices_finalized"] == 1
+    assert (await run(client, tenant, "2026-11-02T01:00:00Z"))["invoices_finalized"] == 1
     (final,) = await listed(client, tenant)
     assert final["status"] in ("open", "paid")
     assert usage_lines(final) == expected
     assert final["subtotal"] == subtotal
+
+
+async def test_the_upcoming_invoice_previews_the_same_lines(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    await ai_tenant(client, tenant, month="11")  # the tests' clock is in November 2026
+    upcoming = await call(client, tenant, "/v1/customers/c1/upcoming-invoice", method="GET")
+    assert usage_lines(upcoming) == expected_lines()
 
 
 async def test_grouped_usage_query_agrees_with_the_lines(
@@ -148,8 +154,8 @@ async def test_grouped_usage_query_agrees_with_the_lines(
         headers=tenant.headers(),
         params={
             "meter": "tokens",
-            "from": "2026-11-01T00:00:00Z",
-            "to": "2026-12-01T00:00:00Z",
+            "from": "2026-10-01T00:00:00Z",
+            "to": "2026-11-01T00:00:00Z",
             "granularity": "day",
             "group_by": "model",
             "filter[model]": ["gpt-4o", "mini"],
@@ -197,3 +203,51 @@ async def test_prices_that_could_both_win_one_group_are_refused(
     bad_key = [{"meter": "tokens", "model": "per_unit", "unit_amount": "1", "group_by": ["region"]}]
     response = await client.post("/v1/plans", headers=tenant.headers(), json={"code": "y", "prices": bad_key})
     assert response.status_code == 422, response.text
+
+
+async def test_late_usage_is_billed_per_price_and_group_on_cumulative_quantities(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    await ai_tenant(client, tenant)
+    await run(client, tenant, "2026-11-01T00:00:00Z")
+    assert (await run(client, tenant, "2026-11-02T01:00:00Z"))["invoices_finalized"] == 1
+    late = [
+        ("gpt-4o", "input", 600_000),  # price 1, group input: into its second tier
+        ("gpt-4o", "output", 50_000),  # price 0
+        ("llama", "output", 10),  # unpriced: billed at 0, no late line
+    ]
+    events = [
+        {
+            "id": f"late{n}",
+            "customer": "c1",
+            "meter": "tokens",
+            "value": str(tokens),
+            "timestamp": "2026-10-28T12:00:00Z",
+            "properties": {"model": model, "direction": direction},
+        }
+        for n, (model, direction, tokens) in enumerate(late)
+    ]
+    result = await call(client, tenant, "/v1/events/batch", {"events": events}, scope=Scope.INGEST)
+    assert result["accepted"] == 3, result["results"]
+    await run(client, tenant, "2027-01-01T00:00:00Z")
+    (november,) = [i for i in await listed(client, tenant) if i["period_start"].startswith("2026-11-01")]
+    got = [
+        (line["price"], line["group"], Decimal(line["quantity"]), line["amount"])
+        for line in november["lines"]
+        if line["kind"] == "late_usage"
+    ]
+    before_input = Decimal(1_500_000)
+    assert got == [
+        (
+            0,
+            None,
+            Decimal(50_000),
+            cents(Decimal(550_000) * Decimal("0.00002")) - cents(Decimal(500_000) * Decimal("0.00002")),
+        ),
+        (
+            1,
+            {"direction": "input"},
+            Decimal(600_000),
+            cents(graduated(before_input + 600_000)) - cents(graduated(before_input)),
+        ),
+    ]
