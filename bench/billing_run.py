@@ -42,6 +42,13 @@ before the last hour, which dispatches what the set-up queued.
     .venv/bin/python -m bench.billing_run --database sqlite --customers 600
     .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --changed-share 0.1
     .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --adjusted-share 0.5
+    .venv/bin/python -m bench.billing_run --database postgresql --customers 1000 --grouped
+
+``--grouped`` compares, the same way, runs where the meters group their events by ``region`` (the
+readings carry it; each customer has one region) and API calls are priced per region: one price
+filtered to ``eu-west-1`` and one grouped by region for the rest, so that every customer's calls
+are read per group and rated on a line of their region. The events and rollup rows are the same
+in both runs; what differs is the grouped read and the dimensional rating.
 """
 
 from __future__ import annotations
@@ -105,6 +112,11 @@ PRICES: list[dict[str, Any]] = [
     },
 ]
 PLAN: dict[str, Any] = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": 4900, "prices": PRICES}
+GROUPED_PRICES: list[dict[str, Any]] = [
+    {"meter": METERS[0], "model": "per_unit", "unit_amount": "0.0003", "filters": {"region": [REGIONS[0]]}},
+    {"meter": METERS[0], "model": "per_unit", "unit_amount": "0.0002", "group_by": ["region"]},
+    PRICES[1],
+]
 # Where the changing customers go, and when (backdated: the server runs on the real clock).
 OTHER_PLAN: dict[str, Any] = {**PLAN, "code": "pro-plus", "name": "Pro Plus", "base_fee": 9900}
 CHANGE_AT = MONTH_START + timedelta(days=15)
@@ -159,17 +171,26 @@ async def post_hours(
 
 
 async def load_api(
-    server: Server, url: str, key: str, customers: int, connections: int, failed: list[bytes]
+    server: Server,
+    url: str,
+    key: str,
+    customers: int,
+    connections: int,
+    failed: list[bytes],
+    *,
+    grouped: bool = False,
 ) -> None:
     """Through the API, as users do it: meters, the plan, customers and subscriptions, then the
-    readings of every hour of October but the last."""
+    readings of every hour of October but the last (``grouped``: meters by region, API calls
+    priced per region)."""
     await setup(
         f"http://127.0.0.1:{server.port}",
         key,
         MONTH_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
         customers=customers,
         meters=[(meter, "sum") for meter in METERS],
-        plan=PLAN,
+        plan={**PLAN, "prices": GROUPED_PRICES} if grouped else PLAN,
+        group_by=["region"] if grouped else (),
     )
     expected = customers * len(METERS) * (HOURS - 1)
     answered = await post_hours(server.port, key, customers, range(HOURS - 1), connections, failed)
@@ -586,7 +607,9 @@ class Measured:
     deadlocks: int
 
 
-async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_share: float = 0.0) -> Measured:
+async def bench_once(
+    args: argparse.Namespace, changed_share: float, adjusted_share: float = 0.0, *, grouped: bool = False
+) -> Measured:
     """A fresh database and server, the month loaded, the changes (if any), the timed run."""
     customers: int = args.customers
     data_dir, url = await bench_database(args.database)
@@ -605,7 +628,7 @@ async def bench_once(args: argparse.Namespace, changed_share: float, adjusted_sh
         tenant_id, key = created["tenant_id"], created["api_key"]
         began = time.perf_counter()
         if args.load == "api":
-            await load_api(server, url, key, customers, args.connections, failed)
+            await load_api(server, url, key, customers, args.connections, failed, grouped=grouped)
         else:
             await load_direct(url, tenant_id, customers)
         loaded = time.perf_counter() - began
@@ -772,20 +795,28 @@ async def main() -> None:
         help="compare with runs where this share of the customers have tax, a discount and credits",
     )
     parser.add_argument(
-        "--turns", type=int, default=2, help="plain/other pairs (--changed-share, --adjusted-share)"
+        "--grouped",
+        action="store_true",
+        help="compare with runs where the meters group by region and API calls are priced per region",
+    )
+    parser.add_argument(
+        "--turns",
+        type=int,
+        default=2,
+        help="plain/other pairs (--changed-share, --adjusted-share, --grouped)",
     )
     args = parser.parse_args()
-    if not args.changed_share and not args.adjusted_share:
+    if not args.changed_share and not args.adjusted_share and not args.grouped:
         report(args, await bench_once(args, 0.0))
         return
-    what = "changed" if args.changed_share else "adjusted"
+    what = "changed" if args.changed_share else "adjusted" if args.adjusted_share else "grouped"
     pairs = []
     for turn in range(1, args.turns + 1):
         plain = await bench_once(args, 0.0)
         print(f"--- turn {turn}, plain")
         report(args, plain)
-        other = await bench_once(args, args.changed_share, args.adjusted_share)
-        print(f"--- turn {turn}, {other.changed} customers {what}")
+        other = await bench_once(args, args.changed_share, args.adjusted_share, grouped=args.grouped)
+        print(f"--- turn {turn}, {what}")
         report(args, other)
         pairs.append((plain, other))
     compare(pairs, what)
