@@ -1,6 +1,7 @@
-"""The demo tenant of ``billing demo`` and ``make run``: plans in the four price models, a few
+"""The demo tenant of ``billing demo`` and ``make run``: plans in the five price models, a few
 dozen customers with three months of usage, invoices in every status, dunning cases and emails,
-credits, a coupon, VAT under reverse charge and a credit note.
+credits, a coupon, VAT under reverse charge, a credit note, and AI usage priced per model and
+direction with threshold invoices and a spend alert.
 
 It is built once, through the service's own verbs (see ``story.py``), and then reused: its id
 and plain-text keys are kept in the data dir (mode 0600), like the development tenant's, so that

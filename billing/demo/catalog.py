@@ -1,5 +1,10 @@
-"""What the demo tenant sells: four meters and three plans that use all four price models, a
-launch coupon, and the German VAT it charges German customers (it is registered there)."""
+"""What the demo tenant sells: six meters, and four plans that use all five price models, a
+launch coupon, and the German VAT it charges German customers (it is registered there).
+
+The AI Platform plan shows dimensions and progressive billing: LLM tokens priced per model and
+direction (the matching price with the most filter keys wins, the unfiltered price lists the
+remaining models one line each), a card-processing fee on payments, and a threshold invoice each
+time a month's usage passes a multiple of its ``threshold_amount``."""
 
 from __future__ import annotations
 
@@ -17,12 +22,18 @@ from billing.tenants.schemas import TaxRateCreate, TenantPatch
 from billing.tenants.tax_rates import create_tax_rate
 
 API_CALLS, STORAGE, SEATS, EXPORTS = "api_calls", "storage_gb_hours", "seats", "exports"
+AI_TOKENS, PAYMENTS = "ai_tokens", "payment_volume"
+MODEL, DIRECTION = "model", "direction"
 
 METERS = [
     MeterCreate(key=API_CALLS, name="API calls", aggregation="sum", unit="call"),
     MeterCreate(key=STORAGE, name="Storage", aggregation="sum", unit="GB-hour"),
     MeterCreate(key=SEATS, name="Seats", aggregation="max", unit="seat"),
     MeterCreate(key=EXPORTS, name="Report exports", aggregation="count", unit="export"),
+    MeterCreate(
+        key=AI_TOKENS, name="AI tokens", aggregation="sum", unit="token", group_by=[MODEL, DIRECTION]
+    ),
+    MeterCreate(key=PAYMENTS, name="Payments", aggregation="sum", unit="USD"),
 ]
 
 _EXPORT_PACKS = PriceIn(meter=EXPORTS, model="package", package_size="50", package_amount=500)
@@ -44,6 +55,26 @@ _SEAT_VOLUME = PriceIn(
         TierIn(up_to=None, unit_amount="8", flat_amount=5000),
     ],
 )
+
+# Per token, in dollars ($10, $2.50, $0.30 and $1 a million tokens): gpt-4o output (two filter
+# keys) wins over gpt-4o (one key), which so gets only its input tokens; the unfiltered price
+# bills every other model, a line per model.
+AI_TOKEN_PRICES = [
+    PriceIn(
+        meter=AI_TOKENS,
+        model="per_unit",
+        unit_amount="0.00001",
+        filters={MODEL: ["gpt-4o"], DIRECTION: ["output"]},
+    ),
+    PriceIn(meter=AI_TOKENS, model="per_unit", unit_amount="0.0000025", filters={MODEL: ["gpt-4o"]}),
+    PriceIn(meter=AI_TOKENS, model="per_unit", unit_amount="0.0000003", filters={MODEL: ["gpt-4o-mini"]}),
+    PriceIn(meter=AI_TOKENS, model="per_unit", unit_amount="0.000001", group_by=[MODEL]),
+]
+# Card processing: 2.9% + 30 cents a payment, at most $25 a payment.
+PAYMENT_FEES = PriceIn(
+    meter=PAYMENTS, model="percentage", rate="2.9", fixed_amount_per_event=30, maximum_per_event=2500
+)
+AI_THRESHOLD = 50_000  # a threshold invoice at every $500 of usage in a month
 
 PLANS = [
     PlanCreate(
@@ -81,10 +112,18 @@ PLANS = [
             _SEAT_VOLUME,
         ],
     ),
+    PlanCreate(
+        code="ai",
+        name="AI Platform",
+        base_fee=4900,
+        prices=[*AI_TOKEN_PRICES, PAYMENT_FEES],
+        threshold_amount=AI_THRESHOLD,
+    ),
 ]
 
 # The meters each plan's customers send usage for.
-PLAN_METERS = {plan.code: [price.meter for price in plan.prices] for plan in PLANS}
+PLAN_METERS = {plan.code: {price.meter for price in plan.prices} for plan in PLANS}
+THRESHOLD_PLANS = {plan.code for plan in PLANS if plan.threshold_amount is not None}
 
 COUPON_CODE = "LAUNCH20"
 LAUNCH_COUPON = CouponCreate(

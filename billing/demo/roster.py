@@ -3,8 +3,8 @@
 Deterministic: the same size gives the same roster. The first customers each play one of the
 stories a finance team meets (a card that fails and is replaced, one that keeps failing, a
 customer that leaves, one in a trial, one that changed plan or seats, one under reverse charge,
-one living on promotional credit, one with a coupon, one with a credit note); the rest pay on
-time.
+one living on promotional credit, one with a coupon, one with a credit note, one whose AI usage
+passes its plan's threshold every month, one whose AI spend alert fires); the rest pay on time.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from billing.alerts.schemas import AlertCreate
 from billing.credits.schemas import CreditGrantCreate
 from billing.customers.schemas import Card
 from billing.tenants.addresses import Address
@@ -36,6 +37,8 @@ REVERSE_CHARGE = "reverse_charge"  # a German business with a VAT id: no VAT, a 
 PROMO_CREDITS = "promo_credits"  # signed up with a launch credit that pays every invoice so far
 COUPON = "coupon"  # redeemed LAUNCH20 at signup: 20% off its first three months
 CREDIT_NOTE = "credit_note"  # finance credits part of last month's paid invoice to its balance
+THRESHOLD = "threshold"  # AI usage passes the plan's threshold mid-month: a threshold invoice, charged
+SPEND_ALERT = "spend_alert"  # set an AI spend alert at signup; it fires, and emails, every month
 STORIES = (
     RECOVERS_SOFT,
     RECOVERS_HARD,
@@ -54,6 +57,8 @@ STORIES = (
     PROMO_CREDITS,
     COUPON,
     CREDIT_NOTE,
+    THRESHOLD,
+    SPEND_ALERT,
 )
 # The plan each subscription-change story starts on, and where it goes.
 STORY_PLAN = {
@@ -65,7 +70,15 @@ STORY_PLAN = {
     PROMO_CREDITS: "starter",
     COUPON: "growth",
     CREDIT_NOTE: "growth",
+    THRESHOLD: "ai",
+    SPEND_ALERT: "ai",
 }
+# The usage scale of the AI stories: about $700 of tokens a month, so that the $500 threshold is
+# passed once in the second half of each month; about $250 a month, past both alert thresholds.
+STORY_SIZE = {THRESHOLD: 80, SPEND_ALERT: 30}
+SPEND_ALERT_SETUP = AlertCreate(
+    type="spend_amount", name="AI spend this month", thresholds=[10_000, 20_000], email=True
+)
 UPGRADE_TO, DOWNGRADE_TO = "growth", "growth"
 TRIAL_DAYS = 14
 TRIAL_SIGNUP = timedelta(days=4, hours=3)  # before now: the trial has ten days left
@@ -113,8 +126,10 @@ PLACES = [
     ("Asia/Kathmandu", "en"), ("America/Chicago", "en_US"), ("Europe/Paris", "fr_FR"),
 ]  # fmt: skip
 MAILBOXES = ["billing", "accounts", "finance", "ap", "ops"]
-# (plan, weight): most customers are small.
+# (plan, weight): most customers are small. A story's customer is on a classic plan unless the
+# story names one; the others may also run on the AI Platform.
 PLAN_MIX = [("starter", 5), ("growth", 4), ("scale", 1)]
+OTHERS_MIX = [*PLAN_MIX, ("ai", 2)]
 CARDS = {"pm_card_visa": "visa", "pm_card_mastercard": "mastercard", "pm_card_amex": "amex"}
 MAX_CUSTOMERS = len(COMPANIES)
 MIN_CUSTOMERS = len(STORIES)
@@ -155,7 +170,7 @@ def _persona(index: int, company: str, rng: random.Random, now: datetime) -> Per
     story = STORIES[index] if index < len(STORIES) else None
     slug = re.sub(r"[^a-z0-9]+", "-", company.lower()).strip("-")
     timezone, locale = STORY_PLACE.get(story or "") or PLACES[index % len(PLACES)]
-    plans, weights = zip(*PLAN_MIX, strict=True)
+    plans, weights = zip(*(PLAN_MIX if story else OTHERS_MIX), strict=True)
     method = FIRST_METHOD.get(story or "") or rng.choice([*CARDS, "pm_card_visa", "pm_card_visa"])
     return Persona(
         external_id=slug,
@@ -170,7 +185,7 @@ def _persona(index: int, company: str, rng: random.Random, now: datetime) -> Per
         # The stories start early enough to play out in full before now.
         signup_day=rng.randint(0, 4) if story else rng.randint(0, 30),
         signup_minute=rng.randint(7 * 60, 19 * 60),
-        size=rng.randint(1, 100),
+        size=STORY_SIZE.get(story or "") or rng.randint(1, 100),
         growth=rng.randint(-1, 6),
         story=story,
     )

@@ -17,6 +17,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.alerts.service import create_alert
 from billing.core.clock import FrozenClock
 from billing.core.context import AppContext
 from billing.credit_notes.issue import issue_credit_note
@@ -25,7 +26,7 @@ from billing.credits import grants
 from billing.customers.schemas import CustomerCreate, CustomerPatch
 from billing.customers.service import create_customer, get_customer, update_customer
 from billing.demo import roster
-from billing.demo.catalog import COUPON_CODE
+from billing.demo.catalog import COUPON_CODE, THRESHOLD_PLANS
 from billing.demo.roster import Persona
 from billing.demo.usage import Event, customer_events, late_event
 from billing.dunning.cases import payment_method_changed
@@ -44,6 +45,9 @@ from billing.payments.views import PAYMENTS
 from billing.tenants.tax_ids import TaxIdIn
 
 DAILY_RUN = timedelta(hours=6)  # the billing run of each day, in UTC
+# How often, at most, new usage of customers with a threshold plan or an alert asks for a billing
+# run of its own (the scheduler would look within a minute; a run a day would double the build).
+WATCHED_RUNS = timedelta(days=3)
 # "Last month" is the last calendar month that ended this long before now, so that the invoices
 # of a change in it (grace period, then the next daily run) are final by now.
 LAST_MONTH_SETTLED = timedelta(days=2)
@@ -74,8 +78,13 @@ class Story:
         self.finance_key_id = finance_key_id
         self.start, self.now = start, now
         self._actions: list[tuple[datetime, int, Action]] = []
-        self._events: list[tuple[datetime, int, bytes]] = []
+        self._events: list[tuple[datetime, int, Event]] = []
         self._order = itertools.count()
+        # Customers whose usage the next billing run must look at, however quiet the day: their
+        # plan bills thresholds, or they have an alert. Whether one of them sent usage since.
+        self._watched: set[str] = set()
+        self._watched_usage = False
+        self._last_run = start
 
     async def play(self, personas: list[Persona]) -> None:
         for persona in personas:
@@ -112,11 +121,14 @@ class Story:
             await self._bill(at)
 
     async def _bill(self, at: datetime) -> None:
+        self._watched_usage, self._last_run = False, at
         await self.billing_run(self.ctx, at, self.tenant_id)
 
     async def _billing_due(self, at: datetime) -> bool:
         """Whether the billing run has anything to do at ``at``. On most days it has not, and
         asking it anyway would make the demo several times slower."""
+        if self._watched_usage and at - self._last_run >= WATCHED_RUNS:
+            return True  # a threshold invoice or an alert may be due
         tenant = self.tenant_id
         checks = [
             sa.select(Subscription.id).where(
@@ -141,7 +153,9 @@ class Story:
     async def _ingest_until(self, at: datetime) -> None:
         due: list[bytes] = []
         while self._events and self._events[0][0] < at:
-            due.append(heapq.heappop(self._events)[2])
+            event = heapq.heappop(self._events)[2]
+            self._watched_usage = self._watched_usage or event.customer in self._watched
+            due.append(event.raw)
         for first in range(0, len(due), MAX_BATCH):
             await self._ingest(due[first : first + MAX_BATCH], at)
 
@@ -153,7 +167,7 @@ class Story:
 
     def _queue_events(self, events: list[Event]) -> None:
         for event in events:
-            heapq.heappush(self._events, (event.timestamp, next(self._order), event.raw))
+            heapq.heappush(self._events, (event.timestamp, next(self._order), event))
 
     # --- what the customers and finance do ----------------------------------------------------
 
@@ -170,7 +184,12 @@ class Story:
             async with self.ctx.database.transaction() as session:
                 await create_customer(session, self.tenant_id, customer, now=at)
                 await _signup_offer(session, self.tenant_id, persona, at=at)
+                if persona.story == roster.SPEND_ALERT:
+                    alert = msgspec.structs.replace(roster.SPEND_ALERT_SETUP, customer=persona.external_id)
+                    await create_alert(session, self.tenant_id, alert, now=at)
                 sub = await create_subscription(session, self.tenant_id, subscription, now=at)
+            if persona.plan in THRESHOLD_PLANS or persona.story == roster.SPEND_ALERT:
+                self._watched.add(persona.external_id)
             leaves = roster.LEAVES.get(persona.story or "")
             until = self.now - leaves if leaves else self.now
             upgrade = self._plan_changes(persona, sub.id, sub.timezone)

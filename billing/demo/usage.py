@@ -16,7 +16,17 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from billing.core.clock import format_timestamp
-from billing.demo.catalog import API_CALLS, EXPORTS, PLAN_METERS, SEATS, STORAGE
+from billing.demo.catalog import (
+    AI_TOKENS,
+    API_CALLS,
+    DIRECTION,
+    EXPORTS,
+    MODEL,
+    PAYMENTS,
+    PLAN_METERS,
+    SEATS,
+    STORAGE,
+)
 from billing.demo.roster import Persona, seeded
 
 DAY = timedelta(days=1)
@@ -24,23 +34,43 @@ DAY = timedelta(days=1)
 LOCAL_BLOCKS = [6, 30, 44, 20]
 WEEKDAY_PERCENT = [100, 104, 102, 100, 92, 45, 35]
 DAILY_CALLS = {"starter": 800, "growth": 9_000, "scale": 120_000}  # at size 1, x size / 10
+# Tokens a day at size 10, by (model, direction): about $3.40 at the AI Platform's prices. Every
+# customer uses both OpenAI models; the larger ones (size 50 and up) run two open models too.
+DAILY_TOKENS = {
+    ("gpt-4o", "input"): 400_000,
+    ("gpt-4o", "output"): 100_000,
+    ("gpt-4o-mini", "input"): 2_000_000,
+    ("gpt-4o-mini", "output"): 500_000,
+}
+OPEN_MODELS = {"llama-3.1-70b": (300_000, 90_000), "mistral-large": (200_000, 60_000)}
+TOKEN_BLOCKS = [45, 55]  # share of a day's tokens in each half of the UTC day, percent
 
 
 @dataclass(frozen=True)
 class Event:
     timestamp: datetime
+    customer: str
     raw: bytes
 
 
-def _event(event_id: str, customer: str, meter: str, timestamp: datetime, value: Decimal) -> Event:
-    body = {
+def _event(
+    event_id: str,
+    customer: str,
+    meter: str,
+    timestamp: datetime,
+    value: Decimal,
+    properties: dict[str, str] | None = None,
+) -> Event:
+    body: dict[str, object] = {
         "id": event_id,
         "customer": customer,
         "meter": meter,
         "timestamp": format_timestamp(timestamp),
         "value": str(value),
     }
-    return Event(timestamp, msgspec.json.encode(body))
+    if properties:
+        body["properties"] = properties
+    return Event(timestamp, customer, msgspec.json.encode(body))
 
 
 def customer_events(persona: Persona, since: datetime, until: datetime, *, origin: datetime) -> list[Event]:
@@ -81,6 +111,10 @@ def _day(persona: Persona, day: datetime, age: int) -> Iterator[Event]:
         for n in range(rng.randint(0, 2 + persona.size // 10) if weekday < 5 else rng.randint(0, 1)):
             moment = day + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
             yield _event(f"{stamp}:export:{n}", persona.external_id, EXPORTS, moment, Decimal(1))
+    if AI_TOKENS in meters:
+        yield from _tokens(persona, day, stamp, WEEKDAY_PERCENT[weekday] * trend // 100, rng)
+    if PAYMENTS in meters:
+        yield from _payments(persona, day, stamp, weekday, rng)
 
 
 def _api_calls(
@@ -94,3 +128,40 @@ def _api_calls(
         if value > 0:
             moment = day + timedelta(hours=block * 6 + 5, minutes=rng.randint(0, 59))
             yield _event(f"{stamp}:calls:{block}", persona.external_id, API_CALLS, moment, Decimal(value))
+
+
+def token_mix(persona: Persona) -> dict[tuple[str, str], int]:
+    """The customer's tokens a day at its size, before rhythm, growth and noise, per (model,
+    direction)."""
+    daily = dict(DAILY_TOKENS)
+    if persona.size >= 50:
+        for model, (tokens_in, tokens_out) in OPEN_MODELS.items():
+            daily[model, "input"], daily[model, "output"] = tokens_in, tokens_out
+    return {key: tokens * persona.size // 10 for key, tokens in daily.items()}
+
+
+def _tokens(
+    persona: Persona, day: datetime, stamp: str, per_mille: int, rng: random.Random
+) -> Iterator[Event]:
+    """Each model and direction in two uploads, scaled by the day's rhythm and growth (per mille)."""
+    for (model, direction), tokens in token_mix(persona).items():
+        today = tokens * per_mille // 1000 * rng.randint(85, 115) // 100
+        properties = {MODEL: model, DIRECTION: direction}
+        for block, share in enumerate(TOKEN_BLOCKS):
+            moment = day + timedelta(hours=block * 12 + 4, minutes=rng.randint(0, 7 * 60))
+            event_id = f"{stamp}:tokens:{model}:{direction}:{block}"
+            value = Decimal(today * share // 100)
+            if value > 0:
+                yield _event(event_id, persona.external_id, AI_TOKENS, moment, value, properties)
+
+
+def _payments(
+    persona: Persona, day: datetime, stamp: str, weekday: int, rng: random.Random
+) -> Iterator[Event]:
+    """The payments the customer's shop takes: a few a day, $15 to $1,500 (the fee's cap applies
+    from about $850)."""
+    count = rng.randint(1, 2 + persona.size // 20) if weekday < 5 else rng.randint(0, 1)
+    for n in range(count):
+        moment = day + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
+        amount = Decimal(rng.randint(1_500, 150_000)).scaleb(-2)  # cents to dollars, exact
+        yield _event(f"{stamp}:payment:{n}", persona.external_id, PAYMENTS, moment, amount)

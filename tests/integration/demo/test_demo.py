@@ -1,6 +1,7 @@
 """The demo tenant of ``billing demo``: built through the service's own verbs, it shows every
 invoice status and dunning outcome, the subscription lifecycle (a trial, an upgrade, seats, a
-pending downgrade), a launch credit, a coupon, reverse charge and a credit note; its emails are in
+pending downgrade), a launch credit, a coupon, reverse charge, a credit note, and an AI plan with
+dimensions, a percentage fee, threshold invoices and a spend alert; its emails are in
 the ``.eml`` outbox, and it is built once."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from billing.models import metadata
 from billing.notifications.delivery import OUTBOX_DIR
 from billing.tenants import service
 from billing.web.auth import Scope
+from tests.integration.demo.ai_stories import assert_ai_stories
 from tests.integration.demo.billing_stories import assert_billing_stories
 from tests.integration.demo.lifecycle import assert_lifecycle_stories
 from tests.integration.invoicing.test_invoice_lifecycle import MakeTenant
@@ -65,6 +67,7 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
         "graduated",
         "volume",
         "package",
+        "percentage",
     }
     async with ctx.database.read() as session:
         customers = await session.scalar(
@@ -97,10 +100,12 @@ async def test_the_demo_shows_every_invoice_status_and_dunning_outcome_and_a_sec
         "payment_recovered",
         "card_expiring",
         "credit_note_issued",
+        "usage_alert",
     } <= kinds
     assert all(email["status"] == "sent" for email in emails)
     await assert_lifecycle_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
     await assert_billing_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
+    await assert_ai_stories(client, info, customers=demo.DEFAULT_CUSTOMERS, now=ctx.clock.now())
     eml_files = sorted(path.stem for path in (ctx.settings.data_dir / OUTBOX_DIR).glob("*.eml"))
     assert eml_files == sorted(email["id"] for email in emails)
 
@@ -132,3 +137,4 @@ async def test_a_saved_demo_whose_key_no_longer_works_is_built_again(
     assert {"draft", "open", "paid", "void", "uncollectible"} <= {i["status"] for i in invoices}
     await assert_lifecycle_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
     await assert_billing_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
+    await assert_ai_stories(client, new, customers=MIN_CUSTOMERS, now=ctx.clock.now())
