@@ -1,7 +1,7 @@
 """The percentage model billed through HTTP: each event's fee is computed at ingestion with the
 price its group wins, the first ``free_units`` events by (timestamp, acceptance order) pay
 nothing, and the line bills the exact sum of the rest, rounded once. The upcoming invoice, the
-draft, its recompute after more usage, the upcoming invoice and the finalized invoice agree, each amount checked
+draft, its recompute after more usage and the finalized invoice agree, each amount checked
 against a Decimal computation here."""
 
 from __future__ import annotations
