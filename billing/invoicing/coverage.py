@@ -5,6 +5,8 @@ exactly one period. An event for a period that has already ended flags its subsc
 the billing run recomputes the drafts (or bills it as late usage). The flag is decided from the
 subscription as read before the write, so an event that commits while its period is being closed
 may leave the draft a little behind; finalization counts the events themselves, never the draft.
+Each event's fee under a percentage price comes from the rules of its subscription's plan
+(``fee_rules``).
 """
 
 from __future__ import annotations
