@@ -12,6 +12,7 @@ from billing.alerts.models import Alert
 from billing.alerts.period import Watched
 from billing.invoicing import lines
 from billing.invoicing.catalog import load_catalog
+from billing.invoicing.fee_tallies import period_fees
 from billing.invoicing.grouped_usage import customer_usage
 from billing.metering import usage
 from billing.metering.models import Meter
@@ -72,7 +73,20 @@ class Measures:
                     meters,
                     (piece.period.start, piece.period.end),
                 )
+                fees = await period_fees(
+                    session,
+                    self.tenant_id,
+                    {self.customer_id: plan},
+                    meters,
+                    (piece.period.start, piece.period.end),
+                )
                 self._spend += lines.period_lines(
-                    plan, meters, piece.period, piece.subscription, {}, grouped=grouped
+                    plan,
+                    meters,
+                    piece.period,
+                    piece.subscription,
+                    {},
+                    grouped=grouped,
+                    fees=fees.get(self.customer_id),
                 )
         return self._spend

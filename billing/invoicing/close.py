@@ -22,6 +22,7 @@ from billing.core.db.queries import any_of
 from billing.core.ids import new_id
 from billing.invoicing import grouped_usage, invoices, item_lines, lines, periods, schedule
 from billing.invoicing.catalog import Catalog, load_catalog
+from billing.invoicing.fee_tallies import period_fees
 from billing.invoicing.handover_late import predecessor_late_lines
 from billing.invoicing.late import late_periods
 from billing.invoicing.models import Invoice, InvoiceLine, InvoiceStatusChange, Subscription
@@ -104,13 +105,22 @@ async def _draft_period(
         (period.start, period.end),
     )
     groups = await _groups(session, tenant.id, catalog, period, subscriptions)
+    fees = await period_fees(
+        session,
+        tenant.id,
+        {s.customer_id: catalog.plans[s.plan_id] for s in subscriptions},
+        meters,
+        (period.start, period.end),
+    )
     drafts = []
     for sub in subscriptions:
         plan = catalog.plans[sub.plan_id]
         plan_meters = catalog.meters_of(plan)
         mine = {m: tallies[(sub.customer_id, m)] for m in plan_meters if (sub.customer_id, m) in tallies}
         grouped = grouped_usage.combined(plan, mine, groups.get(sub.customer_id, {}))
-        drafted = lines.period_lines(plan, plan_meters, period, sub, {}, grouped=grouped)
+        drafted = lines.period_lines(
+            plan, plan_meters, period, sub, {}, grouped=grouped, fees=fees.get(sub.customer_id)
+        )
         drafted += await already_billed_lines(session, plan, sub, period)
         if sub.id in with_late:
             late = await late_periods(session, sub, plan, plan_meters, before=period.start)

@@ -5,6 +5,8 @@ exactly one period. An event for a period that has already ended flags its subsc
 the billing run recomputes the drafts (or bills it as late usage). The flag is decided from the
 subscription as read before the write, so an event that commits while its period is being closed
 may leave the draft a little behind; finalization counts the events themselves, never the draft.
+Each event's fee under a percentage price comes from the rules of its subscription's plan
+(``fee_rules``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core.db.queries import any_of
-from billing.invoicing import periods
+from billing.invoicing import fee_rules, periods
 from billing.invoicing.models import Subscription
-from billing.metering.coverage import Coverage
+from billing.metering.coverage import Coverage, FeeRule
 
 
 class SubscriptionCoverage:
@@ -42,6 +44,7 @@ class SubscriptionCoverage:
                 table.c.next_period_end,
                 table.c.timezone,
                 table.c.trial_end,
+                table.c.plan_id,
             ).where(
                 table.c.tenant_id == tenant_id,
                 any_of(table.c.customer_id, list(customer_ids), session.get_bind().dialect.name),
@@ -50,7 +53,7 @@ class SubscriptionCoverage:
         found: dict[str, list[Coverage]] = defaultdict(list)
         for row in rows:
             start = _period_starts(row.starts_at, row.cancel_at, row.timezone, row.trial_end)
-            found[row.customer_id].append(Coverage(*row[1:6], period_start_of=start))
+            found[row.customer_id].append(Coverage(*row[1:6], period_start_of=start, plan_id=row.plan_id))
         return found
 
     async def flag_late_usage(
@@ -62,6 +65,11 @@ class SubscriptionCoverage:
                 .where(Subscription.__table__.c.id.in_(sorted(subscription_ids)))
                 .values(usage_changed_at=now)
             )
+
+    async def fee_rules(
+        self, session: AsyncSession, plan_ids: Collection[str]
+    ) -> dict[str, dict[str, FeeRule]]:
+        return await fee_rules.fee_rules(session, plan_ids)
 
 
 class _PeriodStarts:

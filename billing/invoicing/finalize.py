@@ -16,6 +16,7 @@ from billing.core.errors import Conflict
 from billing.customers.models import Customer
 from billing.invoicing import credit_terms, discount_terms, invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
+from billing.invoicing.fee_tallies import marked_fees
 from billing.invoicing.grouped_usage import grouped_meters
 from billing.invoicing.handover_late import predecessor_late_lines, waive_predecessor_events
 from billing.invoicing.late import finalized_periods, late_periods, mark_events, marked_usage
@@ -106,7 +107,10 @@ async def _finalize_one(
             grouped_meters(plan),
             invoice_id=invoice.id,
         )
-        drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
+        fees = await marked_fees(
+            session, sub, plan, meters, period.start, _until(sub, invoice), invoice_id=invoice.id
+        )
+        drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped, fees=fees)
         drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, plan, meters, before=invoice.period_start, invoice_id=invoice.id)
     drafted += lines.late_lines(plan, meters, sub, late)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.invoicing import invoices, item_lines, lines, periods
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
+from billing.invoicing.fee_tallies import period_fees
 from billing.invoicing.grouped_usage import customer_usage
 from billing.invoicing.handover_late import predecessor_late_lines, successor_taking_late
 from billing.invoicing.late import late_periods
@@ -40,7 +41,12 @@ async def draft_lines(
         grouped = await customer_usage(
             session, sub.tenant_id, sub.customer_id, plan, meters, (period.start, period.end)
         )
-        drafted = lines.period_lines(plan, meters, period, sub, {}, grouped=grouped)
+        fees = await period_fees(
+            session, sub.tenant_id, {sub.customer_id: plan}, meters, (period.start, period.end)
+        )
+        drafted = lines.period_lines(
+            plan, meters, period, sub, {}, grouped=grouped, fees=fees.get(sub.customer_id)
+        )
         drafted += await already_billed_lines(session, plan, sub, period)
     late = await late_periods(session, sub, plan, meters, before=start)
     return drafted + lines.late_lines(plan, meters, sub, late) + await predecessor_late_lines(session, sub)

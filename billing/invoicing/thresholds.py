@@ -29,6 +29,7 @@ from billing.core.db.queries import any_of
 from billing.invoicing import lines, periods, schedule
 from billing.invoicing.catalog import load_catalog
 from billing.invoicing.close import draft_row, insert_drafts
+from billing.invoicing.fee_tallies import period_fees
 from billing.invoicing.finalize import open_at_once
 from billing.invoicing.grouped_usage import customer_usage
 from billing.invoicing.invoices import SCHEDULER
@@ -146,4 +147,9 @@ async def accrued_lines(
         session, sub.tenant_id, sub.customer_id, plan, meters, (period.start, period.end)
     )
     span = periods.Period(period.start, at)
-    return lines.usage_so_far(plan, meters, period, sub.timezone, {}, dated=span, grouped=grouped)
+    fees = await period_fees(
+        session, sub.tenant_id, {sub.customer_id: plan}, meters, (period.start, period.end)
+    )
+    return lines.usage_so_far(
+        plan, meters, period, sub.timezone, {}, dated=span, grouped=grouped, fees=fees.get(sub.customer_id)
+    )

@@ -3,8 +3,11 @@
 An event is accepted only inside a subscription (else ``no_subscription``), so that it belongs to
 exactly one period, and an event for a period that has already ended flags its subscription for
 the billing run. Metering knows nothing of subscriptions beyond these windows and the start of
-the period holding an instant (for the cardinality cap of grouped meters): invoicing implements
-:class:`CoverageSource` and the composition root hands it to ingestion.
+the period holding an instant (for the cardinality cap of grouped meters), and, per plan, how
+much an event of a meter pays when its price is a percentage of each event's value (the fee is
+stored with the event and summed in the rollups, so that a period is billed without reading its
+events again): invoicing implements :class:`CoverageSource` and the composition root hands it to
+ingestion.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +31,7 @@ class Coverage:
     # The start of the subscription period holding a covered instant; without it, the whole
     # subscription is one period.
     period_start_of: Callable[[datetime], datetime] | None = None
+    plan_id: str | None = None
 
     def period_start(self, at: datetime) -> datetime:
         return self.starts_at if self.period_start_of is None else self.period_start_of(at)
@@ -41,6 +46,12 @@ class Coverage:
         return self.next_period_end is not None and self.next_period_end <= now and at < self.next_period_end
 
 
+# An event's fee, exact, in minor units, from its group values (in the meter's group_by order;
+# ``()`` on a meter without group_by) and its value; None when the price the event's group wins
+# is not a percentage price.
+FeeRule = Callable[[tuple[str | None, ...], Decimal], Decimal | None]
+
+
 class CoverageSource(Protocol):
     async def coverages(
         self, session: AsyncSession, tenant_id: str, customer_ids: Collection[str]
@@ -52,6 +63,13 @@ class CoverageSource(Protocol):
         self, session: AsyncSession, subscription_ids: Collection[str], now: datetime
     ) -> None:
         """Tell the billing run that usage arrived for periods that have ended."""
+        ...
+
+    async def fee_rules(
+        self, session: AsyncSession, plan_ids: Collection[str]
+    ) -> dict[str, dict[str, FeeRule]]:
+        """Per plan id, a fee rule per meter that has a percentage price in the plan (no entry
+        for the others, so that their events pay nothing for fees)."""
         ...
 
 

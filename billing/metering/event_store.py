@@ -6,7 +6,8 @@ per-value processing between them; the SQL of ``event_store_postgresql`` and
 (``ExactDecimal``, ``UTCDateTime``, JSON), and the tests read every row back through the models.
 
 Rollup rows hold what ``rollups.Partial`` holds: the count, the exact sum, the max, and the value
-of the latest event, the one with the greatest (timestamp, seq). Rows are written in key order,
+of the latest event, the one with the greatest (timestamp, seq); and the exact sum of the
+events' fees (percentage prices), 0 where none has one. Rows are written in key order,
 so that concurrent batches cannot deadlock: events by id, then rollups and distinct values by
 (customer, meter, hour, group key).
 """
@@ -35,6 +36,7 @@ class NewEvent(msgspec.Struct, frozen=True, gc=False):
     payload_hash: str
     unique_value: str | None
     group_key: str = ""  # groups.encode of its group on a meter with group_by
+    fee: Decimal | None = None  # exact, minor units: only under a percentage price
 
 
 async def store(

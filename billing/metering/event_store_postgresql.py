@@ -29,34 +29,37 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST($1 AS text[]), CAST($2 AS text[]), CAST($3 AS text[]),
         CAST(CAST($4 AS text[]) AS timestamptz[]), CAST(CAST($5 AS text[]) AS numeric[]),
-        CAST($6 AS text[]), CAST($7 AS text[]), CAST($10 AS text[])
-    ) WITH ORDINALITY AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, group_key, n)
+        CAST($6 AS text[]), CAST($7 AS text[]), CAST($10 AS text[]), CAST(CAST($11 AS text[]) AS numeric[])
+    ) WITH ORDINALITY
+        AS t(event_id, customer_id, meter_id, ts, value, properties, payload_hash, group_key, fee, n)
 ), new AS (
     INSERT INTO usage_events
         (tenant_id, event_id, customer_id, meter_id, "timestamp", value, properties, payload_hash,
-         received_at)
-    SELECT $8, event_id, customer_id, meter_id, ts, value, CAST(properties AS jsonb), payload_hash, $9
+         received_at, fee)
+    SELECT $8, event_id, customer_id, meter_id, ts, value, CAST(properties AS jsonb), payload_hash, $9, fee
     FROM input ORDER BY n
     ON CONFLICT (tenant_id, event_id) DO NOTHING
-    RETURNING event_id, seq, customer_id, meter_id, "timestamp", value
+    RETURNING event_id, seq, customer_id, meter_id, "timestamp", value, fee
 ), folded AS (
     SELECT new.customer_id, new.meter_id, date_trunc('hour', new."timestamp", 'UTC') AS hour, input.group_key,
            count(*) AS event_count, sum(new.value) AS value_sum, max(new.value) AS value_max,
            (array_agg(new.value ORDER BY new."timestamp" DESC, new.seq DESC))[1] AS latest_value,
            max(new."timestamp") AS latest_at,
-           (array_agg(new.seq ORDER BY new."timestamp" DESC, new.seq DESC))[1] AS latest_seq
+           (array_agg(new.seq ORDER BY new."timestamp" DESC, new.seq DESC))[1] AS latest_seq,
+           coalesce(sum(new.fee), 0) AS fee_sum
     FROM new JOIN input USING (event_id)
     GROUP BY new.customer_id, new.meter_id, hour, input.group_key
 ), rolled AS (
     INSERT INTO usage_rollups AS r
         (tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max,
-         latest_value, latest_at, latest_seq)
+         latest_value, latest_at, latest_seq, fee_sum)
     SELECT $8, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value,
-           latest_at, latest_seq
+           latest_at, latest_seq, fee_sum
     FROM folded ORDER BY customer_id, meter_id, hour, group_key
     ON CONFLICT (tenant_id, customer_id, meter_id, hour, group_key) DO UPDATE SET
         event_count = r.event_count + excluded.event_count,
         value_sum = r.value_sum + excluded.value_sum,
+        fee_sum = r.fee_sum + excluded.fee_sum,
         value_max = greatest(r.value_max, excluded.value_max),
         latest_value = CASE WHEN (excluded.latest_at, excluded.latest_seq) > (r.latest_at, r.latest_seq)
                             THEN excluded.latest_value ELSE r.latest_value END,
@@ -99,7 +102,10 @@ async def store(
         [e.payload_hash for e in events],
     )
     group_keys = [e.group_key for e in events]
-    result = await connection.exec_driver_sql(_PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now, group_keys))
+    fees = [None if e.fee is None else format(e.fee, "f") for e in events]
+    result = await connection.exec_driver_sql(
+        _PG_EVENTS_AND_ROLLUPS, (*columns, tenant_id, now, group_keys, fees)
+    )
     # Rows of raw SQL, which SQLAlchemy types as one column of Any: here (event_id, seq).
     new: dict[str, int] = dict(cast("Sequence[tuple[str, int]]", result.all()))
     uniques = [e for e in events if e.unique_value is not None and e.event_id in new]

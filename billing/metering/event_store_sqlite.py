@@ -29,16 +29,17 @@ from billing.core import money
 if TYPE_CHECKING:
     from billing.metering.event_store import NewEvent
 
-# Rows per statement: at most 11 parameters a row, under SQLite's limit of 32,766 parameters.
+# Rows per statement: at most 12 parameters a row, under SQLite's limit of 32,766 parameters.
 _ROWS_PER_STATEMENT = 1000
 _EVENT_COLUMNS = (
-    "tenant_id, event_id, customer_id, meter_id, timestamp, value, properties, payload_hash, received_at"
+    "tenant_id, event_id, customer_id, meter_id, timestamp, value, properties, payload_hash, received_at, fee"
 )
 _ROLLUP_COLUMNS = (
     "tenant_id, customer_id, meter_id, hour, group_key, event_count, value_sum, value_max, latest_value, "
-    "latest_at, latest_seq"
+    "latest_at, latest_seq, fee_sum"
 )
-# (customer, meter, hour, group key) -> [count, sum, max, latest value, latest at, latest seq]
+_ZERO = Decimal(0)
+# (customer, meter, hour, group key) -> [count, sum, max, latest value, latest at, latest seq, fee sum]
 Folded = dict[tuple[str, str, str, str], list[Any]]
 _rfc3339 = msgspec.json.Encoder()
 _WHOLE_SECOND = re.compile(rb'(:\d\d)Z"')
@@ -62,6 +63,7 @@ async def store(
                 events[n].properties,
                 events[n].payload_hash,
                 received_at,
+                None if events[n].fee is None else format(events[n].fee, "f"),
             )
             for n in chunk
         ]
@@ -119,20 +121,29 @@ def _fold(stored: list[tuple[NewEvent, str, int]]) -> Folded:
         key = (e.customer_id, e.meter_id, _hour(at), e.group_key)
         acc = folded.get(key)
         if acc is None:
-            folded[key] = [1, e.value, e.value, e.value, at, seq]
+            folded[key] = [1, e.value, e.value, e.value, at, seq, _ZERO if e.fee is None else e.fee]
         else:
-            _merge(acc, 1, e.value, e.value, e.value, at, seq)
+            _merge(acc, 1, e.value, e.value, e.value, at, seq, e.fee)
     return folded
 
 
 def _merge(
-    acc: list[Any], count: int, total: Decimal, top: Decimal, latest: Decimal, at: str, seq: int
+    acc: list[Any],
+    count: int,
+    total: Decimal,
+    top: Decimal,
+    latest: Decimal,
+    at: str,
+    seq: int,
+    fees: Decimal | None,
 ) -> None:
     acc[0] += count
     acc[1] = money.exact_add(acc[1], total)
     acc[2] = max(acc[2], top)
     if (at, seq) > (acc[4], acc[5]):
         acc[3:6] = latest, at, seq
+    if fees:
+        acc[6] = money.exact_add(acc[6], fees)
 
 
 async def _merge_stored(connection: AsyncConnection, tenant_id: str, folded: Folded) -> None:
@@ -140,7 +151,7 @@ async def _merge_stored(connection: AsyncConnection, tenant_id: str, folded: Fol
     keys = list(folded)
     params = (*(part for key in keys for part in key), tenant_id)
     found = await _one(connection, _stored_rollups_sql(len(keys)), params)
-    for customer, meter, hour, group, count, total, top, latest, at, seq in msgspec.json.decode(found):
+    for customer, meter, hour, group, count, total, top, latest, at, seq, fees in msgspec.json.decode(found):
         _merge(
             folded[(customer, meter, hour, group)],
             count,
@@ -149,10 +160,21 @@ async def _merge_stored(connection: AsyncConnection, tenant_id: str, folded: Fol
             Decimal(latest),
             at,
             seq,
+            None if fees == "0" else Decimal(fees),
         )
     rows = [
-        (tenant_id, *key, count, format(total, "f"), format(top, "f"), format(latest, "f"), at, seq)
-        for key, (count, total, top, latest, at, seq) in folded.items()
+        (
+            tenant_id,
+            *key,
+            count,
+            format(total, "f"),
+            format(top, "f"),
+            format(latest, "f"),
+            at,
+            seq,
+            format(fees, "f"),
+        )
+        for key, (count, total, top, latest, at, seq, fees) in folded.items()
     ]
     overwrite = ", ".join(f"{column} = excluded.{column}" for column in _ROLLUP_COLUMNS.split(", ")[5:])
     await _insert(
@@ -169,7 +191,7 @@ def _stored_rollups_sql(keys: int) -> str:
     the outer loop, so that each is one primary-key lookup."""
     return (
         "SELECT json_group_array(json_array(k.column1, k.column2, k.column3, k.column4,"  # noqa: S608
-        " r.event_count, r.value_sum, r.value_max, r.latest_value, r.latest_at, r.latest_seq))"
+        " r.event_count, r.value_sum, r.value_max, r.latest_value, r.latest_at, r.latest_seq, r.fee_sum))"
         f" FROM (VALUES {_placeholders(4, keys)}) AS k"
         " CROSS JOIN usage_rollups AS r ON r.tenant_id = ? AND r.customer_id = k.column1"
         " AND r.meter_id = k.column2 AND r.hour = k.column3 AND r.group_key = k.column4"

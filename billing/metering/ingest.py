@@ -26,7 +26,7 @@ from billing.customers.archived import archived_among
 from billing.customers.service import customers_by_reference
 from billing.metering import groups, rollups
 from billing.metering.commit import Batch, Candidate, EventResult, commit
-from billing.metering.coverage import Coverage, CoverageSource, covering
+from billing.metering.coverage import Coverage, CoverageSource, FeeRule, covering
 from billing.metering.event_store import NewEvent
 from billing.metering.meters import meters_by_key
 from billing.metering.usage_models import UNIQUE_VALUE_MAX_LENGTH
@@ -250,6 +250,8 @@ async def _resolve(
     customer_ids = set(customers.values())
     archived = await archived_among(session, customer_ids)
     subscriptions = await coverage.coverages(session, tenant_id, customer_ids)
+    plan_ids = {c.plan_id for found in subscriptions.values() for c in found if c.plan_id is not None}
+    fee_rules = await coverage.fee_rules(session, plan_ids) if plan_ids else {}
     candidates = []
     for index, event, properties in decoded:
         if index % YIELD_EVERY == YIELD_EVERY - 1:
@@ -265,6 +267,7 @@ async def _resolve(
                     customer in archived,
                     meters.get(event.meter),
                     subscriptions.get(customer or "", []),
+                    fee_rules,
                 )
             )
         except Rejection as rejection:
@@ -280,6 +283,7 @@ def _candidate(
     archived: bool,
     meter: MeterSpec | None,
     subscriptions: list[Coverage],
+    fee_rules: dict[str, dict[str, FeeRule]],
 ) -> Candidate:
     if customer is None:
         raise Rejection("unknown_customer", f"no customer '{event.customer}'")
@@ -298,12 +302,15 @@ def _candidate(
     if value < 0 and not meter.allow_negative:
         raise Rejection("negative_value", f"meter '{meter.key}' takes no negative values")
     group_key, period_start = groups.NO_GROUP, None
+    values: groups.GroupValues = ()
     if meter.group_by:
         try:
-            group_key = groups.group_key(event.properties, meter.group_by)
+            values = groups.group_values(event.properties, meter.group_by)
         except groups.InvalidGroupValue as exc:
             raise Rejection("invalid_event", str(exc)) from None
+        group_key = groups.encode(values)
         period_start = subscription.period_start(timestamp)
+    rule = fee_rules[subscription.plan_id].get(meter.id) if subscription.plan_id in fee_rules else None
     # msgspec writes a UTC datetime as format_timestamp does, and canonical decimals print as
     # format_decimal does: the hash of an event stays what it was when it was first stored.
     payload = (customer, meter.id, timestamp, format(value, "f"), event.properties)
@@ -318,6 +325,7 @@ def _candidate(
         digest,
         _unique_value(event, meter),
         group_key,
+        None if rule is None else rule(values, value),
     )
     return Candidate(index, row, subscription, period_start)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -461,3 +461,152 @@ def fold_event(tally: Tally, meter: Meter, row: sa.Row[*tuple[Any, ...]]) -> Non
         raw = (row.properties or {}).get(meter.unique_property or "")
         if raw is not None:
             tally.uniques.add(unique_key(raw))
+
+
+@dataclass(frozen=True)
+class FeeRead:
+    """The fees of one group's events over a range (percentage prices): their exact total in
+    minor units, their count, and ``((timestamp, seq), fee)`` of the earliest of them, in order."""
+
+    total: Decimal = _ZERO
+    events: int = 0
+    earliest: tuple[tuple[tuple[datetime, int], Decimal], ...] = ()
+
+
+# Events read per query while looking for the earliest events of each group of a grouped meter.
+_EARLIEST_PAGE = 1000
+
+
+async def grouped_period_fees(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
+    free_units: Mapping[str, int],
+) -> dict[GroupedKey, FeeRead]:
+    """The fees per (customer, meter, group key) with events in the range: totals from the
+    rollups of whole hours and from the raw events of the hours the range cuts; and, on a meter
+    with ``free_units`` > 0, the first ``free_units`` events of each group key (or all of them)
+    in (timestamp, seq) order, read from the raw events."""
+    totals: dict[GroupedKey, list[Any]] = defaultdict(lambda: [_ZERO, 0])
+    if not customer_ids or not meters:
+        return {}
+    whole, cut = _classify_hours([period])
+    if whole:
+        await _whole_hour_fees(
+            session, tenant_id, customer_ids, meters, (min(whole), max(whole) + HOUR), totals
+        )
+    if cut:
+        await _cut_hour_fees(session, tenant_id, customer_ids, meters, period, cut, totals)
+    found = {key: FeeRead(total, events) for key, (total, events) in totals.items()}
+    for meter in meters:
+        free = free_units.get(meter.id, 0)
+        if free <= 0:
+            continue
+        for customer_id in customer_ids:
+            wanted = {
+                key[2]: min(free, read.events)
+                for key, read in found.items()
+                if key[0] == customer_id and key[1] == meter.id
+            }
+            if not wanted:
+                continue
+            listed = await _earliest_fees(session, (tenant_id, customer_id, meter.id), meter, period, wanted)
+            for group_key, earliest in listed.items():
+                read = found[(customer_id, meter.id, group_key)]
+                found[(customer_id, meter.id, group_key)] = FeeRead(read.total, read.events, tuple(earliest))
+    return found
+
+
+async def _whole_hour_fees(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    hours: Range,
+    totals: dict[GroupedKey, list[Any]],
+) -> None:
+    table = UsageRollup.__table__
+    keys = [table.c.customer_id, table.c.meter_id, table.c.group_key]
+    query = (
+        sa.select(
+            *keys,
+            sa.func.sum(table.c.event_count).label("events"),
+            decimal_sum(session.get_bind().dialect.name, table.c.fee_sum).label("fees"),
+        )
+        .where(_batch_filter(table, tenant_id, customer_ids, meters, hours))
+        .group_by(*keys)
+    )
+    for row in await session.execute(query):
+        acc = totals[(row.customer_id, row.meter_id, row.group_key)]
+        acc[0] = money.exact_add(acc[0], row.fees or _ZERO)
+        acc[1] += int(row.events)
+
+
+async def _cut_hour_fees(
+    session: AsyncSession,
+    tenant_id: str,
+    customer_ids: Sequence[str],
+    meters: Sequence[Meter],
+    period: Range,
+    cut: list[datetime],
+    totals: dict[GroupedKey, list[Any]],
+) -> None:
+    table = UsageEvent.__table__
+    query = sa.select(table.c.customer_id, table.c.meter_id, table.c.fee, table.c.properties).where(
+        _batch_filter(table, tenant_id, customer_ids, meters),
+        _in_hours(table.c.timestamp, cut),
+        table.c.timestamp >= period[0],
+        table.c.timestamp < period[1],
+    )
+    by_id = {m.id: m for m in meters}
+    for row in await session.execute(query):
+        group_key = groups.group_key(row.properties, by_id[row.meter_id].group_by)
+        acc = totals[(row.customer_id, row.meter_id, group_key)]
+        if row.fee is not None:
+            acc[0] = money.exact_add(acc[0], row.fee)
+        acc[1] += 1
+
+
+async def _earliest_fees(
+    session: AsyncSession, key: tuple[str, str, str], meter: Meter, period: Range, wanted: dict[str, int]
+) -> dict[str, list[tuple[tuple[datetime, int], Decimal]]]:
+    """The first ``wanted[group key]`` events' fees of each group key, in (timestamp, seq) order,
+    read in pages until every group key has its count."""
+    table = UsageEvent.__table__
+    columns = [table.c.timestamp, table.c.seq, table.c.fee]
+    if meter.group_by:
+        columns.append(table.c.properties)
+    listed: dict[str, list[tuple[tuple[datetime, int], Decimal]]] = {group_key: [] for group_key in wanted}
+    short = {group_key for group_key, count in wanted.items() if count > 0}
+    page = _EARLIEST_PAGE if meter.group_by else max(wanted.values())
+    after: tuple[datetime, int] | None = None
+    while short:
+        query = (
+            sa.select(*columns)
+            .where(_series(table, key), table.c.timestamp >= period[0], table.c.timestamp < period[1])
+            .order_by(table.c.timestamp, table.c.seq)
+            .limit(page)
+        )
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    table.c.timestamp > after[0],
+                    sa.and_(table.c.timestamp == after[0], table.c.seq > after[1]),
+                )
+            )
+        rows = (await session.execute(query)).all()
+        for row in rows:
+            group_key = (
+                groups.group_key(row.properties, meter.group_by) if meter.group_by else groups.NO_GROUP
+            )
+            if group_key in short:
+                found = listed[group_key]
+                found.append(((row.timestamp, row.seq), _ZERO if row.fee is None else row.fee))
+                if len(found) >= wanted[group_key]:
+                    short.discard(group_key)
+        if len(rows) < page:
+            break
+        after = (rows[-1].timestamp, rows[-1].seq)
+    return listed

@@ -34,6 +34,9 @@ class UsageEvent(Base):
     payload_hash: Mapped[str] = mapped_column(sa.String(32))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     invoice_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # The fee of an event whose price is a percentage price, exact, in minor units, computed at
+    # ingestion with the plan of its subscription; None for every other event.
+    fee: Mapped[Decimal | None] = mapped_column(ExactDecimal())
 
     __table_args__ = (
         sa.UniqueConstraint("tenant_id", "event_id"),
@@ -69,6 +72,10 @@ class UsageRollup(Base):
     latest_value: Mapped[Decimal] = mapped_column(ExactDecimal())
     latest_at: Mapped[datetime] = mapped_column(UTCDateTime())
     latest_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    # The exact sum of the hour's event fees (0 when none has one).
+    fee_sum: Mapped[Decimal] = mapped_column(
+        ExactDecimal(), default=Decimal(0), server_default=sa.text("'0'")
+    )
 
 
 class UsageUniqueValue(Base):

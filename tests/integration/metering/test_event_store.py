@@ -237,3 +237,46 @@ async def test_rollups_equal_a_fold_of_the_first_event_of_each_id(
         first.setdefault(e.event_id, e)
     assert seqs.keys() == first.keys()
     assert await stored_rollups(ctx, tenant_id) == expected_rollups(list(first.values()), seqs)
+
+
+def with_fee(event: NewEvent, fee: str | None, group_key: str = "") -> NewEvent:
+    return msgspec.structs.replace(event, fee=None if fee is None else Decimal(fee), group_key=group_key)
+
+
+async def stored_fees(
+    ctx: AppContext, tenant_id: str
+) -> dict[tuple[str, datetime, str], tuple[int, Decimal]]:
+    async with ctx.database.read() as session:
+        rows = await session.scalars(sa.select(UsageRollup).where(UsageRollup.tenant_id == tenant_id))
+        return {(r.meter_id, r.hour, r.group_key): (r.event_count, r.fee_sum) for r in rows}
+
+
+async def test_event_fees_are_stored_exactly_and_summed_per_rollup_across_batches(ctx: AppContext) -> None:
+    tenant_id = tenant()
+    eu, us = '["eu"]', '["us"]'
+    first = [
+        with_fee(new_event("a", "100"), "320.000000000001", eu),
+        with_fee(new_event("b", "5"), "50", eu),
+        with_fee(new_event("c", "7", HOUR + timedelta(minutes=5)), None, us),  # a price with no fee
+        with_fee(new_event("d", "3", HOUR + timedelta(hours=1)), "0.029", eu),
+        new_event("plain", "4", meter="mtr_other"),
+    ]
+    second = [
+        with_fee(new_event("a", "100"), "999", eu),  # a duplicate: adds nothing
+        with_fee(new_event("e", "1", HOUR + timedelta(minutes=59)), "65.786", eu),
+        with_fee(new_event("f", "2", HOUR + timedelta(minutes=1)), "0.000000000001", us),
+    ]
+    await store_batch(ctx, tenant_id, first)
+    await store_batch(ctx, tenant_id, second)
+    rows = await stored_events(ctx, tenant_id)
+    expected_fees = {"a": "320.000000000001", "b": "50", "c": None, "d": "0.029", "plain": None}
+    expected_fees |= {"e": "65.786", "f": "0.000000000001"}
+    assert {e: row.fee for e, row in rows.items()} == {
+        e: None if fee is None else Decimal(fee) for e, fee in expected_fees.items()
+    }
+    assert await stored_fees(ctx, tenant_id) == {
+        ("mtr_sum", HOUR, eu): (3, Decimal("320.000000000001") + 50 + Decimal("65.786")),
+        ("mtr_sum", HOUR, us): (2, Decimal("0.000000000001")),
+        ("mtr_sum", HOUR + timedelta(hours=1), eu): (1, Decimal("0.029")),
+        ("mtr_other", HOUR, ""): (1, Decimal(0)),
+    }
