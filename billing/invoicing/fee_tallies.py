@@ -87,9 +87,10 @@ async def marked_fees(
     start: datetime,
     end: datetime | None,
     *,
-    invoice_id: str,
+    invoice_id: str | None,
 ) -> GroupedFees:
-    """meter id -> group key -> the fees of the events in [start, end) marked with the invoice."""
+    """meter id -> group key -> the fees of the events in [start, end) marked with the invoice
+    (None: with any invoice)."""
     free = percentage_meters([plan])
     if not free:
         return {}
@@ -100,7 +101,7 @@ async def marked_fees(
             _events.c.customer_id == subscription.customer_id,
             _events.c.meter_id.in_(sorted(free)),
             _events.c.timestamp >= start,
-            _events.c.invoice_id == invoice_id,
+            _events.c.invoice_id == invoice_id if invoice_id else _events.c.invoice_id.is_not(None),
         )
         .order_by(_events.c.timestamp, _events.c.seq)
     )

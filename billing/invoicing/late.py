@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.core import money
 from billing.invoicing import commitments, periods, schedule, usage_lines
+from billing.invoicing.fee_tallies import marked_fees, period_fees
 from billing.invoicing.grouped_usage import customer_usage, grouped_meters
 from billing.invoicing.invoices import FINALIZED
 from billing.invoicing.lines import Billed, LatePeriod
@@ -120,19 +121,19 @@ async def late_periods(
     result = []
     for period in sorted(touched & invoiced):
         grouped: usage_lines.GroupedTallies
-        if invoice_id:
-            span = (period.start, period.end)
+        fees: usage_lines.GroupedFees
+        span = (period.start, period.end)
+        if invoice_id:  # every billed event of the period, the ones just marked included
             grouped = await marked_usage(session, subscription, meters, *span, grouped_meters(plan))
+            fees = await marked_fees(session, subscription, plan, meters, *span, invoice_id=None)
         else:
-            grouped = await customer_usage(
-                session,
-                subscription.tenant_id,
-                subscription.customer_id,
-                plan,
-                meters,
-                (period.start, period.end),
+            customer_id = subscription.customer_id
+            grouped = await customer_usage(session, subscription.tenant_id, customer_id, plan, meters, span)
+            by_customer = await period_fees(
+                session, subscription.tenant_id, {customer_id: plan}, meters, span
             )
-        now = usage_lines.line_usage(plan, meters, grouped, {})
+            fees = by_customer.get(customer_id, {})
+        now = usage_lines.line_usage(plan, meters, grouped, fees)
         billed = await billed_lines(session, subscription, plan, period, exclude=invoice_id)
         amounts = await billed_amounts(session, subscription, plan, period, exclude=invoice_id)
         result.append(LatePeriod(period, now, billed, amounts.by_price, amounts.counted, amounts.commitment))

@@ -251,3 +251,47 @@ async def test_late_usage_is_billed_per_price_and_group_on_cumulative_quantities
             cents(graduated(before_input + 600_000)) - cents(graduated(before_input)),
         ),
     ]
+
+
+async def test_late_payments_under_a_percentage_price_bill_their_fees(
+    client: httpx.AsyncClient, tenant: TenantHandle
+) -> None:
+    price = {
+        "meter": "payments",
+        "model": "percentage",
+        "rate": "2.9",
+        "fixed_amount_per_event": 30,
+        "maximum_per_event": 1000,
+        "free_units": 1,
+    }
+    await call(client, tenant, "/v1/meters", {"key": "payments", "aggregation": "sum"}, status=201)
+    await call(client, tenant, "/v1/plans", {"code": "pay", "prices": [price]}, status=201)
+    await call(client, tenant, "/v1/customers", {"external_id": "c1", "timezone": "UTC"}, status=201)
+    await subscribe(client, tenant, ["c1"], starts_at="2026-10-01T00:00:00Z", plan="pay")
+
+    async def pay(event_id: str, day: int, value: str) -> None:
+        body = {
+            "id": event_id,
+            "customer": "c1",
+            "meter": "payments",
+            "value": value,
+            "timestamp": f"2026-10-{day:02d}T09:00:00Z",
+        }
+        await call(client, tenant, "/v1/events", body, status=202, scope=Scope.INGEST)
+
+    def fee(value: str) -> Decimal:
+        return min(Decimal(value) * Decimal("2.9") + 30, Decimal(1000))  # cents: value x 100 x 2.9%
+
+    await pay("p1", 3, "10.00")  # the first payment of the period: free
+    await pay("p2", 5, "120.50")
+    await run(client, tenant, "2026-11-01T00:00:00Z")
+    assert (await run(client, tenant, "2026-11-02T01:00:00Z"))["invoices_finalized"] == 1
+    billed = int(fee("120.50").quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    await pay("p3", 20, "999.99")  # late: capped
+    await pay("p0", 1, "50.00")  # late and earlier than p1: now the free one
+    await run(client, tenant, "2026-12-01T00:00:00Z")
+    (november,) = [i for i in await listed(client, tenant) if i["period_start"].startswith("2026-11-01")]
+    (late,) = [line for line in november["lines"] if line["kind"] == "late_usage"]
+    now = sum((fee(v) for v in ("10.00", "120.50", "999.99")), Decimal(0))
+    assert Decimal(late["quantity"]) == Decimal("1049.99")
+    assert late["amount"] == int(now.quantize(Decimal(1), rounding=ROUND_HALF_UP)) - billed
