@@ -64,10 +64,19 @@ async def customer_usage(
     meters: Mapping[str, Meter],
     period: Range,
 ) -> GroupedTallies:
-    """One customer's usage of the plan's meters over the period, as its lines take it."""
-    needed = grouped_meters(plan)
-    flat_meters = [meter for meter_id, meter in meters.items() if meter_id not in needed]
-    by_series = await usage.period_tallies(session, tenant_id, [customer_id], flat_meters, period)
-    flat = {meter_id: tally for (_, meter_id), tally in by_series.items()}
-    groups = await read_groups(session, tenant_id, [customer_id], [meters[m] for m in sorted(needed)], period)
-    return combined(plan, flat, groups.get(customer_id, {}))
+    """One customer's usage of the plan's meters over the period, as its lines take it: in one read,
+    per group when some meter needs groups (the others' groups are then added up here)."""
+    if not grouped_meters(plan):
+        by_series = await usage.period_tallies(
+            session, tenant_id, [customer_id], list(meters.values()), period
+        )
+        return combined(plan, {meter_id: tally for (_, meter_id), tally in by_series.items()}, {})
+    groups = (await read_groups(session, tenant_id, [customer_id], list(meters.values()), period)).get(
+        customer_id, {}
+    )
+    flat: dict[str, Tally] = {}
+    for meter_id, by_key in groups.items():
+        total = flat[meter_id] = Tally()
+        for tally in by_key.values():
+            total.add(tally)
+    return combined(plan, flat, groups)
