@@ -12,6 +12,12 @@ its indexes, which is what the database must do whatever the service does. Print
 batch latency, the server's RSS and CPU (and the database's) and the ratios to the baselines.
 Every event names one of 20 models and a direction; ``--dimensions`` makes every meter group
 its usage by both (40 groups per customer, meter and month).
+
+Before the timed run, an untimed warm-up posts one event per (customer, meter, model, direction)
+in the period's first hour, with or without ``--dimensions``: the steady state of a month, where
+every group is already open (recorded, and known to the server's process) when most usage comes.
+``--cold`` leaves it out, so that nearly every event of the timed run opens a group: the worst
+case, a period's first minutes.
 """
 
 from __future__ import annotations
@@ -187,6 +193,41 @@ def make_event(n: int, start: datetime) -> dict[str, Any]:
         "value": value,
         "properties": properties,
     }
+
+
+def warm_up_batches(start: datetime) -> list[bytes]:
+    """One event per (customer, meter, model, direction), in the first hour from ``start``, by
+    customer: each group the timed run can name is opened once, as in a period's first hour."""
+    events = []
+    for customer in range(CUSTOMERS):
+        for meter, aggregation in METERS:
+            for model in MODELS:
+                for direction in ("input", "output"):
+                    n = len(events)
+                    properties = {"region": REGIONS[n % len(REGIONS)], "sdk": "python/4.2.0"}
+                    if aggregation == "unique_count":
+                        properties["user_id"] = f"user-{n % 5000}"
+                    properties |= {"model": model, "direction": direction}
+                    timestamp = start + timedelta(seconds=n % 3600)
+                    events.append(
+                        {
+                            "id": f"warm-{n:010d}",
+                            "customer": f"customer-{customer:04d}",
+                            "meter": meter,
+                            "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+                            "value": "1",
+                            "properties": properties,
+                        }
+                    )
+    return [json.dumps({"events": events[n : n + BATCH]}).encode() for n in range(0, len(events), BATCH)]
+
+
+async def warm_up(port: int, key: str, start: datetime, clients: int) -> tuple[int, float]:
+    """Post ``warm_up_batches`` (untimed by the caller); the events posted and the seconds taken."""
+    queue, posted = list(reversed(warm_up_batches(start))), []
+    started = time.perf_counter()
+    await asyncio.gather(*[post_batches(port, key, queue, posted) for _ in range(clients)])
+    return sum(posted), time.perf_counter() - started
 
 
 def batches(total: int, start: datetime, seed: int = 7) -> list[bytes]:
@@ -440,6 +481,11 @@ async def main() -> None:
     parser.add_argument(
         "--dimensions", action="store_true", help="every meter grouped by model and direction (20 x 2)"
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up: nearly every event opens a group (the worst case, a period's first minutes)",
+    )
     args = parser.parse_args()
 
     data_dir, url = await bench_database(args.database)
@@ -453,6 +499,7 @@ async def main() -> None:
         server.start()
         key = json.loads(server.run("tenant", "create", "--name", "Bench", "--json"))["api_key"]
         await setup(f"http://127.0.0.1:{port}", key, group_by=DIMENSIONS if args.dimensions else ())
+        warmed = None if args.cold else await warm_up(port, key, start, args.clients)
         result = await post_all(port, key, payloads, args.clients, server, database)
         peak = server.memory_mib("VmHWM")
         server.stop()
@@ -468,6 +515,13 @@ async def main() -> None:
     thirds = [rss[len(rss) // 3], rss[2 * len(rss) // 3], rss[-1]]
     print(f"database:        {args.database}")
     print(f"dimensions:      {'every meter grouped by model and direction' if args.dimensions else 'none'}")
+    if warmed is None:
+        print("warm-up:         none (cold: nearly every event opens a group)")
+    else:
+        print(
+            f"warm-up:         {warmed[0]:,} events, one per (customer, meter, model, direction), "
+            f"untimed ({warmed[1]:.0f} s)"
+        )
     print(f"events posted:   {result['posted']:,} (5% duplicates), {BATCH} a batch, {args.clients} clients")
     print(f"throughput:      {result['events_per_s']:,.0f} events/s")
     print(f"batch latency:   p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")

@@ -51,3 +51,30 @@ def test_text_is_kept_exactly_escaped_as_json() -> None:
 @given(st.lists(st.one_of(st.none(), st.text(max_size=128)), min_size=1, max_size=3))
 def test_decode_inverts_encode(values: list[str | None]) -> None:
     assert groups.decode(groups.encode(tuple(values))) == tuple(values)
+
+
+def test_equal_values_of_other_types_keep_their_own_keys_when_repeated() -> None:
+    keys = [groups.group_key({"k": value}, ["k"]) for value in ("1", 1, True, 1.0, "1", 1, True, 1.0)]
+    assert keys == ['["1"]', '["1"]', '["true"]', '["1.0"]'] * 2
+
+
+def test_a_refused_value_stays_refused_when_repeated() -> None:
+    for bad in ("x" * 129, {"a": 1}, [1]):
+        for _ in range(2):
+            with pytest.raises(groups.InvalidGroupValue):
+                groups.group_key({"k": bad, "j": "ok"}, ["j", "k"])
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.none(), st.text(max_size=128), st.integers(-5, 5), st.booleans(), st.floats(-2, 2)),
+    ),
+    st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True),
+)
+def test_a_group_key_is_the_encoding_of_the_group_values_every_time(
+    properties: dict[str, object], group_by: list[str]
+) -> None:
+    expected = groups.encode(groups.group_values(properties, group_by))
+    assert groups.group_key(properties, group_by) == expected
+    assert groups.group_key(dict(properties), group_by) == expected
