@@ -72,9 +72,7 @@ def period_lines(
     when given, replaces it: meter id -> group key -> tally (``usage_lines`` describes the
     keys). ``fees``: the percentage fees by the same keys (a meter without ``group_by`` has the
     key ``()``)."""
-    usage: usage_lines.GroupedTallies = (
-        grouped if grouped is not None else {meter_id: {(): t} for meter_id, t in tallies.items()}
-    )
+    usage = _grouped(tallies, grouped)
     in_trial = schedule.in_trial(sub, period)
     rated = usage_lines.usage_lines(plan, meters, period, sub.timezone, usage, fees or {}, trial=in_trial)
     if in_trial:
@@ -100,9 +98,7 @@ def usage_so_far(
 ) -> list[LineDraft]:
     """A threshold invoice's usage lines: the period's prices on its quantities so far, capped but
     never floored, dated ``dated`` (from the period's start to the invoice)."""
-    usage: usage_lines.GroupedTallies = (
-        grouped if grouped is not None else {meter_id: {(): t} for meter_id, t in tallies.items()}
-    )
+    usage = _grouped(tallies, grouped)
     rated = usage_lines.usage_lines(
         plan, meters, period, timezone, usage, fees or {}, floors=False, dated=dated
     )
@@ -163,6 +159,13 @@ def _commitment_line(plan: Plan, period: periods.Period, amount: int, descriptio
         period_start=period.start,
         period_end=period.end,
     )
+
+
+def _grouped(
+    tallies: Mapping[str, Tally], grouped: usage_lines.GroupedTallies | None
+) -> usage_lines.GroupedTallies:
+    """The usage lines' input: ``grouped`` when given, else each meter's tally as its one group."""
+    return grouped if grouped is not None else {meter_id: {(): t} for meter_id, t in tallies.items()}
 
 
 def _of_plan(plan: Plan, lines: list[LineDraft]) -> list[LineDraft]:
